@@ -1,0 +1,163 @@
+"""Helpers shared by the benchmark scripts: paths, frames from clips, timing statistics, Markdown tables."""
+
+from __future__ import annotations
+
+import os
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import av
+import cv2
+import numpy as np
+import numpy.typing as npt
+
+REPO = Path(__file__).resolve().parent.parent
+TESTDATA = Path(os.environ.get("FACE_TESTDATA", str(REPO.parent / "shared" / "testdata")))
+VIDEOS = TESTDATA / "videos"
+IMAGES = TESTDATA / "images"
+DEFACE_VENV = REPO / "bench" / ".venv-deface"
+DEFACE_BIN = DEFACE_VENV / "bin" / "deface"
+DEFACE_PYTHON = DEFACE_VENV / "bin" / "python"
+DEFACE_PROBE = REPO / "bench" / "deface_probe.py"
+
+Frame = npt.NDArray[np.uint8]
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Wall-clock samples of one measured thing, in milliseconds (or seconds; the unit is the caller's)."""
+
+    samples: tuple[float, ...]
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.samples)
+
+    @property
+    def p95(self) -> float:
+        return float(np.percentile(np.asarray(self.samples), 95))
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """``"1280x720"`` -> (1280, 720)."""
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError as exc:
+        raise ValueError(f"size must look like 1280x720, not {text!r}") from exc
+    if w < 16 or h < 16:
+        raise ValueError(f"size too small: {text!r}")
+    return w, h
+
+
+def fit_frame(frame: Frame, width: int, height: int) -> Frame:
+    """Centre-crop ``frame`` to the aspect ratio of width x height, then resize to exactly that size."""
+    fh, fw = frame.shape[:2]
+    target = width / height
+    if fw / fh > target:  # too wide: crop the sides
+        cw = round(fh * target)
+        x0 = (fw - cw) // 2
+        frame = frame[:, x0:x0 + cw]
+    elif fw / fh < target:  # too tall: crop top and bottom
+        ch = round(fw / target)
+        y0 = (fh - ch) // 2
+        frame = frame[y0:y0 + ch]
+    if frame.shape[1] == width and frame.shape[0] == height:
+        return np.ascontiguousarray(frame)
+    interpolation = cv2.INTER_AREA if frame.shape[1] > width else cv2.INTER_LINEAR
+    return np.asarray(cv2.resize(frame, (width, height), interpolation=interpolation), dtype=np.uint8)
+
+
+def read_frames(path: Path, count: int) -> list[Frame]:
+    """``count`` BGR frames spread evenly over the clip (decodes it once, sequentially)."""
+    total = count_frames(path)
+    if total == 0:
+        raise ValueError(f"{path} has no decodable video frames")
+    wanted = sorted({int(i) for i in np.linspace(0, total - 1, num=min(count, total))})
+    frames: list[Frame] = []
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        for index, frame in enumerate(container.decode(stream)):
+            if index in wanted:
+                frames.append(np.asarray(frame.to_ndarray(format="bgr24"), dtype=np.uint8))
+            if index >= wanted[-1]:
+                break
+    return frames
+
+
+def count_frames(path: Path) -> int:
+    """Frames in the first video stream, counted by decoding (container headers are often wrong)."""
+    with av.open(str(path)) as container:
+        if not container.streams.video:
+            return 0
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        return sum(1 for _ in container.decode(stream))
+
+
+def video_info(path: Path) -> tuple[int, int, float]:
+    """(width, height, frames per second) of the first video stream."""
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        rate = stream.average_rate or stream.base_rate or Fraction(30)
+        return int(stream.codec_context.width), int(stream.codec_context.height), float(rate)
+
+
+def transcode(src: Path, dst: Path, size: tuple[int, int] | None = None, seconds: float | None = None,
+              crf: int = 18) -> int:
+    """Re-encode the video of ``src`` to H.264 ``dst`` (no audio): optionally centre-cropped and resized to
+    ``size`` and cut to the first ``seconds``. Returns the number of frames written."""
+    written = 0
+    with av.open(str(src)) as inp, av.open(str(dst), "w") as out:
+        vin = inp.streams.video[0]
+        vin.thread_type = "AUTO"
+        rate = vin.average_rate or vin.base_rate or Fraction(30)
+        width, height = size or (vin.codec_context.width, vin.codec_context.height)
+        vout: Any = out.add_stream("libx264", rate=rate)
+        vout.width, vout.height, vout.pix_fmt = width, height, "yuv420p"
+        vout.options = {"crf": str(crf), "preset": "veryfast"}
+        limit = None if seconds is None else max(1, round(seconds * float(rate)))
+        for frame in inp.decode(vin):
+            if limit is not None and written >= limit:
+                break
+            image = np.asarray(frame.to_ndarray(format="bgr24"), dtype=np.uint8)
+            if size is not None:
+                image = fit_frame(image, width, height)
+            new = av.VideoFrame.from_ndarray(image, format="bgr24")
+            new.pts = written
+            new.time_base = Fraction(1) / rate
+            for packet in vout.encode(new):
+                out.mux(packet)
+            written += 1
+        for packet in vout.encode(None):
+            out.mux(packet)
+    return written
+
+
+def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """A GitHub Markdown table; numbers right-aligned when every cell of the column looks numeric."""
+
+    def numeric(cell: str) -> bool:
+        text = cell.replace("×", "").replace("%", "").replace(",", "").strip()
+        try:
+            float(text)
+        except ValueError:
+            return False
+        return True
+
+    aligns = []
+    for col in range(len(headers)):
+        cells = [row[col] for row in rows if row[col] not in ("", "-", "—")]
+        aligns.append("---:" if cells and all(numeric(c) for c in cells) else "---")
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join(aligns) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def round32(value: int) -> int:
+    """Round up to a multiple of 32 (the CenterFace input constraint), as deface does."""
+    return -(-value // 32) * 32

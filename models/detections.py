@@ -1,0 +1,55 @@
+"""FaceDetections: the one value every detector returns."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+FloatArray = npt.NDArray[np.float32]
+
+
+@dataclass(frozen=True)
+class FaceDetections:
+    """Faces found in one frame, in that frame's pixel coordinates.
+
+    boxes: (N, 4) float32 x1, y1, x2, y2 with x1 <= x2 and y1 <= y2.
+    scores: (N,) float32 in [0, 1].
+    landmarks: (N, 5, 2) float32 x, y (eyes, nose, mouth corners), or NaN where a detector gives none.
+    """
+
+    boxes: FloatArray
+    scores: FloatArray
+    landmarks: FloatArray
+
+    def __post_init__(self) -> None:
+        boxes = np.asarray(self.boxes, dtype=np.float32).reshape(-1, 4)
+        n = boxes.shape[0]
+        scores = np.asarray(self.scores, dtype=np.float32).reshape(-1)
+        landmarks = np.asarray(self.landmarks, dtype=np.float32).reshape(-1, 5, 2)
+        if scores.shape[0] != n or landmarks.shape[0] != n:
+            raise ValueError(f"inconsistent detections: {n} boxes, {scores.shape[0]} scores, "
+                             f"{landmarks.shape[0]} landmark sets")
+        if not np.isfinite(boxes).all():
+            raise ValueError("detection boxes must be finite")
+        if n and ((boxes[:, 2] < boxes[:, 0]).any() or (boxes[:, 3] < boxes[:, 1]).any()):
+            raise ValueError("detection boxes must satisfy x1 <= x2 and y1 <= y2")
+        object.__setattr__(self, "boxes", boxes)
+        object.__setattr__(self, "scores", scores)
+        object.__setattr__(self, "landmarks", landmarks)
+
+    @classmethod
+    def empty(cls) -> FaceDetections:
+        return cls(np.zeros((0, 4), np.float32), np.zeros((0,), np.float32), np.zeros((0, 5, 2), np.float32))
+
+    def __len__(self) -> int:
+        return int(self.boxes.shape[0])
+
+    def xywh(self) -> FloatArray:
+        out = self.boxes.copy()
+        out[:, 2:] -= out[:, :2]
+        return out
+
+    def filter(self, keep: npt.NDArray[np.bool_] | npt.NDArray[np.intp]) -> FaceDetections:
+        return FaceDetections(self.boxes[keep], self.scores[keep], self.landmarks[keep])

@@ -1,0 +1,66 @@
+"""Recall and false positives of a detector against ground-truth boxes (the ../shared/testdata JSON format)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+
+
+def iou_matrix(a: npt.NDArray[np.float32], b: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    """Pairwise IoU of xyxy boxes a (N, 4) and b (M, 4)."""
+    if a.size == 0 or b.size == 0:
+        return np.zeros((a.shape[0], b.shape[0]), np.float32)
+    lt = np.maximum(a[:, None, :2], b[None, :, :2])
+    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = np.prod(np.clip(rb - lt, 0, None), axis=2)
+    area_a = np.prod(np.clip(a[:, 2:] - a[:, :2], 0, None), axis=1)
+    area_b = np.prod(np.clip(b[:, 2:] - b[:, :2], 0, None), axis=1)
+    return np.asarray(inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-6), np.float32)
+
+
+@dataclass(frozen=True)
+class Match:
+    faces: int
+    found: int
+    false_positives: int
+
+    @property
+    def recall(self) -> float:
+        return self.found / self.faces if self.faces else 1.0
+
+
+def match(truth_xyxy: npt.NDArray[np.float32], found_xyxy: npt.NDArray[np.float32], iou: float = 0.3) -> Match:
+    """Greedy one-to-one matching, best IoU first. Unmatched detections count as false positives (some real
+    background faces are not annotated in the test set, so this over-counts them)."""
+    m = iou_matrix(truth_xyxy, found_xyxy)
+    used_t: set[int] = set()
+    used_f: set[int] = set()
+    for flat in np.argsort(-m, axis=None):
+        t, f = divmod(int(flat), m.shape[1])
+        if m[t, f] < iou:
+            break
+        if t not in used_t and f not in used_f:
+            used_t.add(t)
+            used_f.add(f)
+    return Match(truth_xyxy.shape[0], len(used_t), found_xyxy.shape[0] - len(used_f))
+
+
+def load_truth(json_path: Path) -> npt.NDArray[np.float32]:
+    boxes = np.asarray(json.loads(json_path.read_text())["boxes"], np.float32).reshape(-1, 4)
+    boxes[:, 2:] += boxes[:, :2]
+    return boxes
+
+
+def annotated_images(folder: Path) -> Iterable[tuple[Path, Path]]:
+    """(image, boxes JSON) pairs in a folder, sorted by name."""
+    for js in sorted(folder.glob("*.json")):
+        for ext in (".jpg", ".png", ".jpeg"):
+            img = js.with_suffix(ext)
+            if img.is_file():
+                yield img, js
+                break

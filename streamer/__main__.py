@@ -1,0 +1,182 @@
+"""Command line: ``python -m streamer detect|file|serve``. Thin: parse, build, run."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+from models import DetectorConfig, ModelError, ProviderError, load_detector
+
+from .settings import FAIL_POLICIES, MODES, AnonymizeSettings, HoldSettings
+
+logger = logging.getLogger("streamer")
+
+
+def _detector_args(parser: argparse.ArgumentParser) -> None:
+    d = DetectorConfig()
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                        help="where the detector runs; auto uses CUDA only when it really loads (default: auto)")
+    parser.add_argument("--model", type=Path, default=None,
+                        help="a CenterFace-format ONNX file instead of the verified default")
+    parser.add_argument("--detect-size", type=int, default=d.detect_size,
+                        help="long side of the image the detector sees, in px (default: %(default)s)")
+    parser.add_argument("--threshold", type=float, default=d.threshold,
+                        help="face score threshold; lower finds more faces and more false alarms "
+                             "(default: %(default)s)")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="inference threads on CPU (default: one per core)")
+
+
+def _hide_args(parser: argparse.ArgumentParser) -> None:
+    a, h = AnonymizeSettings(), HoldSettings()
+    parser.add_argument("--mode", choices=MODES, default=a.mode, help="how faces are hidden (default: %(default)s)")
+    parser.add_argument("--strength", type=float, default=a.strength,
+                        help="0..1: coarser mosaic / stronger blur (default: %(default)s)")
+    parser.add_argument("--padding", type=float, default=a.padding,
+                        help="scale each face box by this before hiding (default: %(default)s)")
+    parser.add_argument("--ellipse", action="store_true", help="hide an ellipse inside each box instead of the box")
+    parser.add_argument("--no-scramble", dest="scramble", action="store_false",
+                        help="classic mosaic: keep the cells in place (the face's coarse layout stays visible)")
+    parser.add_argument("--hold", type=float, default=h.hold_seconds,
+                        help="keep hiding a face this many seconds after the detector last saw it "
+                             "(default: %(default)s)")
+    parser.add_argument("--fail-policy", choices=FAIL_POLICIES, default="hide-frame",
+                        help="when detection fails on a frame: hide the whole frame, or widen the masks held "
+                             "from recent frames (default: %(default)s)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m streamer", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("detect", help="print the faces found in images")
+    p.add_argument("images", nargs="+", type=Path)
+    p.add_argument("--json", action="store_true", help="one JSON object per image on stdout")
+    _detector_args(p)
+
+    p = sub.add_parser("file", help="anonymize an image or a video file")
+    p.add_argument("input", type=Path)
+    p.add_argument("output", type=Path)
+    _detector_args(p)
+    _hide_args(p)
+    p.add_argument("--keep-audio", action="store_true", help="copy the audio track (dropped by default)")
+    p.add_argument("--crf", type=int, default=20, help="H.264 quality, lower is better (default: %(default)s)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    p = sub.add_parser("serve", help="run the web service")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
+    p.add_argument("--port", type=int, default=9002, help="port (default: %(default)s)")
+    _detector_args(p)
+    return parser
+
+
+def _load(args: argparse.Namespace) -> Any:
+    config = DetectorConfig(detect_size=args.detect_size, threshold=args.threshold, threads=args.threads)
+    return load_detector(args.device, args.model, config)
+
+
+def cmd_detect(args: argparse.Namespace) -> int:
+    from .offline import InputError, read_image
+
+    detector = _load(args)
+    failed = 0
+    for path in args.images:
+        try:
+            image = read_image(path)
+        except InputError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            failed += 1
+            continue
+        faces = detector.detect(image)
+        if args.json:
+            record = {
+                "image": str(path), "width": image.shape[1], "height": image.shape[0],
+                "provider": detector.provider,
+                "faces": [{"box": [round(float(v), 1) for v in box], "score": round(float(s), 4)}
+                          for box, s in zip(faces.xywh(), faces.scores, strict=True)],
+            }
+            print(json.dumps(record), flush=True)
+        else:
+            print(f"{path}: {len(faces)} face(s) ({image.shape[1]}x{image.shape[0]}, {detector.provider})")
+            for (x, y, w, h), s in zip(faces.xywh(), faces.scores, strict=True):
+                print(f"  x={x:.0f} y={y:.0f} w={w:.0f} h={h:.0f} score={s:.2f}")
+    return 1 if failed else 0
+
+
+def cmd_file(args: argparse.Namespace) -> int:
+    from .offline import Progress, anonymize_image, anonymize_video, is_image
+    from .processor import FrameProcessor
+
+    settings = AnonymizeSettings(mode=args.mode, strength=args.strength, padding=args.padding,
+                                 ellipse=args.ellipse, scramble=args.scramble)
+    hold = HoldSettings(hold_seconds=args.hold)
+    if args.input.resolve() == args.output.resolve():
+        raise ValueError("OUTPUT must differ from INPUT")
+    detector = _load(args)
+    processor = FrameProcessor(detector, settings, hold, args.fail_policy, stream_id=args.input.name)
+    if is_image(args.input):
+        result = anonymize_image(args.input, args.output, processor)
+    else:
+        from tqdm import tqdm
+
+        bar: Any = None
+        if not args.no_progress:
+            bar = tqdm(unit="frame", desc=args.input.name, file=sys.stderr, dynamic_ncols=True)
+
+        def on_progress(p: Progress) -> None:
+            if bar is not None:
+                if bar.total is None and p.frames_total:
+                    bar.total = p.frames_total
+                bar.update(p.frames_done - bar.n)
+
+        try:
+            result = anonymize_video(args.input, args.output, processor, keep_audio=args.keep_audio,
+                                     crf=args.crf, on_progress=on_progress, cancel=threading.Event())
+        finally:
+            if bar is not None:
+                bar.close()
+    stats = processor.stats
+    print(f"{result.output}: {result.frames} frame(s) {result.width}x{result.height} in {result.seconds:.1f} s "
+          f"({result.frames / max(result.seconds, 1e-9):.1f} frames/s), {stats.faces_detected} detection(s), "
+          f"{stats.frames_with_held_masks} frame(s) with held masks, {stats.frames_hidden_whole} frame(s) "
+          f"hidden whole, provider {detector.provider}", file=sys.stderr)
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .server.app import run
+
+    run(args)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.command == "serve":
+        logging.getLogger().setLevel(logging.DEBUG if args.verbose else logging.INFO)
+    from .offline import Cancelled, InputError
+
+    handlers = {"detect": cmd_detect, "file": cmd_file, "serve": cmd_serve}
+    try:
+        return handlers[args.command](args)
+    except (InputError, ModelError, ProviderError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except Cancelled as exc:
+        print(f"cancelled: {exc}", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,126 @@
+"""One frame in, one hidden frame out: detect -> track -> anonymize, failing closed.
+
+No path through here returns a frame that was not either anonymized from a fresh detection, covered by held
+masks widened for the uncertainty, or hidden whole.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+from models import Detector, FaceDetections
+
+from .anonymize import anonymize, hide_frame
+from .settings import AnonymizeSettings, FailPolicy, HoldSettings
+from .tracking import FaceTracker
+
+logger = logging.getLogger(__name__)
+
+WIDEN_ON_FAILURE = 1.5
+
+
+@dataclass
+class ProcessorStats:
+    """Counters a stream reports (and, later, exports as metrics)."""
+
+    frames: int = 0
+    faces_detected: int = 0
+    regions_hidden: int = 0
+    frames_with_held_masks: int = 0  # a face was kept hidden although the detector missed it in this frame
+    frames_hidden_whole: int = 0  # fail-closed: no trustworthy detection, the whole frame was hidden
+    frames_widened: int = 0  # fail-closed: no detection, held masks were widened instead
+    detector_errors: int = 0
+    detect_ms_total: float = 0.0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def snapshot(self) -> dict[str, float]:
+        with self._lock:
+            return {k: v for k, v in vars(self).items() if not k.startswith("_")}
+
+
+@dataclass(frozen=True)
+class FrameOutcome:
+    faces: int  # fresh detections in this frame
+    hidden: int  # regions hidden (detections + held)
+    held: int  # masks kept from earlier frames
+    failed_closed: bool
+    detect_ms: float
+
+
+class FrameProcessor:
+    """Hides faces in a stream's frames, in order. One instance per stream (it holds that stream's tracks);
+    the detector may be shared by many."""
+
+    def __init__(self, detector: Detector, settings: AnonymizeSettings | None = None,
+                 hold: HoldSettings | None = None, fail_policy: FailPolicy = "hide-frame",
+                 stream_id: str = "-") -> None:
+        self.detector = detector
+        self.settings = settings or AnonymizeSettings()
+        self.tracker = FaceTracker(hold or HoldSettings())
+        self.fail_policy: FailPolicy = fail_policy
+        self.stream_id = stream_id
+        self.stats = ProcessorStats()
+
+    def process(self, frame: npt.NDArray[np.uint8], t: float) -> FrameOutcome:
+        """Detect and hide faces in ``frame`` (in place) at media time ``t`` seconds."""
+        started = time.perf_counter()
+        detections: FaceDetections | None
+        try:
+            detections = self.detector.detect(frame)
+        except Exception:
+            logger.exception("[%s] detector failed at t=%.3f; failing closed", self.stream_id, t)
+            with self.stats._lock:
+                self.stats.detector_errors += 1
+            detections = None
+        return self.apply(frame, t, detections, (time.perf_counter() - started) * 1000)
+
+    def apply(self, frame: npt.NDArray[np.uint8], t: float, detections: FaceDetections | None,
+              detect_ms: float = 0.0) -> FrameOutcome:
+        """Hide faces using ``detections`` made on this frame; ``None`` means there is no trustworthy result
+        (the detector failed or was too late) and the frame is hidden by the fail-closed policy."""
+        try:
+            if detections is None:
+                return self._fail_closed(frame, t, detect_ms)
+            boxes = self.tracker.update(detections.boxes, t)
+            hidden = anonymize(frame, boxes, self.settings)
+            held = max(0, len(boxes) - len(detections))
+            with self.stats._lock:
+                self.stats.frames += 1
+                self.stats.faces_detected += len(detections)
+                self.stats.regions_hidden += hidden
+                self.stats.frames_with_held_masks += held > 0
+                self.stats.detect_ms_total += detect_ms
+            return FrameOutcome(len(detections), hidden, held, False, detect_ms)
+        except Exception:
+            logger.exception("[%s] anonymizing failed at t=%.3f; hiding the whole frame", self.stream_id, t)
+            self._hide_whole(frame)
+            return FrameOutcome(0, 0, 0, True, detect_ms)
+
+    def _fail_closed(self, frame: npt.NDArray[np.uint8], t: float, detect_ms: float) -> FrameOutcome:
+        if self.fail_policy == "widen-held":
+            boxes = self.tracker.predict(t, widen=WIDEN_ON_FAILURE)
+            if len(boxes):
+                hidden = anonymize(frame, boxes, self.settings)
+                with self.stats._lock:
+                    self.stats.frames += 1
+                    self.stats.frames_widened += 1
+                    self.stats.regions_hidden += hidden
+                return FrameOutcome(0, hidden, len(boxes), True, detect_ms)
+        self._hide_whole(frame)
+        return FrameOutcome(0, 0, 0, True, detect_ms)
+
+    def _hide_whole(self, frame: npt.NDArray[np.uint8]) -> None:
+        try:
+            hide_frame(frame)
+        except Exception:
+            logger.exception("[%s] whole-frame hiding failed; blanking the frame", self.stream_id)
+            frame[...] = 0
+        with self.stats._lock:
+            self.stats.frames += 1
+            self.stats.frames_hidden_whole += 1

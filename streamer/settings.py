@@ -1,0 +1,62 @@
+"""Typed, validated settings shared by the CLI, the file pipeline and (later) live sessions."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+from typing import Any, Literal, get_args
+
+Mode = Literal["mosaic", "blur", "solid"]
+FailPolicy = Literal["hide-frame", "widen-held"]
+MODES: tuple[str, ...] = get_args(Mode)
+FAIL_POLICIES: tuple[str, ...] = get_args(FailPolicy)
+
+
+@dataclass(frozen=True)
+class AnonymizeSettings:
+    """How a face is hidden.
+
+    strength 0..1: mosaic goes from 14 to 6 blocks across the face (0.5 -> 10), blur from a sigma of 1/8 to 1/3 of
+    the face width; solid ignores it. padding scales each box about its centre before hiding (1.3 = 30% larger).
+    scramble: mosaic cells are shuffled within each face, so the mosaic keeps no facial layout (see anonymize.py).
+    """
+
+    mode: Mode = "mosaic"
+    strength: float = 0.5
+    padding: float = 1.3
+    ellipse: bool = False
+    scramble: bool = True
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {', '.join(MODES)}, not {self.mode!r}")
+        if not 0.0 <= self.strength <= 1.0:
+            raise ValueError(f"strength must be within 0..1, not {self.strength}")
+        if not 1.0 <= self.padding <= 3.0:
+            raise ValueError(f"padding must be within 1.0..3.0, not {self.padding}")
+
+    def with_changes(self, **changes: Any) -> AnonymizeSettings:
+        unknown = set(changes) - {f.name for f in fields(self)}
+        if unknown:
+            raise ValueError(f"unknown setting(s): {', '.join(sorted(unknown))}")
+        return replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class HoldSettings:
+    """How long a face stays hidden after the detector last saw it, and how its mask grows meanwhile.
+
+    hold_seconds: keep masking a lost face this long (media time). grow_per_second: while a face is only
+    predicted, its box grows by this fraction per second (so 0.5 s of hold at 1.0/s ends 1.5x larger).
+    """
+
+    hold_seconds: float = 0.5
+    grow_per_second: float = 1.0
+    max_grow: float = 2.0
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.hold_seconds <= 10.0:
+            raise ValueError(f"hold_seconds must be within 0..10, not {self.hold_seconds}")
+        if not 0.0 <= self.grow_per_second <= 10.0:
+            raise ValueError(f"grow_per_second must be within 0..10, not {self.grow_per_second}")
+        if not 1.0 <= self.max_grow <= 5.0:
+            raise ValueError(f"max_grow must be within 1..5, not {self.max_grow}")

@@ -1,0 +1,73 @@
+"""Fixtures shared by the test modules."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+# Plain `pytest` puts only tests/ on sys.path; the tests exercise this working tree even where the package was
+# never pip-installed into the environment.
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+# Real photos and clips live beside the checkout, never inside it (its README.md has origins and licences).
+TESTDATA_DIR = REPO_ROOT.parent / "shared" / "testdata"
+
+
+def require_testdata(*parts: str) -> Path:
+    """The path ``TESTDATA_DIR/parts...``, or skip the calling test saying what is missing."""
+    path = TESTDATA_DIR.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"real test data not found: {path} (expected ../shared/testdata beside the repository)")
+    return path
+
+
+def read_bgr(path: Path) -> npt.NDArray[np.uint8]:
+    import cv2
+
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    assert image is not None, f"cannot read {path}"
+    return np.asarray(image, np.uint8)
+
+
+@pytest.fixture
+def testdata() -> Path:
+    """The real test data folder; tests using it are skipped when it is absent."""
+    return require_testdata()
+
+
+@pytest.fixture(scope="session")
+def detector() -> Any:
+    """The real CenterFace model on the CPU provider with default settings, loaded once per run."""
+    from models import load_detector
+
+    return load_detector("cpu")
+
+
+@pytest.fixture(scope="session")
+def astronaut_bgr() -> npt.NDArray[np.uint8]:
+    """A real portrait available everywhere: scikit-image's astronaut (public domain), as BGR."""
+    from skimage import data
+
+    astronaut: Callable[[], npt.NDArray[np.uint8]] = data.astronaut  # skimage's own hints are incomplete
+    return np.ascontiguousarray(astronaut()[:, :, ::-1])
+
+
+def video_frames(relative: str, count: int) -> list[npt.NDArray[np.uint8]]:
+    """The first ``count`` frames of a clip under ../shared/testdata, as BGR arrays (skips when absent)."""
+    import av
+
+    path = require_testdata(*relative.split("/"))
+    frames: list[npt.NDArray[np.uint8]] = []
+    with av.open(str(path)) as container:
+        for frame in container.decode(video=0):
+            frames.append(np.asarray(frame.to_ndarray(format="bgr24"), dtype=np.uint8))
+            if len(frames) == count:
+                break
+    return frames
