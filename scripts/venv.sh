@@ -22,5 +22,5 @@ if [ ! -f "$STAMP" ]; then
   rm -f .venv/.installed-*
   touch "$STAMP"
 fi
-.venv/bin/python -m models.weights >/dev/null
+.venv/bin/python -m models.fetch >/dev/null
 export PATH="$ROOT/.venv/bin:$PATH"

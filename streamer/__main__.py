@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import threading
 from pathlib import Path
@@ -76,8 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _load(args: argparse.Namespace) -> Any:
-    config = DetectorConfig(detect_size=args.detect_size, threshold=args.threshold, threads=args.threads)
+def _load(args: argparse.Namespace, threads: int | None = None) -> Any:
+    config = DetectorConfig(detect_size=args.detect_size, threshold=args.threshold,
+                            threads=args.threads if threads is None else threads)
     return load_detector(args.device, args.model, config)
 
 
@@ -118,7 +120,11 @@ def cmd_file(args: argparse.Namespace) -> int:
     hold = HoldSettings(hold_seconds=args.hold)
     if args.input.resolve() == args.output.resolve():
         raise ValueError("OUTPUT must differ from INPUT")
-    detector = _load(args)
+    # Whole files have frames to spare: one single-threaded inference per core beats one inference spread over
+    # all cores (no per-layer synchronisation); a user's --threads N gives cores // N parallel inferences.
+    cores = os.cpu_count() or 1
+    workers = max(1, cores // args.threads) if args.threads else cores
+    detector = _load(args, threads=args.threads or 1)
     processor = FrameProcessor(detector, settings, hold, args.fail_policy, stream_id=args.input.name)
     if is_image(args.input):
         result = anonymize_image(args.input, args.output, processor)
@@ -137,7 +143,8 @@ def cmd_file(args: argparse.Namespace) -> int:
 
         try:
             result = anonymize_video(args.input, args.output, processor, keep_audio=args.keep_audio,
-                                     crf=args.crf, on_progress=on_progress, cancel=threading.Event())
+                                     crf=args.crf, detect_workers=workers, on_progress=on_progress,
+                                     cancel=threading.Event())
         finally:
             if bar is not None:
                 bar.close()

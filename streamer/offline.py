@@ -13,7 +13,9 @@ import queue
 import tempfile
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from fractions import Fraction
@@ -173,8 +175,11 @@ def open_video(path: Path) -> Any:
 
 
 def anonymize_video(src: Path, dst: Path, processor: FrameProcessor, *, keep_audio: bool = False,
-                    crf: int = 20, preset: str = "veryfast", on_progress: ProgressCallback | None = None,
+                    crf: int = 20, preset: str = "superfast", detect_workers: int = 1,
+                    on_progress: ProgressCallback | None = None,
                     cancel: threading.Event | None = None) -> FileResult:
+    """Anonymize a video file. ``detect_workers`` frames are detected at once (use one per core with a
+    single-threaded detector on CPU)."""
     if dst.suffix.lower() not in VIDEO_SUFFIXES - {".webm"}:
         raise InputError(f"{dst}: output of a video must be .mp4, .mkv, .mov, .m4v or .avi (H.264)")
     started = time.perf_counter()
@@ -225,19 +230,37 @@ def anonymize_video(src: Path, dst: Path, processor: FrameProcessor, *, keep_aud
                 _put(decoded, _END, stop)
 
         def hide() -> None:
+            # Detection of the next frames runs ahead on `detect_workers` threads; tracking and hiding then take
+            # the results strictly in frame order, which the hold needs.
+            pending: deque[tuple[Any, Future[tuple[Any, float]] | None]] = deque()
+
+            def finish_oldest() -> bool:
+                item, future = pending.popleft()
+                if future is not None:
+                    image, _, t = item[1]
+                    detections, detect_ms = future.result()
+                    outcome = processor.apply(image, t, detections, detect_ms)
+                    counts["faces"] += outcome.faces
+                    counts["whole"] += outcome.failed_closed and outcome.held == 0
+                return _put(hidden, item, stop)
+
             try:
-                while True:
-                    item = _get(decoded, stop)
-                    if item is _END:
-                        return
-                    if item[0] == "video":
-                        image, _, t = item[1]
-                        outcome = processor.process(image, t)
-                        counts["faces"] += outcome.faces
-                        counts["whole"] += outcome.failed_closed and outcome.held == 0
-                    if not _put(hidden, item, stop):
-                        return
+                with ThreadPoolExecutor(detect_workers, thread_name_prefix="detect") as pool:
+                    while True:
+                        item = _get(decoded, stop)
+                        if item is _END:
+                            break
+                        future = pool.submit(processor.detect, item[1][0], item[1][2]) if item[0] == "video" else None
+                        pending.append((item, future))
+                        if len(pending) > 2 * detect_workers and not finish_oldest():
+                            return
+                    while pending:
+                        if not finish_oldest():
+                            return
             finally:
+                for _, future in pending:
+                    if future is not None:
+                        future.cancel()
                 _put(hidden, _END, stop)
 
         with atomic_output(dst) as tmp:

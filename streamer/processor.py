@@ -69,16 +69,21 @@ class FrameProcessor:
 
     def process(self, frame: npt.NDArray[np.uint8], t: float) -> FrameOutcome:
         """Detect and hide faces in ``frame`` (in place) at media time ``t`` seconds."""
+        detections, detect_ms = self.detect(frame, t)
+        return self.apply(frame, t, detections, detect_ms)
+
+    def detect(self, frame: npt.NDArray[np.uint8], t: float) -> tuple[FaceDetections | None, float]:
+        """Run the detector on ``frame``; ``None`` when it failed (counted). Safe to call from several threads
+        for different frames, so detection can run ahead while ``apply`` keeps frame order."""
         started = time.perf_counter()
-        detections: FaceDetections | None
         try:
-            detections = self.detector.detect(frame)
+            detections: FaceDetections | None = self.detector.detect(frame)
         except Exception:
             logger.exception("[%s] detector failed at t=%.3f; failing closed", self.stream_id, t)
             with self.stats._lock:
                 self.stats.detector_errors += 1
             detections = None
-        return self.apply(frame, t, detections, (time.perf_counter() - started) * 1000)
+        return detections, (time.perf_counter() - started) * 1000
 
     def apply(self, frame: npt.NDArray[np.uint8], t: float, detections: FaceDetections | None,
               detect_ms: float = 0.0) -> FrameOutcome:

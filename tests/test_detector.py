@@ -112,7 +112,7 @@ def test_cuda_provider_really_runs(astronaut_bgr: npt.NDArray[np.uint8]) -> None
 
 def test_missing_model_says_how_to_fix_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(models.weights, "WEIGHTS_DIR", tmp_path)
-    with pytest.raises(ModelError, match=r"not found.*python -m models.weights"):
+    with pytest.raises(ModelError, match=r"not found.*python -m models.fetch"):
         load_detector("cpu")
     with pytest.raises(ModelError, match="model file not found"):
         load_detector("cpu", model=tmp_path / "nope.onnx")
@@ -124,7 +124,7 @@ def test_corrupt_model_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     data[len(data) // 2] ^= 0xFF
     corrupt.write_bytes(bytes(data))
     monkeypatch.setattr(models.weights, "WEIGHTS_DIR", tmp_path)
-    with pytest.raises(ModelError, match=r"corrupt.*python -m models.weights"):
+    with pytest.raises(ModelError, match=r"corrupt.*python -m models.fetch"):
         load_detector("cpu")
     text = tmp_path / "mine.onnx"
     text.write_text("not a model")
