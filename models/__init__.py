@@ -20,7 +20,7 @@ class Detector(Protocol):
     provider: str  # the ONNX Runtime execution provider really in use, from session.get_providers()
     config: DetectorConfig
 
-    def detect(self, frame_bgr: npt.NDArray[np.uint8]) -> FaceDetections: ...
+    def detect(self, frame_bgr: npt.NDArray[np.uint8], threshold: float | None = None) -> FaceDetections: ...
 
 
 def load_detector(device: Device = "auto", model: str | os.PathLike[str] | None = None,

@@ -84,6 +84,7 @@ class DetectorConfig:
     threshold: float = 0.3
     nms_iou: float = 0.3
     threads: int = 0  # ONNX Runtime intra-op threads; 0 lets it choose (one per core)
+    spin_wait: bool = True  # False for live pipelines, where other stages need the cores between inferences
 
     def __post_init__(self) -> None:
         if not 64 <= self.detect_size <= 4096:
@@ -101,7 +102,8 @@ class CenterFaceDetector:
     def __init__(self, model_path: Path, device: Device = "auto", config: DetectorConfig | None = None) -> None:
         self.config = config or DetectorConfig()
         self.model_path = model_path
-        self.session, self.provider = create_session(prepare_graph(model_path), device, threads=self.config.threads)
+        self.session, self.provider = create_session(prepare_graph(model_path), device, threads=self.config.threads,
+                                                     spin_wait=self.config.spin_wait)
         self._input = self.session.get_inputs()[0].name
         started = time.perf_counter()
         self.detect(np.zeros((480, 640, 3), np.uint8))
@@ -115,10 +117,12 @@ class CenterFaceDetector:
         ph, pw = -(-rh // ALIGN) * ALIGN, -(-rw // ALIGN) * ALIGN
         return scale, rh, rw, ph, pw
 
-    def detect(self, frame_bgr: npt.NDArray[np.uint8]) -> FaceDetections:
-        return self.detect_batch([frame_bgr])[0]
+    def detect(self, frame_bgr: npt.NDArray[np.uint8], threshold: float | None = None) -> FaceDetections:
+        """Faces in one BGR frame; ``threshold`` overrides the configured score threshold for this call."""
+        return self.detect_batch([frame_bgr], threshold)[0]
 
-    def detect_batch(self, frames_bgr: Sequence[npt.NDArray[np.uint8]]) -> list[FaceDetections]:
+    def detect_batch(self, frames_bgr: Sequence[npt.NDArray[np.uint8]],
+                     threshold: float | None = None) -> list[FaceDetections]:
         if not frames_bgr:
             return []
         for frame in frames_bgr:
@@ -133,15 +137,16 @@ class CenterFaceDetector:
                                  else cv2.INTER_LINEAR)
             blob[i, :, :rh, :rw] = resized[:, :, ::-1].transpose(2, 0, 1)  # BGR HWC -> RGB CHW
         heat, scale, offset, lms = self.session.run(None, {self._input: blob})
+        thr = self.config.threshold if threshold is None else threshold
         return [
-            self._decode(heat[i, 0], scale[i], offset[i], lms[i], geometry[i][0], frame.shape[0], frame.shape[1])
+            self._decode(heat[i, 0], scale[i], offset[i], lms[i], geometry[i][0], frame.shape[0], frame.shape[1], thr)
             for i, frame in enumerate(frames_bgr)
         ]
 
     def _decode(self, heat: npt.NDArray[np.float32], scale: npt.NDArray[np.float32],
                 offset: npt.NDArray[np.float32], lms: npt.NDArray[np.float32], factor: float,
-                height: int, width: int) -> FaceDetections:
-        ys, xs = np.nonzero(heat > self.config.threshold)
+                height: int, width: int, threshold: float) -> FaceDetections:
+        ys, xs = np.nonzero(heat > threshold)
         if ys.size == 0:
             return FaceDetections.empty()
         scores = heat[ys, xs].astype(np.float32)

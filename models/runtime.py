@@ -27,7 +27,8 @@ def import_onnxruntime() -> Any:
     return ort
 
 
-def create_session(model: bytes, device: Device = "auto", *, threads: int = 0) -> tuple[Any, str]:
+def create_session(model: bytes, device: Device = "auto", *, threads: int = 0,
+                   spin_wait: bool = True) -> tuple[Any, str]:
     """Build an InferenceSession and return it with the provider that is actually in use.
 
     ``get_available_providers()`` lists CUDA whenever onnxruntime-gpu is installed, even when the CUDA or cuDNN
@@ -41,6 +42,9 @@ def create_session(model: bytes, device: Device = "auto", *, threads: int = 0) -
     if threads > 0:
         options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
+    if not spin_wait:
+        # Idle inference threads sleep instead of spinning: in a live pipeline the codecs need those cycles.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.log_severity_level = 3  # CUDA load failures are reported by us, once, below
 
     available = ort.get_available_providers()

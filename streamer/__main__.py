@@ -73,6 +73,19 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("serve", help="run the web service")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
     p.add_argument("--port", type=int, default=9002, help="port (default: %(default)s)")
+    p.add_argument("--tls-cert", type=Path, default=None,
+                   help="certificate (PEM) for https; browsers give camera access only on https or localhost")
+    p.add_argument("--tls-key", type=Path, default=None, help="private key (PEM) for --tls-cert")
+    p.add_argument("--ice-server", action="append", default=[], metavar="URL",
+                   help="STUN/TURN server for WebRTC, repeatable: stun:HOST[:PORT] or "
+                        "turn:USER:PASSWORD@HOST[:PORT][?transport=udp|tcp] (default: none; never a public one)")
+    p.add_argument("--audio", choices=("drop", "passthrough"), default="drop",
+                   help="what happens to a webcam's audio: dropped, or sent back unchanged (default: %(default)s)")
+    p.add_argument("--max-sessions", type=int, default=4,
+                   help="live sessions at once; more get 503 with Retry-After (default: %(default)s)")
+    p.add_argument("--detect-deadline", type=float, default=1.0,
+                   help="seconds a live frame may wait for its detection before it is hidden whole "
+                        "(default: %(default)s)")
     _detector_args(p)
     return parser
 

@@ -36,6 +36,7 @@ class ProcessorStats:
     frames_hidden_whole: int = 0  # fail-closed: no trustworthy detection, the whole frame was hidden
     frames_widened: int = 0  # fail-closed: no detection, held masks were widened instead
     detector_errors: int = 0
+    detections_late: int = 0  # live: no result within the deadline, so the frame failed closed
     detect_ms_total: float = 0.0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
@@ -65,6 +66,8 @@ class FrameProcessor:
         self.tracker = FaceTracker(hold or HoldSettings())
         self.fail_policy: FailPolicy = fail_policy
         self.stream_id = stream_id
+        self.threshold: float | None = None  # None: the detector's configured threshold
+        self.last_boxes: npt.NDArray[np.float32] = np.zeros((0, 4), np.float32)  # hidden in the last frame
         self.stats = ProcessorStats()
 
     def process(self, frame: npt.NDArray[np.uint8], t: float) -> FrameOutcome:
@@ -77,7 +80,7 @@ class FrameProcessor:
         for different frames, so detection can run ahead while ``apply`` keeps frame order."""
         started = time.perf_counter()
         try:
-            detections: FaceDetections | None = self.detector.detect(frame)
+            detections: FaceDetections | None = self.detector.detect(frame, self.threshold)
         except Exception:
             logger.exception("[%s] detector failed at t=%.3f; failing closed", self.stream_id, t)
             with self.stats._lock:
@@ -93,6 +96,7 @@ class FrameProcessor:
             if detections is None:
                 return self._fail_closed(frame, t, detect_ms)
             boxes = self.tracker.update(detections.boxes, t)
+            self.last_boxes = boxes
             hidden = anonymize(frame, boxes, self.settings)
             held = max(0, len(boxes) - len(detections))
             with self.stats._lock:
@@ -110,6 +114,7 @@ class FrameProcessor:
     def _fail_closed(self, frame: npt.NDArray[np.uint8], t: float, detect_ms: float) -> FrameOutcome:
         if self.fail_policy == "widen-held":
             boxes = self.tracker.predict(t, widen=WIDEN_ON_FAILURE)
+            self.last_boxes = boxes
             if len(boxes):
                 hidden = anonymize(frame, boxes, self.settings)
                 with self.stats._lock:
@@ -121,6 +126,7 @@ class FrameProcessor:
         return FrameOutcome(0, 0, 0, True, detect_ms)
 
     def _hide_whole(self, frame: npt.NDArray[np.uint8]) -> None:
+        self.last_boxes = np.zeros((0, 4), np.float32)
         try:
             hide_frame(frame)
         except Exception:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, fields, replace
 from typing import Any, Literal, get_args
 
@@ -60,3 +61,52 @@ class HoldSettings:
             raise ValueError(f"grow_per_second must be within 0..10, not {self.grow_per_second}")
         if not 1.0 <= self.max_grow <= 5.0:
             raise ValueError(f"max_grow must be within 1..5, not {self.max_grow}")
+
+
+THRESHOLD_RANGE = (0.05, 0.95)
+
+
+@dataclass(frozen=True)
+class LiveSettings:
+    """What a live viewer may change while streaming: how faces are hidden, the detection threshold, and whether
+    the hidden boxes are outlined (drawn on the anonymized output only)."""
+
+    anonymize: AnonymizeSettings = AnonymizeSettings()
+    threshold: float = 0.3
+    debug: bool = False
+
+    def __post_init__(self) -> None:
+        if not math.isfinite(self.threshold) or not THRESHOLD_RANGE[0] <= self.threshold <= THRESHOLD_RANGE[1]:
+            raise ValueError(f"threshold must be within {THRESHOLD_RANGE[0]}..{THRESHOLD_RANGE[1]}, "
+                             f"not {self.threshold}")
+
+    def as_dict(self) -> dict[str, Any]:
+        a = self.anonymize
+        return {"mode": a.mode, "strength": a.strength, "padding": a.padding, "threshold": self.threshold,
+                "debug": self.debug, "ellipse": a.ellipse}
+
+    def updated(self, changes: Any) -> LiveSettings:
+        """These settings with ``changes`` (a JSON object) applied; ValueError with a readable reason for unknown
+        fields, wrong types or values out of range, and then nothing is changed."""
+        if not isinstance(changes, dict):
+            raise ValueError("settings must be a JSON object")
+        unknown = sorted(set(changes) - set(LIVE_FIELDS))
+        if unknown:
+            raise ValueError(f"unknown setting(s): {', '.join(map(str, unknown))}; "
+                             f"known: {', '.join(LIVE_FIELDS)}")
+        for name, value in changes.items():
+            expected = LIVE_FIELDS[name]
+            if expected is bool and not isinstance(value, bool):
+                raise ValueError(f"{name} must be true or false")
+            if expected is float and (isinstance(value, bool) or not isinstance(value, int | float)):
+                raise ValueError(f"{name} must be a number")
+            if expected is str and value not in MODES:
+                raise ValueError(f"mode must be one of {', '.join(MODES)}")
+        merged = {**self.as_dict(), **changes}
+        anonymize = replace(self.anonymize, mode=merged["mode"], strength=float(merged["strength"]),
+                            padding=float(merged["padding"]), ellipse=merged["ellipse"])
+        return LiveSettings(anonymize, float(merged["threshold"]), merged["debug"])
+
+
+LIVE_FIELDS: dict[str, type] = {"mode": str, "strength": float, "padding": float, "threshold": float,
+                                "debug": bool, "ellipse": bool}

@@ -26,12 +26,12 @@ class MissingFrames:
         self.provider, self.config = detector.provider, detector.config
         self.calls = 0
 
-    def detect(self, frame: Frame) -> FaceDetections:
+    def detect(self, frame: Frame, threshold: float | None = None) -> FaceDetections:
         index = self.calls
         self.calls += 1
         if index in self.broken:
             raise RuntimeError("inference failed (injected)")
-        return FaceDetections.empty() if index in self.blind else self.inner.detect(frame)
+        return FaceDetections.empty() if index in self.blind else self.inner.detect(frame, threshold)
 
 
 @pytest.fixture(scope="module")

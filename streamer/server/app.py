@@ -1,25 +1,36 @@
-"""aiohttp app factory. The detector loads off the event loop at start-up; /healthz reports readiness."""
+"""aiohttp app factory: the page, the live-session API, health, config and metrics.
+
+The detector loads off the event loop at start-up (the service answers /healthz with 503 until then); at shutdown
+every peer is closed before the executors go.
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
+import ssl
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
 from models import DetectorConfig, load_detector
-from models.centerface import CenterFaceDetector
+
+from ..detection_service import DetectionService
+from ..settings import MODES, LiveSettings
+from .config import ServerConfig, parse_ice_server
+from .metrics import ServerMetrics
+from .offer import add_routes
+from .sessions import SessionRegistry
+from .state import CONFIG, DETECTION, DETECTOR_ERROR, EXECUTOR, METRICS, SESSIONS, error_response
 
 logger = logging.getLogger(__name__)
 
 WEB_DIR = Path(__file__).resolve().parents[2] / "web"
-DETECTOR = web.AppKey("detector", CenterFaceDetector)
-DETECTOR_ERROR = web.AppKey("detector_error", str)
-LOAD_ARGS = web.AppKey("load_args", dict)
-
 CSP = ("default-src 'self'; img-src 'self' data: blob:; media-src 'self' blob:; style-src 'self'; "
        "script-src 'self'; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'")
 
@@ -30,7 +41,27 @@ async def security_headers(request: web.Request, handler: Any) -> web.StreamResp
     response.headers.setdefault("Content-Security-Policy", CSP)
     response.headers.setdefault("X-Content-Type-Options", "nosniff")
     response.headers.setdefault("Referrer-Policy", "no-referrer")
+    response.headers.setdefault("X-Frame-Options", "DENY")
     return response
+
+
+@web.middleware
+async def json_errors(request: web.Request, handler: Any) -> web.StreamResponse:
+    """Every error leaves as {"error": "..."}; an unexpected exception is logged and answered 500, never a crash."""
+    try:
+        response: web.StreamResponse = await handler(request)
+        return response
+    except web.HTTPException as exc:
+        if exc.status < 400 or exc.content_type == "application/json":
+            raise
+        if exc.status == 413:
+            return error_response(413, f"request body too large: at most {request.app[CONFIG].max_offer_bytes} bytes")
+        return error_response(exc.status, exc.reason)
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        logger.exception("[http] %s %s failed", request.method, request.path)
+        return error_response(500, "internal error (logged on the server)")
 
 
 async def index(request: web.Request) -> web.FileResponse:
@@ -39,42 +70,110 @@ async def index(request: web.Request) -> web.FileResponse:
 
 async def healthz(request: web.Request) -> web.Response:
     app = request.app
-    detector = app.get(DETECTOR)
+    detection = app.get(DETECTION)
     error = app.get(DETECTOR_ERROR)
-    ready = detector is not None
+    ready = detection is not None
     body = {
         "status": "ok" if ready else ("error" if error else "starting"),
         "ready": ready,
-        "provider": detector.provider if detector is not None else None,
+        "provider": detection.provider if detection is not None else None,
         "error": error,
+        "sessions": len(app[SESSIONS]),
+        # For operators and leak tests: these return to their idle values when sessions end.
+        "runtime": {"threads": threading.active_count(), "tasks": len(asyncio.all_tasks())},
     }
     return web.json_response(body, status=200 if ready else 503)
 
 
-async def _load_detector(app: web.Application) -> None:
-    args = app[LOAD_ARGS]
+async def client_config(request: web.Request) -> web.Response:
+    app = request.app
+    config = app[CONFIG]
+    detection = app.get(DETECTION)
+    return web.json_response({
+        "iceServers": [s.as_client_dict() for s in config.ice_servers],
+        "maxSessions": config.max_sessions,
+        "maxOfferBytes": config.max_offer_bytes,
+        "audio": config.audio,
+        "provider": detection.provider if detection is not None else None,
+        "modes": list(MODES),
+        "defaults": LiveSettings().as_dict(),
+    })
+
+
+async def metrics(request: web.Request) -> web.Response:
+    return web.Response(body=request.app[METRICS].render(),
+                        headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
+
+
+async def _start(app: web.Application) -> None:
+    config = app[CONFIG]
+    m = app[METRICS]
+
+    def load() -> Any:
+        return load_detector(config.device, config.model, config.detector)
+
     try:
-        detector = await asyncio.get_running_loop().run_in_executor(None, lambda: load_detector(**args))
-        app[DETECTOR] = detector
-        logger.info("[server] detector ready on %s", detector.provider)
+        detector = await asyncio.get_running_loop().run_in_executor(None, load)
     except Exception as exc:
-        logger.error("[server] detector failed to load: %s", exc)
+        logger.error("[server] the face detector failed to load: %s", exc)
         app[DETECTOR_ERROR] = str(exc)
+        return
+    app[DETECTION] = DetectionService(detector, config.detect_deadline_s, on_inference=m.inference.observe,
+                                      on_error=m.detector_errors.inc)
+    m.provider.labels(provider=detector.provider).set(1)
+    logger.info("[server] detector ready on %s (warm-up %.0f ms)", detector.provider, detector.warmup_ms)
 
 
-def create_app(device: str = "auto", model: Path | None = None,
-               config: DetectorConfig | None = None) -> web.Application:
-    app = web.Application(middlewares=[security_headers], client_max_size=1 << 20)
-    app[LOAD_ARGS] = {"device": device, "model": model, "config": config}
-    app.on_startup.append(_load_detector)
+async def _shutdown(app: web.Application) -> None:
+    await app[SESSIONS].close_all()
+
+
+async def _cleanup(app: web.Application) -> None:
+    detection = app.get(DETECTION)
+    if detection is not None:
+        detection.close()
+    app[EXECUTOR].shutdown(wait=True, cancel_futures=True)
+
+
+def create_app(config: ServerConfig | None = None) -> web.Application:
+    config = config or ServerConfig()
+    app = web.Application(middlewares=[security_headers, json_errors], client_max_size=config.max_offer_bytes)
+    app[CONFIG] = config
+    app[METRICS] = ServerMetrics()
+    app[SESSIONS] = SessionRegistry(app[METRICS])
+    # Frame conversions and hiding; detection has its own single thread in DetectionService.
+    app[EXECUTOR] = ThreadPoolExecutor(max_workers=4, thread_name_prefix="frames")
+    app.on_startup.append(_start)
+    app.on_shutdown.append(_shutdown)
+    app.on_cleanup.append(_cleanup)
     app.router.add_get("/", index)
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/config", client_config)
+    app.router.add_get("/metrics", metrics)
+    add_routes(app)
     app.router.add_static("/static/", WEB_DIR, show_index=False)
     return app
 
 
+def config_from_args(args: argparse.Namespace) -> ServerConfig:
+    return ServerConfig(
+        host=args.host, port=args.port, device=args.device, model=args.model,
+        detector=DetectorConfig(detect_size=args.detect_size, threshold=args.threshold, threads=args.threads,
+                                spin_wait=False),
+        ice_servers=tuple(parse_ice_server(u) for u in args.ice_server),
+        audio=args.audio, max_sessions=args.max_sessions, detect_deadline_s=args.detect_deadline,
+        tls_cert=args.tls_cert, tls_key=args.tls_key,
+    )
+
+
 def run(args: argparse.Namespace) -> None:
-    config = DetectorConfig(detect_size=args.detect_size, threshold=args.threshold, threads=args.threads)
-    app = create_app(args.device, args.model, config)
-    logger.info("[server] listening on http://%s:%d", args.host, args.port)
-    web.run_app(app, host=args.host, port=args.port, print=None)
+    config = config_from_args(args)
+    ssl_context = None
+    if config.tls_cert is not None and config.tls_key is not None:
+        ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ssl_context.load_cert_chain(config.tls_cert, config.tls_key)
+    scheme = "https" if ssl_context else "http"
+    logger.info("[server] listening on %s://%s:%d (max %d sessions, ICE servers: %s)", scheme, config.host,
+                config.port, config.max_sessions, json.dumps([s.url for s in config.ice_servers]))
+    web.run_app(create_app(config), host=config.host, port=config.port, ssl_context=ssl_context, print=None,
+                shutdown_timeout=5.0)

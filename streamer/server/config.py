@@ -1,0 +1,75 @@
+"""Service settings: what `serve` was started with, validated once."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from models import DetectorConfig
+from models.runtime import Device
+
+AudioPolicy = Literal["drop", "passthrough"]
+ICE_SCHEMES = ("stun", "stuns", "turn", "turns")
+
+
+@dataclass(frozen=True)
+class IceServer:
+    url: str
+    username: str | None = None
+    credential: str | None = None
+
+    def as_client_dict(self) -> dict[str, Any]:
+        """The RTCIceServer dictionary a browser takes."""
+        out: dict[str, Any] = {"urls": [self.url]}
+        if self.username is not None:
+            out["username"] = self.username
+            out["credential"] = self.credential
+        return out
+
+
+def parse_ice_server(text: str) -> IceServer:
+    """``stun:host[:port]`` or ``turn[s]:user:password@host[:port][?transport=udp|tcp]``.
+
+    Credentials ride in the argument (and stay out of logs) because a TURN relay is useless without them.
+    """
+    scheme, sep, rest = text.partition(":")
+    if not sep or scheme not in ICE_SCHEMES or not rest:
+        raise ValueError(f"--ice-server {text!r}: expected stun:HOST[:PORT] or turn:USER:PASSWORD@HOST[:PORT]")
+    username = credential = None
+    if "@" in rest:
+        creds, _, rest = rest.rpartition("@")
+        username, sep, credential = creds.partition(":")
+        if not sep or not username:
+            raise ValueError(f"--ice-server for {rest}: credentials must be USER:PASSWORD@")
+    host = rest.split("?", 1)[0].rsplit(":", 1)[0]
+    if not host:
+        raise ValueError(f"--ice-server {scheme}:...: no host")
+    if scheme.startswith("turn") and username is None:
+        raise ValueError(f"--ice-server {scheme}:{rest}: a TURN server needs USER:PASSWORD@")
+    return IceServer(f"{scheme}:{rest}", username, credential)
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 9002
+    device: Device = "auto"
+    model: Path | None = None
+    detector: DetectorConfig = field(default_factory=DetectorConfig)
+    ice_servers: tuple[IceServer, ...] = ()
+    audio: AudioPolicy = "drop"
+    max_sessions: int = 4
+    max_offer_bytes: int = 256 * 1024
+    detect_deadline_s: float = 1.0  # a frame whose detection takes longer is hidden whole
+    connect_timeout_s: float = 30.0  # a peer that never connects is closed after this
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+
+    def __post_init__(self) -> None:
+        if self.max_sessions < 1:
+            raise ValueError("--max-sessions must be at least 1")
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("--tls-cert and --tls-key go together")
+        if not 0.05 <= self.detect_deadline_s <= 10:
+            raise ValueError("--detect-deadline must be within 0.05..10 s")

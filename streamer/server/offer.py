@@ -1,0 +1,115 @@
+"""Live webcam sessions over HTTP: POST /offer (aiortc's convention), and per-session state and settings."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from aiohttp import web
+from aiortc import RTCSessionDescription
+
+from ..settings import LiveSettings
+from .sessions import LiveSession
+from .state import CONFIG, DETECTION, EXECUTOR, METRICS, SESSIONS, error_response
+
+logger = logging.getLogger(__name__)
+
+RETRY_AFTER_S = 5
+
+
+def _has_media(sdp: str, kind: str) -> bool:
+    return any(line.startswith(f"m={kind} ") for line in sdp.splitlines())
+
+
+async def _read_json(request: web.Request) -> Any:
+    raw = await request.read()  # over client_max_size: 413, worded by the json_errors middleware
+    try:
+        return json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"body is not valid JSON: {exc}") from exc
+
+
+async def post_offer(request: web.Request) -> web.Response:
+    app = request.app
+    config, sessions = app[CONFIG], app[SESSIONS]
+    detection = app.get(DETECTION)
+    if detection is None:
+        return error_response(503, "the face detector is not ready yet", retry_after=RETRY_AFTER_S)
+    if len(sessions) >= config.max_sessions:
+        logger.warning("[offer] refused: %d of %d sessions in use", len(sessions), config.max_sessions)
+        return error_response(503, f"server is full ({config.max_sessions} live sessions); try again shortly",
+                              retry_after=RETRY_AFTER_S)
+    try:
+        body = await _read_json(request)
+        if not isinstance(body, dict):
+            raise ValueError("body must be a JSON object with sdp and type")
+        sdp, kind = body.get("sdp"), body.get("type")
+        if not isinstance(sdp, str) or not sdp.strip():
+            raise ValueError("sdp must be a non-empty string")
+        if kind != "offer":
+            raise ValueError(f"type must be \"offer\", not {kind!r}")
+        unknown = sorted(set(body) - {"sdp", "type", "options"})
+        if unknown:
+            raise ValueError(f"unknown field(s): {', '.join(unknown)}")
+        settings = LiveSettings().updated(body.get("options") or {})
+        if not sdp.lstrip().startswith("v=0"):
+            raise ValueError("sdp is not a session description (it must start with v=0)")
+        if not _has_media(sdp, "video"):
+            raise ValueError("the offer has no video track")
+    except ValueError as exc:
+        return error_response(400, str(exc))
+
+    session = LiveSession(config, detection, app[EXECUTOR], app[METRICS], settings, sessions)
+    sessions.add(session)
+    try:
+        try:
+            await session.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
+        except Exception as exc:
+            raise ValueError(f"malformed SDP: {exc}") from exc
+        if session.video is None:
+            raise ValueError("the offer does not send video (its video is recvonly or inactive)")
+        await session.pc.setLocalDescription(await session.pc.createAnswer())
+    except ValueError as exc:
+        await session.close()
+        return error_response(400, str(exc))
+    except Exception as exc:
+        logger.exception("[%s] could not answer the offer", session.id)
+        await session.close()
+        return error_response(400, f"could not negotiate this offer: {exc}")
+    session.watch_connect()
+    logger.info("[%s] answered an offer from %s (%d session(s) open)", session.id, request.remote, len(sessions))
+    local = session.pc.localDescription
+    return web.json_response({"sdp": local.sdp, "type": local.type, "session": session.id})
+
+
+def _session(request: web.Request) -> LiveSession:
+    session = request.app[SESSIONS].get(request.match_info["session"])
+    if session is None:
+        raise web.HTTPNotFound(text=json.dumps({"error": "no such session"}), content_type="application/json")
+    return session
+
+
+async def get_session(request: web.Request) -> web.Response:
+    return web.json_response(_session(request).snapshot())
+
+
+async def post_settings(request: web.Request) -> web.Response:
+    session = _session(request)
+    try:
+        settings = session.update(await _read_json(request))
+    except ValueError as exc:
+        return error_response(400, str(exc))
+    return web.json_response(settings.as_dict())
+
+
+async def delete_session(request: web.Request) -> web.Response:
+    await _session(request).close()
+    return web.Response(status=204)
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_post("/offer", post_offer)
+    app.router.add_get("/sessions/{session}", get_session)
+    app.router.add_post("/sessions/{session}/settings", post_settings)
+    app.router.add_delete("/sessions/{session}", delete_session)
