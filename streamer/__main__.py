@@ -83,6 +83,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="what happens to a webcam's audio: dropped, or sent back unchanged (default: %(default)s)")
     p.add_argument("--max-sessions", type=int, default=4,
                    help="live sessions at once; more get 503 with Retry-After (default: %(default)s)")
+    p.add_argument("--camera", action="append", default=[], metavar="NAME=URL",
+                   help="an RTSP camera to pull and anonymize, repeatable: NAME=rtsp://HOST/PATH")
+    p.add_argument("--config", type=Path, default=None,
+                   help="cameras from a TOML file ([defaults] and [[camera]] tables; see README)")
+    p.add_argument("--max-viewers", type=int, default=16,
+                   help="camera viewers (WHEP) at once; more get 503 with Retry-After (default: %(default)s)")
     p.add_argument("--detect-deadline", type=float, default=1.0,
                    help="seconds a live frame may wait for its detection before it is hidden whole "
                         "(default: %(default)s)")

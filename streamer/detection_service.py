@@ -12,6 +12,7 @@ import logging
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 
 import numpy as np
 import numpy.typing as npt
@@ -57,12 +58,34 @@ class DetectionService:
             with processor.stats._lock:
                 processor.stats.detections_late += 1
             return None, (time.perf_counter() - started) * 1000
+        self._report(detections, detect_ms)
+        return detections, detect_ms
+
+    def detect_blocking(self, processor: FrameProcessor, image: npt.NDArray[np.uint8],
+                        t: float) -> tuple[FaceDetections | None, float]:
+        """The same, for a camera's own processing thread: waits on the shared inference thread."""
+        if self._closed:
+            return None, 0.0
+        started = time.perf_counter()
+        try:
+            detections, detect_ms = self._executor.submit(processor.detect, image, t).result(self.deadline_s)
+        except FutureTimeout:
+            logger.warning("[%s] detection missed its %.0f ms deadline; failing closed", processor.stream_id,
+                           self.deadline_s * 1000)
+            with processor.stats._lock:
+                processor.stats.detections_late += 1
+            return None, (time.perf_counter() - started) * 1000
+        except RuntimeError:  # the executor was shut down under us
+            return None, 0.0
+        self._report(detections, detect_ms)
+        return detections, detect_ms
+
+    def _report(self, detections: FaceDetections | None, detect_ms: float) -> None:
         if detections is None:
             if self._on_error is not None:
                 self._on_error()
         elif self._on_inference is not None:
             self._on_inference(detect_ms / 1000)
-        return detections, detect_ms
 
     def close(self) -> None:
         self._closed = True

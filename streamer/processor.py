@@ -67,6 +67,7 @@ class FrameProcessor:
         self.fail_policy: FailPolicy = fail_policy
         self.stream_id = stream_id
         self.threshold: float | None = None  # None: the detector's configured threshold
+        self.detect_size: int | None = None  # None: the detector's configured size
         self.last_boxes: npt.NDArray[np.float32] = np.zeros((0, 4), np.float32)  # hidden in the last frame
         self.stats = ProcessorStats()
 
@@ -80,7 +81,7 @@ class FrameProcessor:
         for different frames, so detection can run ahead while ``apply`` keeps frame order."""
         started = time.perf_counter()
         try:
-            detections: FaceDetections | None = self.detector.detect(frame, self.threshold)
+            detections: FaceDetections | None = self.detector.detect(frame, self.threshold, self.detect_size)
         except Exception:
             logger.exception("[%s] detector failed at t=%.3f; failing closed", self.stream_id, t)
             with self.stats._lock:

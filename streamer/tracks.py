@@ -20,6 +20,7 @@ from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from fractions import Fraction
+from typing import Protocol
 
 import av
 import cv2
@@ -242,3 +243,65 @@ class AnonymizedTrack(MediaStreamTrack):
         self._source.stop()
         if self._worker is not None:
             self._worker.cancel()
+
+
+class PublishedFrame(Protocol):
+    seq: int
+    yuv: npt.NDArray[np.uint8] | None
+    bgr: npt.NDArray[np.uint8]
+
+
+class FrameFeed(Protocol):
+    """A source of already-anonymized frames shared by many viewers (a camera)."""
+
+    name: str
+
+    def acquire(self) -> None: ...
+
+    def release(self) -> None: ...
+
+    async def next_frame(self, after_seq: int) -> PublishedFrame: ...
+
+
+VIDEO_TIME_BASE = Fraction(1, 90000)
+
+
+class CameraTrack(MediaStreamTrack):
+    """One viewer of a camera: the newest anonymized frame each time the encoder asks, never a queue.
+
+    The frames were hidden once, upstream, for every viewer; this track only wraps them with its own clock so
+    each viewer's timestamps start at zero and only move forward.
+    """
+
+    kind = "video"
+
+    def __init__(self, feed: FrameFeed) -> None:
+        super().__init__()
+        self._feed = feed
+        self._seq = 0
+        self._start: float | None = None
+        self._released = False
+        feed.acquire()
+
+    async def recv(self) -> av.VideoFrame:
+        if self.readyState != "live":
+            raise MediaStreamError
+        published = await self._feed.next_frame(self._seq)
+        if self.readyState != "live":
+            raise MediaStreamError
+        self._seq = published.seq
+        if published.yuv is not None:
+            frame = av.VideoFrame.from_ndarray(published.yuv, format="yuv420p")
+        else:
+            frame = av.VideoFrame.from_ndarray(published.bgr, format="bgr24")
+        now = time.monotonic()
+        if self._start is None:
+            self._start = now
+        frame.pts, frame.time_base = int((now - self._start) * 90000), VIDEO_TIME_BASE
+        return frame
+
+    def stop(self) -> None:
+        super().stop()
+        if not self._released:
+            self._released = True
+            self._feed.release()

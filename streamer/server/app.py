@@ -20,13 +20,15 @@ from aiohttp import web
 
 from models import DetectorConfig, load_detector
 
+from ..cameras import CameraManager, load_cameras_file, parse_camera_arg
 from ..detection_service import DetectionService
 from ..settings import MODES, LiveSettings
 from .config import ServerConfig, parse_ice_server
 from .metrics import ServerMetrics
 from .offer import add_routes
 from .sessions import SessionRegistry
-from .state import CONFIG, DETECTION, DETECTOR_ERROR, EXECUTOR, METRICS, SESSIONS, error_response
+from .state import CAMERAS, CONFIG, DETECTION, DETECTOR_ERROR, EXECUTOR, METRICS, SESSIONS, VIEWERS, error_response
+from .whep import add_routes as add_whep_routes
 
 logger = logging.getLogger(__name__)
 
@@ -79,6 +81,9 @@ async def healthz(request: web.Request) -> web.Response:
         "provider": detection.provider if detection is not None else None,
         "error": error,
         "sessions": len(app[SESSIONS]),
+        "viewers": len(app[VIEWERS]),
+        "cameras": {c.name: {k: c.status()[k] for k in ("state", "error", "fps", "last_frame_age_s")}
+                    for c in app[CAMERAS]},
         # For operators and leak tests: these return to their idle values when sessions end.
         "runtime": {"threads": threading.active_count(), "tasks": len(asyncio.all_tasks())},
     }
@@ -121,11 +126,13 @@ async def _start(app: web.Application) -> None:
     app[DETECTION] = DetectionService(detector, config.detect_deadline_s, on_inference=m.inference.observe,
                                       on_error=m.detector_errors.inc)
     m.provider.labels(provider=detector.provider).set(1)
+    app[CAMERAS].bind(asyncio.get_running_loop(), app[DETECTION])
     logger.info("[server] detector ready on %s (warm-up %.0f ms)", detector.provider, detector.warmup_ms)
 
 
 async def _shutdown(app: web.Application) -> None:
-    await app[SESSIONS].close_all()
+    await asyncio.gather(app[SESSIONS].close_all(), app[VIEWERS].close_all())
+    await asyncio.get_running_loop().run_in_executor(None, app[CAMERAS].stop_all)
 
 
 async def _cleanup(app: web.Application) -> None:
@@ -140,7 +147,11 @@ def create_app(config: ServerConfig | None = None) -> web.Application:
     app = web.Application(middlewares=[security_headers, json_errors], client_max_size=config.max_offer_bytes)
     app[CONFIG] = config
     app[METRICS] = ServerMetrics()
-    app[SESSIONS] = SessionRegistry(app[METRICS])
+    app[SESSIONS] = SessionRegistry(on_count=app[METRICS].active_sessions.set)
+    app[VIEWERS] = SessionRegistry(on_count=app[METRICS].active_viewers.set)
+    cameras = CameraManager(config.cameras)
+    app[CAMERAS] = cameras
+    app[METRICS].watch_cameras(cameras)
     # Frame conversions and hiding; detection has its own single thread in DetectionService.
     app[EXECUTOR] = ThreadPoolExecutor(max_workers=4, thread_name_prefix="frames")
     app.on_startup.append(_start)
@@ -151,6 +162,7 @@ def create_app(config: ServerConfig | None = None) -> web.Application:
     app.router.add_get("/config", client_config)
     app.router.add_get("/metrics", metrics)
     add_routes(app)
+    add_whep_routes(app)
     app.router.add_static("/static/", WEB_DIR, show_index=False)
     return app
 
@@ -161,7 +173,10 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         detector=DetectorConfig(detect_size=args.detect_size, threshold=args.threshold, threads=args.threads,
                                 spin_wait=False),
         ice_servers=tuple(parse_ice_server(u) for u in args.ice_server),
-        audio=args.audio, max_sessions=args.max_sessions, detect_deadline_s=args.detect_deadline,
+        audio=args.audio, max_sessions=args.max_sessions, max_viewers=args.max_viewers,
+        cameras=tuple(load_cameras_file(args.config) if args.config else ())
+        + tuple(map(parse_camera_arg, args.camera)),
+        detect_deadline_s=args.detect_deadline,
         tls_cert=args.tls_cert, tls_key=args.tls_key,
     )
 

@@ -9,6 +9,8 @@ from typing import Any, Literal
 from models import DetectorConfig
 from models.runtime import Device
 
+from ..cameras import CameraSettings
+
 AudioPolicy = Literal["drop", "passthrough"]
 ICE_SCHEMES = ("stun", "stuns", "turn", "turns")
 
@@ -60,6 +62,8 @@ class ServerConfig:
     ice_servers: tuple[IceServer, ...] = ()
     audio: AudioPolicy = "drop"
     max_sessions: int = 4
+    max_viewers: int = 16
+    cameras: tuple[CameraSettings, ...] = ()
     max_offer_bytes: int = 256 * 1024
     detect_deadline_s: float = 1.0  # a frame whose detection takes longer is hidden whole
     connect_timeout_s: float = 30.0  # a peer that never connects is closed after this
@@ -69,6 +73,11 @@ class ServerConfig:
     def __post_init__(self) -> None:
         if self.max_sessions < 1:
             raise ValueError("--max-sessions must be at least 1")
+        if self.max_viewers < 1:
+            raise ValueError("--max-viewers must be at least 1")
+        names = [c.name for c in self.cameras]
+        if len(set(names)) != len(names):
+            raise ValueError(f"camera names must be unique: {', '.join(sorted(names))}")
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ValueError("--tls-cert and --tls-key go together")
         if not 0.05 <= self.detect_deadline_s <= 10:

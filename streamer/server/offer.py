@@ -60,8 +60,7 @@ async def post_offer(request: web.Request) -> web.Response:
     except ValueError as exc:
         return error_response(400, str(exc))
 
-    session = LiveSession(config, detection, app[EXECUTOR], app[METRICS], settings, sessions)
-    sessions.add(session)
+    session = LiveSession(config, sessions, detection, app[EXECUTOR], app[METRICS], settings)
     try:
         try:
             await session.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
@@ -85,7 +84,7 @@ async def post_offer(request: web.Request) -> web.Response:
 
 def _session(request: web.Request) -> LiveSession:
     session = request.app[SESSIONS].get(request.match_info["session"])
-    if session is None:
+    if not isinstance(session, LiveSession):
         raise web.HTTPNotFound(text=json.dumps({"error": "no such session"}), content_type="application/json")
     return session
 

@@ -1,4 +1,5 @@
-"""Live webcam sessions: one RTCPeerConnection each, its pipeline, its counters, and a clean close."""
+"""Peer sessions: a live webcam session (its own pipeline) or a camera viewer (WHEP), each one
+RTCPeerConnection with a clean close on failure, on a connect timeout, on DELETE and at shutdown."""
 
 from __future__ import annotations
 
@@ -16,36 +17,31 @@ from aiortc.mediastreams import MediaStreamError
 from ..detection_service import DetectionService
 from ..processor import FrameProcessor
 from ..settings import LiveSettings
-from ..tracks import AnonymizedTrack, LatestFrameTrack, StreamCounters
+from ..tracks import AnonymizedTrack, CameraTrack, FrameFeed, LatestFrameTrack, StreamCounters
 from .config import ServerConfig
 from .metrics import ServerMetrics
 
 logger = logging.getLogger(__name__)
 
 
-class LiveSession:
-    def __init__(self, config: ServerConfig, detection: DetectionService, executor: Executor,
-                 metrics: ServerMetrics, settings: LiveSettings, registry: SessionRegistry) -> None:
+class PeerSession:
+    """What every peer has: the connection, its tracks and tasks, and a close that is safe to call twice."""
+
+    label = "peer"
+
+    def __init__(self, config: ServerConfig, registry: SessionRegistry) -> None:
         self.id = secrets.token_urlsafe(9)
         self.config = config
         self.created = time.monotonic()
-        self.settings = settings
-        self.counters = StreamCounters()
-        self.processor = FrameProcessor(detection.detector, settings.anonymize, stream_id=self.id)
-        self.processor.threshold = settings.threshold
-        self._detection = detection
-        self._executor = executor
-        self._metrics = metrics
         self._registry = registry
         ice = [RTCIceServer(urls=s.url, username=s.username, credential=s.credential) for s in config.ice_servers]
         # Always an explicit list: with none, aiortc would fall back to a public STUN server.
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=ice))
-        self.video: AnonymizedTrack | None = None
         self._tracks: list[MediaStreamTrack] = []
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closing: asyncio.Task[None] | None = None
-        self.pc.on("track", self._on_track)
         self.pc.on("connectionstatechange", self._on_state)
+        registry.add(self)
 
     @property
     def state(self) -> str:
@@ -56,8 +52,65 @@ class LiveSession:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    async def _drain(self, track: MediaStreamTrack) -> None:
+        """Unread remote tracks queue without bound inside aiortc: read and drop what we do not send back."""
+        with contextlib.suppress(MediaStreamError):
+            while True:
+                await track.recv()
+
+    async def _on_state(self) -> None:
+        state = self.pc.connectionState
+        logger.info("[%s %s] connection %s", self.label, self.id, state)
+        if state in ("failed", "closed"):
+            await self.close()
+
+    def watch_connect(self) -> None:
+        """Close the peer if it never connects (a client that posted an offer and vanished)."""
+        async def watch() -> None:
+            await asyncio.sleep(self.config.connect_timeout_s)
+            if self.pc.connectionState != "connected":
+                logger.warning("[%s %s] not connected after %.0f s; closing", self.label, self.id,
+                               self.config.connect_timeout_s)
+                await self.close()
+        self._spawn(watch())
+
+    async def close(self) -> None:
+        if self._closing is None:
+            self._closing = asyncio.ensure_future(self._close())
+        await asyncio.shield(self._closing)
+
+    async def _close(self) -> None:
+        self._registry.remove(self)
+        for track in self._tracks:
+            track.stop()
+        current = asyncio.current_task()
+        for task in list(self._tasks):
+            if task is not current:
+                task.cancel()
+        await self.pc.close()
+        logger.info("[%s %s] closed after %.0f s", self.label, self.id, time.monotonic() - self.created)
+
+
+class LiveSession(PeerSession):
+    """A browser's webcam in, the same video with faces hidden out, on one connection."""
+
+    label = "session"
+
+    def __init__(self, config: ServerConfig, registry: SessionRegistry, detection: DetectionService,
+                 executor: Executor, metrics: ServerMetrics, settings: LiveSettings) -> None:
+        super().__init__(config, registry)
+        self.settings = settings
+        self.counters = StreamCounters()
+        self.processor = FrameProcessor(detection.detector, settings.anonymize, stream_id=self.id)
+        self.processor.threshold = settings.threshold
+        self._detection = detection
+        self._executor = executor
+        self._metrics = metrics
+        self.video: AnonymizedTrack | None = None
+        self.pc.on("track", self._on_track)
+
     def _on_track(self, track: MediaStreamTrack) -> None:
-        logger.info("[%s] remote %s track", self.id, track.kind)
+        logger.info("[session %s] remote %s track", self.id, track.kind)
         if track.kind == "video" and self.video is None:
             latest = LatestFrameTrack(track, self.counters, self.id, on_arrival=self._metrics.frames_in.inc,
                                       on_drop=self._metrics.frames_dropped.inc)
@@ -68,7 +121,6 @@ class LiveSession:
         elif track.kind == "audio" and self.config.audio == "passthrough":
             self.pc.addTrack(track)
         else:
-            # Unread remote tracks queue without bound inside aiortc: drain what we do not send back.
             self._spawn(self._drain(track))
 
     def _on_frame(self, processing_s: float, hidden_whole: bool) -> None:
@@ -78,32 +130,12 @@ class LiveSession:
         if hidden_whole:
             m.frames_hidden_whole.inc()
 
-    async def _drain(self, track: MediaStreamTrack) -> None:
-        with contextlib.suppress(MediaStreamError):
-            while True:
-                await track.recv()
-
-    async def _on_state(self) -> None:
-        state = self.pc.connectionState
-        logger.info("[%s] connection %s", self.id, state)
-        if state in ("failed", "closed"):
-            await self.close()
-
-    def watch_connect(self) -> None:
-        """Close the peer if it never connects (a client that posted an offer and vanished)."""
-        async def watch() -> None:
-            await asyncio.sleep(self.config.connect_timeout_s)
-            if self.pc.connectionState != "connected":
-                logger.warning("[%s] not connected after %.0f s; closing", self.id, self.config.connect_timeout_s)
-                await self.close()
-        self._spawn(watch())
-
     def update(self, changes: Any) -> LiveSettings:
         new = self.settings.updated(changes)
         self.settings = new
         self.processor.settings = new.anonymize
         self.processor.threshold = new.threshold
-        logger.info("[%s] settings now %s", self.id, new.as_dict())
+        logger.info("[session %s] settings now %s", self.id, new.as_dict())
         return new
 
     def snapshot(self) -> dict[str, Any]:
@@ -119,44 +151,60 @@ class LiveSession:
             "width": c.width, "height": c.height, "provider": self._detection.provider,
         }
 
-    async def close(self) -> None:
-        """Stop the pipeline and the peer; safe to call any number of times, from any path."""
-        if self._closing is None:
-            self._closing = asyncio.ensure_future(self._close())
-        await asyncio.shield(self._closing)
-
     async def _close(self) -> None:
-        self._registry.remove(self)
-        for track in self._tracks:
-            track.stop()
-        current = asyncio.current_task()
-        for task in list(self._tasks):
-            if task is not current:
-                task.cancel()
-        await self.pc.close()
-        logger.info("[%s] closed after %.0f s: %d frames in, %d out, %d dropped", self.id,
-                    time.monotonic() - self.created, self.counters.frames_in, self.counters.frames_out,
-                    self.counters.frames_dropped)
+        await super()._close()
+        c = self.counters
+        logger.info("[session %s] %d frames in, %d out, %d dropped", self.id, c.frames_in, c.frames_out,
+                    c.frames_dropped)
+
+
+class ViewerSession(PeerSession):
+    """A WHEP viewer of a camera: receives the camera's anonymized frames, sends nothing we keep."""
+
+    label = "viewer"
+
+    def __init__(self, config: ServerConfig, registry: SessionRegistry, feed: FrameFeed) -> None:
+        super().__init__(config, registry)
+        self.camera = feed.name
+        self._feed = feed
+        self.pc.on("track", lambda track: self._spawn(self._drain(track)))
+
+    def attach(self) -> bool:
+        """Send the camera on the offer's video transceiver; False when the offer has none we may send on."""
+        for transceiver in self.pc.getTransceivers():
+            if transceiver.kind == "video" and transceiver.sender.track is None:
+                track = CameraTrack(self._feed)
+                self._tracks.append(track)
+                self.pc.addTrack(track)
+                return True
+        return False
 
 
 class SessionRegistry:
-    def __init__(self, metrics: ServerMetrics) -> None:
-        self._sessions: dict[str, LiveSession] = {}
-        self._metrics = metrics
+    def __init__(self, on_count: Any = None) -> None:
+        self._sessions: dict[str, PeerSession] = {}
+        self._on_count = on_count  # callable(count) for a gauge
 
     def __len__(self) -> int:
         return len(self._sessions)
 
-    def add(self, session: LiveSession) -> None:
+    def add(self, session: PeerSession) -> None:
         self._sessions[session.id] = session
-        self._metrics.active_sessions.set(len(self._sessions))
+        self._count()
 
-    def remove(self, session: LiveSession) -> None:
+    def remove(self, session: PeerSession) -> None:
         if self._sessions.pop(session.id, None) is not None:
-            self._metrics.active_sessions.set(len(self._sessions))
+            self._count()
 
-    def get(self, session_id: str) -> LiveSession | None:
+    def _count(self) -> None:
+        if self._on_count is not None:
+            self._on_count(len(self._sessions))
+
+    def get(self, session_id: str) -> PeerSession | None:
         return self._sessions.get(session_id)
+
+    def values(self) -> list[PeerSession]:
+        return list(self._sessions.values())
 
     async def close_all(self) -> None:
         await asyncio.gather(*(s.close() for s in list(self._sessions.values())), return_exceptions=True)

@@ -6,17 +6,20 @@ from concurrent.futures import ThreadPoolExecutor
 
 from aiohttp import web
 
+from ..cameras import CameraManager
 from ..detection_service import DetectionService
 from .config import ServerConfig
 from .metrics import ServerMetrics
 from .sessions import SessionRegistry
 
+CAMERAS = web.AppKey("cameras", CameraManager)
 CONFIG = web.AppKey("config", ServerConfig)
 DETECTION = web.AppKey("detection", DetectionService)
 DETECTOR_ERROR = web.AppKey("detector_error", str)
 EXECUTOR = web.AppKey("executor", ThreadPoolExecutor)
 METRICS = web.AppKey("metrics", ServerMetrics)
 SESSIONS = web.AppKey("sessions", SessionRegistry)
+VIEWERS = web.AppKey("viewers", SessionRegistry)
 
 
 def error_response(status: int, message: str, retry_after: int | None = None) -> web.Response:

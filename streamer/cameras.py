@@ -1,0 +1,315 @@
+"""Cameras: each pulled once, decoded once and anonymized once per frame, whatever the number of viewers.
+
+    RtspReader thread --(newest decoded frame, 1 slot)--> processing thread: detect -> track -> hide
+        --> the latest anonymized frame, published to every viewer (CameraTrack) and to snapshots
+
+Decoding keeps pace with the camera even when detection cannot: the processing thread takes only the newest
+decoded frame, and what it skipped is counted as dropped. Raw frames never leave this module.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+import tomllib
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal
+
+import av
+import cv2
+import numpy as np
+import numpy.typing as npt
+
+from .detection_service import DetectionService
+from .processor import FrameProcessor
+from .settings import MODES, AnonymizeSettings
+from .sources.rtsp import CameraState, RtspOptions, RtspReader, redact
+from .tracks import RateMeter
+
+logger = logging.getLogger(__name__)
+
+LINGER_S = 10.0  # an on-demand camera keeps running this long after its last viewer left
+NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_")
+
+
+@dataclass(frozen=True)
+class CameraSettings:
+    name: str
+    url: str
+    anonymize: AnonymizeSettings = field(default_factory=AnonymizeSettings)
+    detect_size: int | None = None  # None: the service's --detect-size
+    transport: Literal["tcp", "udp"] = "tcp"
+    always_on: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.name or not set(self.name) <= NAME_CHARS or len(self.name) > 64:
+            raise ValueError(f"camera name {self.name!r}: use 1-64 letters, digits, '-' or '_'")
+        if not self.url.startswith(("rtsp://", "rtsps://")):
+            raise ValueError(f"camera {self.name}: URL must start with rtsp:// or rtsps://, not {redact(self.url)!r}")
+        if self.transport not in ("tcp", "udp"):
+            raise ValueError(f"camera {self.name}: transport must be tcp or udp")
+        if self.detect_size is not None and not 64 <= self.detect_size <= 4096:
+            raise ValueError(f"camera {self.name}: detect_size must be within 64..4096")
+
+
+def parse_camera_arg(text: str) -> CameraSettings:
+    """``NAME=rtsp://...`` from the command line."""
+    name, sep, url = text.partition("=")
+    if not sep:
+        raise ValueError(f"--camera {text!r}: expected NAME=rtsp://HOST/PATH")
+    return CameraSettings(name.strip(), url.strip())
+
+
+CAMERA_KEYS = {"name", "url", "mode", "strength", "padding", "ellipse", "detect_size", "transport", "always_on"}
+
+
+def load_cameras_file(path: Path) -> list[CameraSettings]:
+    """Cameras from a TOML file: an optional ``[defaults]`` table and one ``[[camera]]`` table per camera.
+
+        [defaults]
+        mode = "mosaic"
+        [[camera]]
+        name = "lobby"
+        url = "rtsp://user:pass@10.0.0.5/stream1"
+        transport = "tcp"        # or "udp"
+        strength = 0.7
+        detect_size = 640
+        always_on = true
+    """
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ValueError(f"{path}: cannot read ({exc.strerror})") from exc
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path}: not valid TOML ({exc})") from exc
+    unknown_top = set(data) - {"defaults", "camera"}
+    if unknown_top:
+        raise ValueError(f"{path}: unknown table(s) {', '.join(sorted(unknown_top))}; expected [defaults], [[camera]]")
+    defaults = data.get("defaults", {})
+    entries = data.get("camera", [])
+    if not isinstance(defaults, dict) or not isinstance(entries, list):
+        raise ValueError(f"{path}: [defaults] must be a table and [[camera]] an array of tables")
+    cameras = []
+    for i, entry in enumerate(entries):
+        if not isinstance(entry, dict):
+            raise ValueError(f"{path}: camera #{i + 1} is not a table")
+        merged = {**defaults, **entry}
+        unknown = set(merged) - CAMERA_KEYS
+        if unknown:
+            raise ValueError(f"{path}: camera #{i + 1}: unknown key(s) {', '.join(sorted(unknown))}")
+        try:
+            cameras.append(camera_from_mapping(merged))
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{path}: camera #{i + 1}: {exc}") from exc
+    return cameras
+
+
+def camera_from_mapping(m: dict[str, Any]) -> CameraSettings:
+    for key in ("name", "url"):
+        if not isinstance(m.get(key), str):
+            raise ValueError(f"{key} must be a string")
+    mode = m.get("mode", "mosaic")
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {', '.join(MODES)}")
+    anonymize = AnonymizeSettings(mode=mode, strength=float(m.get("strength", 0.5)),
+                                  padding=float(m.get("padding", 1.3)), ellipse=bool(m.get("ellipse", False)))
+    detect_size = m.get("detect_size")
+    return CameraSettings(m["name"], m["url"], anonymize, int(detect_size) if detect_size is not None else None,
+                          m.get("transport", "tcp"), bool(m.get("always_on", False)))
+
+
+@dataclass
+class Published:
+    """One anonymized frame, shared read-only by every viewer and snapshot."""
+
+    seq: int
+    yuv: npt.NDArray[np.uint8] | None  # I420 planes for the encoders, when the size is even
+    bgr: npt.NDArray[np.uint8]
+    at: float = field(default_factory=time.monotonic)
+
+
+class Camera:
+    def __init__(self, settings: CameraSettings, options: RtspOptions | None = None) -> None:
+        self.settings = settings
+        self.name = settings.name
+        self._detection: DetectionService | None = None
+        self.processor: FrameProcessor | None = None
+        self.reader = RtspReader(self.name, settings.url, self._on_decoded,
+                                 replace(options or RtspOptions(), transport=settings.transport))
+        self.frames_decoded = 0
+        self.frames_processed = 0
+        self.frames_dropped = 0
+        self.detections_run = 0
+        self.fps = RateMeter()
+        self.latest: Published | None = None
+        self._pending: av.VideoFrame | None = None
+        self._pending_ready = threading.Condition()
+        self._worker: threading.Thread | None = None
+        self._running = False
+        self._viewers = 0
+        self._linger: asyncio.TimerHandle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._waiters: asyncio.Event | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------------------------------
+    def bind(self, loop: asyncio.AbstractEventLoop, detection: DetectionService) -> None:
+        """Attach to the event loop and the shared detector (once it has loaded); always-on cameras start."""
+        self._loop = loop
+        self._waiters = asyncio.Event()
+        self._detection = detection
+        self.processor = FrameProcessor(detection.detector, self.settings.anonymize, stream_id=f"camera {self.name}")
+        self.processor.detect_size = self.settings.detect_size
+        if self.settings.always_on:
+            self.start()
+
+    @property
+    def ready(self) -> bool:
+        return self.processor is not None
+
+    def start(self) -> None:
+        if self._running or self.processor is None:
+            return
+        self._running = True
+        self._worker = threading.Thread(target=self._process_loop, name=f"camera-{self.name}", daemon=True)
+        self._worker.start()
+        self.reader.start()
+        logger.info("[camera %s] started (%s)", self.name, redact(self.settings.url))
+
+    def stop(self, join_s: float | None = None) -> None:
+        if not self._running:
+            return
+        self._running = False
+        self.reader.stop(join_s)
+        with self._pending_ready:
+            self._pending_ready.notify_all()
+        if self._worker is not None and join_s is not None:
+            self._worker.join(join_s)
+        self.latest = None  # a stopped camera shows nothing rather than a stale picture
+        logger.info("[camera %s] stopped", self.name)
+
+    def acquire(self) -> None:
+        """A viewer (or a snapshot) needs frames: start on demand, cancel a pending linger stop."""
+        self._viewers += 1
+        if self._linger is not None:
+            self._linger.cancel()
+            self._linger = None
+        self.start()
+
+    def release(self) -> None:
+        self._viewers = max(0, self._viewers - 1)
+        if self._viewers == 0 and not self.settings.always_on and self._loop is not None and self._running:
+            if self._linger is not None:
+                self._linger.cancel()
+            self._linger = self._loop.call_later(LINGER_S, self._linger_stop)
+
+    def _linger_stop(self) -> None:
+        self._linger = None
+        if self._viewers == 0 and not self.settings.always_on:
+            threading.Thread(target=self.stop, args=(10.0,), daemon=True).start()
+
+    @property
+    def viewers(self) -> int:
+        return self._viewers
+
+    # -- frames ------------------------------------------------------------------------------------------------
+    def _on_decoded(self, frame: av.VideoFrame) -> None:
+        """Reader thread: keep only the newest decoded frame for the processing thread."""
+        self.frames_decoded += 1
+        with self._pending_ready:
+            if self._pending is not None:
+                self.frames_dropped += 1
+            self._pending = frame
+            self._pending_ready.notify()
+
+    def _process_loop(self) -> None:
+        while True:
+            with self._pending_ready:
+                while self._pending is None and self._running:
+                    self._pending_ready.wait(0.5)
+                frame, self._pending = self._pending, None
+                if not self._running or frame is None:
+                    return
+            try:
+                self._process(frame)
+            except Exception:
+                # Never publish the raw frame: this one is skipped, the next one is tried.
+                logger.exception("[camera %s] processing a frame failed; frame skipped", self.name)
+
+    def _process(self, frame: av.VideoFrame) -> None:
+        processor, detection = self.processor, self._detection
+        assert processor is not None and detection is not None, "started before bind()"
+        image = np.asarray(frame.to_ndarray(format="bgr24"), np.uint8)
+        t = float(frame.time) if frame.time is not None else time.monotonic()
+        detections, detect_ms = detection.detect_blocking(processor, image, t)
+        self.detections_run += 1
+        processor.apply(image, t, detections, detect_ms)
+        h, w = image.shape[:2]
+        yuv = np.asarray(cv2.cvtColor(image, cv2.COLOR_BGR2YUV_I420), np.uint8) if h % 2 == 0 and w % 2 == 0 else None
+        seq = self.latest.seq + 1 if self.latest is not None else 1
+        self.latest = Published(seq, yuv, image)
+        self.frames_processed += 1
+        self.fps.tick()
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._wake_viewers)
+
+    def _wake_viewers(self) -> None:
+        if self._waiters is not None:
+            waiters, self._waiters = self._waiters, asyncio.Event()
+            waiters.set()
+
+    async def next_frame(self, after_seq: int) -> Published:
+        """The newest anonymized frame newer than ``after_seq`` (waits for it)."""
+        while True:
+            latest = self.latest
+            if latest is not None and latest.seq > after_seq:
+                return latest
+            assert self._waiters is not None, "camera not bound to the event loop"
+            await self._waiters.wait()
+
+    def status(self) -> dict[str, Any]:
+        latest = self.latest
+        state: CameraState = self.reader.state if self._running else "stopped"
+        return {
+            "name": self.name, "state": state, "error": self.reader.last_error if state != "live" else None,
+            "always_on": self.settings.always_on, "viewers": self._viewers, "fps": round(self.fps.rate(), 1),
+            "last_frame_age_s": round(time.monotonic() - latest.at, 2) if latest is not None else None,
+            "width": int(latest.bgr.shape[1]) if latest is not None else None,
+            "height": int(latest.bgr.shape[0]) if latest is not None else None,
+            "frames_decoded": self.frames_decoded, "frames_processed": self.frames_processed,
+            "frames_dropped": self.frames_dropped, "detections": self.detections_run,
+            "frames_hidden_whole": self.processor.stats.frames_hidden_whole if self.processor else 0,
+            "connects": self.reader.connects,
+            "mode": self.settings.anonymize.mode, "transport": self.settings.transport,
+        }
+
+
+class CameraManager:
+    def __init__(self, cameras: Iterable[CameraSettings], options: RtspOptions | None = None) -> None:
+        self._cameras: dict[str, Camera] = {}
+        for settings in cameras:
+            if settings.name in self._cameras:
+                raise ValueError(f"camera name {settings.name!r} is used twice")
+            self._cameras[settings.name] = Camera(settings, options)
+
+    def bind(self, loop: asyncio.AbstractEventLoop, detection: DetectionService) -> None:
+        for camera in self._cameras.values():
+            camera.bind(loop, detection)
+
+    def get(self, name: str) -> Camera | None:
+        return self._cameras.get(name)
+
+    def __iter__(self) -> Any:
+        return iter(self._cameras.values())
+
+    def __len__(self) -> int:
+        return len(self._cameras)
+
+    def stop_all(self, join_s: float = 10.0) -> None:
+        for camera in self._cameras.values():
+            camera.stop()
+        for camera in self._cameras.values():
+            camera.stop(join_s)

@@ -1,0 +1,141 @@
+"""An RTSP camera puller: PyAV/FFmpeg input with open and read timeouts, reconnecting forever with backoff.
+
+It only decodes; whatever it delivers goes to ``on_frame`` on its own thread. A killed server ends FFmpeg's read
+loop silently and a hung one blocks it: the read timeout turns both into an error, the error into the status,
+and the status into a reconnect after the next backoff delay.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+from urllib.parse import urlsplit, urlunsplit
+
+import av
+
+logger = logging.getLogger(__name__)
+
+CameraState = Literal["stopped", "connecting", "live", "reconnecting"]
+# go2rtc's schedule: quick retries for a blip, then slower ones for a camera that is really gone.
+BACKOFF_S = (1.0,) * 5 + (5.0,) * 5 + (10.0,) * 10
+BACKOFF_MAX_S = 60.0
+STABLE_AFTER_S = 10.0  # a connection that delivered frames this long resets the backoff
+
+
+def backoff_delay(attempt: int) -> float:
+    return BACKOFF_S[attempt] if attempt < len(BACKOFF_S) else BACKOFF_MAX_S
+
+
+def redact(url: str) -> str:
+    """The URL without its password, for logs and status."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = f"{parts.username}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+@dataclass(frozen=True)
+class RtspOptions:
+    transport: Literal["tcp", "udp"] = "tcp"
+    open_timeout_s: float = 10.0
+    read_timeout_s: float = 5.0
+
+
+class RtspReader:
+    """Pulls one camera on a thread of its own until ``stop()``."""
+
+    def __init__(self, name: str, url: str, on_frame: Callable[[av.VideoFrame], None],
+                 options: RtspOptions | None = None,
+                 on_state: Callable[[CameraState, str | None], None] | None = None) -> None:
+        self.name = name
+        self.url = url
+        self.options = options or RtspOptions()
+        self._on_frame = on_frame
+        self._on_state = on_state
+        self.state: CameraState = "stopped"
+        self.last_error: str | None = None
+        self.connects = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        if self._thread is not None and self._thread.is_alive():
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name=f"rtsp-{self.name}", daemon=True)
+        self._thread.start()
+
+    def stop(self, join_s: float | None = None) -> None:
+        """Ask the thread to end; it notices within the read timeout. Safe to call twice."""
+        self._stop.set()
+        thread = self._thread
+        if thread is not None and join_s is not None and thread is not threading.current_thread():
+            thread.join(join_s)
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def _set(self, state: CameraState, error: str | None = None) -> None:
+        self.state = state
+        if error is not None:
+            self.last_error = error
+        if self._on_state is not None:
+            self._on_state(state, self.last_error)
+
+    def _run(self) -> None:
+        attempt = 0
+        self._set("connecting")
+        while not self._stop.is_set():
+            started = time.monotonic()
+            frames = 0
+            try:
+                frames = self._pull()
+                error = "the stream ended" if not self._stop.is_set() else None
+            except av.FFmpegError as exc:
+                error = f"{type(exc).__name__}: {exc}"
+            except Exception as exc:  # a bad URL, a codec PyAV cannot open: report it, keep trying
+                error = f"{type(exc).__name__}: {exc}"
+            if self._stop.is_set():
+                break
+            if frames and time.monotonic() - started >= STABLE_AFTER_S:
+                attempt = 0
+            delay = backoff_delay(attempt)
+            attempt += 1
+            logger.warning("[camera %s] %s; reconnecting in %.0f s (attempt %d)", self.name, error, delay, attempt)
+            self._set("reconnecting", error)
+            if self._stop.wait(delay):
+                break
+        self._set("stopped")
+        logger.info("[camera %s] stopped", self.name)
+
+    def _pull(self) -> int:
+        o = self.options
+        container = av.open(self.url, mode="r", timeout=(o.open_timeout_s, o.read_timeout_s), options={
+            "rtsp_transport": o.transport, "fflags": "nobuffer", "flags": "low_delay",
+        })
+        frames = 0
+        try:
+            if not container.streams.video:
+                raise ValueError("the stream has no video")
+            stream = container.streams.video[0]
+            stream.thread_type = "AUTO"
+            self.connects += 1
+            logger.info("[camera %s] connected to %s (%s, %s)", self.name, redact(self.url),
+                        stream.codec_context.name, o.transport)
+            for frame in container.decode(stream):
+                if self._stop.is_set():
+                    break
+                if frames == 0:
+                    self._set("live")
+                frames += 1
+                self._on_frame(frame)
+        finally:
+            container.close()
+        return frames
