@@ -87,6 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="an RTSP camera to pull and anonymize, repeatable: NAME=rtsp://HOST/PATH")
     p.add_argument("--config", type=Path, default=None,
                    help="cameras from a TOML file ([defaults] and [[camera]] tables; see README)")
+    p.add_argument("--always-on", action="store_true",
+                   help="pull and anonymize --camera cameras all the time, not only while someone watches")
     p.add_argument("--max-viewers", type=int, default=16,
                    help="camera viewers (WHEP) at once; more get 503 with Retry-After (default: %(default)s)")
     p.add_argument("--detect-deadline", type=float, default=1.0,

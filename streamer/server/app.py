@@ -7,6 +7,7 @@ every peer is closed before the executors go.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import asyncio
 import json
 import logging
@@ -175,7 +176,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         ice_servers=tuple(parse_ice_server(u) for u in args.ice_server),
         audio=args.audio, max_sessions=args.max_sessions, max_viewers=args.max_viewers,
         cameras=tuple(load_cameras_file(args.config) if args.config else ())
-        + tuple(map(parse_camera_arg, args.camera)),
+        + tuple(dataclasses.replace(parse_camera_arg(c), always_on=args.always_on) for c in args.camera),
         detect_deadline_s=args.detect_deadline,
         tls_cert=args.tls_cert, tls_key=args.tls_key,
     )
