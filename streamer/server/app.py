@@ -7,8 +7,8 @@ every peer is closed before the executors go.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import asyncio
+import dataclasses
 import json
 import logging
 import ssl
