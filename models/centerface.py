@@ -110,25 +110,26 @@ class CenterFaceDetector:
         self.warmup_ms = (time.perf_counter() - started) * 1000
         logger.info("CenterFace loaded from %s on %s, warm-up %.0f ms", model_path, self.provider, self.warmup_ms)
 
-    def input_size(self, height: int, width: int) -> tuple[float, int, int, int, int]:
+    def input_size(self, height: int, width: int, detect_size: int | None = None) -> tuple[float, int, int, int, int]:
         """Scale and (resized h, w, padded h, w) for a frame of this size."""
-        scale = self.config.detect_size / max(height, width)
+        scale = (detect_size or self.config.detect_size) / max(height, width)
         rh, rw = max(1, round(height * scale)), max(1, round(width * scale))
         ph, pw = -(-rh // ALIGN) * ALIGN, -(-rw // ALIGN) * ALIGN
         return scale, rh, rw, ph, pw
 
-    def detect(self, frame_bgr: npt.NDArray[np.uint8], threshold: float | None = None) -> FaceDetections:
-        """Faces in one BGR frame; ``threshold`` overrides the configured score threshold for this call."""
-        return self.detect_batch([frame_bgr], threshold)[0]
+    def detect(self, frame_bgr: npt.NDArray[np.uint8], threshold: float | None = None,
+               detect_size: int | None = None) -> FaceDetections:
+        """Faces in one BGR frame; ``threshold`` and ``detect_size`` override the configured ones for this call."""
+        return self.detect_batch([frame_bgr], threshold, detect_size)[0]
 
-    def detect_batch(self, frames_bgr: Sequence[npt.NDArray[np.uint8]],
-                     threshold: float | None = None) -> list[FaceDetections]:
+    def detect_batch(self, frames_bgr: Sequence[npt.NDArray[np.uint8]], threshold: float | None = None,
+                     detect_size: int | None = None) -> list[FaceDetections]:
         if not frames_bgr:
             return []
         for frame in frames_bgr:
             if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8 or min(frame.shape[:2]) < 1:
                 raise ValueError(f"expected an HxWx3 uint8 BGR frame, got {frame.dtype} {frame.shape}")
-        geometry = [self.input_size(f.shape[0], f.shape[1]) for f in frames_bgr]
+        geometry = [self.input_size(f.shape[0], f.shape[1], detect_size) for f in frames_bgr]
         ph = max(g[3] for g in geometry)
         pw = max(g[4] for g in geometry)
         blob = np.zeros((len(frames_bgr), 3, ph, pw), np.float32)

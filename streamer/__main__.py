@@ -31,6 +31,8 @@ def _detector_args(parser: argparse.ArgumentParser) -> None:
                              "(default: %(default)s)")
     parser.add_argument("--threads", type=int, default=0,
                         help="inference threads on CPU (default: one per core)")
+    parser.add_argument("--require-gpu", action="store_true",
+                        help="refuse to run unless the warm-up inference really ran on the CUDA provider")
 
 
 def _hide_args(parser: argparse.ArgumentParser) -> None:
@@ -76,9 +78,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tls-cert", type=Path, default=None,
                    help="certificate (PEM) for https; browsers give camera access only on https or localhost")
     p.add_argument("--tls-key", type=Path, default=None, help="private key (PEM) for --tls-cert")
-    p.add_argument("--ice-server", action="append", default=[], metavar="URL",
+    p.add_argument("--ice-server", action="append", metavar="URL",
+                   default=[u for u in os.environ.get("STREAMER_ICE_SERVERS", "").split() if u],
                    help="STUN/TURN server for WebRTC, repeatable: stun:HOST[:PORT] or "
-                        "turn:USER:PASSWORD@HOST[:PORT][?transport=udp|tcp] (default: none; never a public one)")
+                        "turn:USER:PASSWORD@HOST[:PORT][?transport=udp|tcp] (default: $STREAMER_ICE_SERVERS, "
+                        "space-separated, else none; never a public one)")
     p.add_argument("--audio", choices=("drop", "passthrough"), default="drop",
                    help="what happens to a webcam's audio: dropped, or sent back unchanged (default: %(default)s)")
     p.add_argument("--max-sessions", type=int, default=4,
@@ -101,7 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _load(args: argparse.Namespace, threads: int | None = None) -> Any:
     config = DetectorConfig(detect_size=args.detect_size, threshold=args.threshold,
                             threads=args.threads if threads is None else threads)
-    return load_detector(args.device, args.model, config)
+    return load_detector(args.device, args.model, config, require_gpu=args.require_gpu)
 
 
 def cmd_detect(args: argparse.Namespace) -> int:

@@ -26,12 +26,12 @@ class MissingFrames:
         self.provider, self.config = detector.provider, detector.config
         self.calls = 0
 
-    def detect(self, frame: Frame, threshold: float | None = None) -> FaceDetections:
+    def detect(self, frame: Frame, threshold: float | None = None, detect_size: int | None = None) -> FaceDetections:
         index = self.calls
         self.calls += 1
         if index in self.broken:
             raise RuntimeError("inference failed (injected)")
-        return FaceDetections.empty() if index in self.blind else self.inner.detect(frame, threshold)
+        return FaceDetections.empty() if index in self.blind else self.inner.detect(frame, threshold, detect_size)
 
 
 @pytest.fixture(scope="module")

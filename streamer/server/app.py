@@ -20,6 +20,7 @@ from typing import Any
 from aiohttp import web
 
 from models import DetectorConfig, load_detector
+from models.centerface import CenterFaceDetector
 
 from ..cameras import CameraManager, load_cameras_file, parse_camera_arg
 from ..detection_service import DetectionService
@@ -34,6 +35,7 @@ from .whep import add_routes as add_whep_routes
 logger = logging.getLogger(__name__)
 
 WEB_DIR = Path(__file__).resolve().parents[2] / "web"
+PRELOADED = web.AppKey("preloaded_detector", CenterFaceDetector)
 CSP = ("default-src 'self'; img-src 'self' data: blob:; media-src 'self' blob:; style-src 'self'; "
        "script-src 'self'; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'")
 
@@ -115,15 +117,17 @@ async def _start(app: web.Application) -> None:
     config = app[CONFIG]
     m = app[METRICS]
 
-    def load() -> Any:
+    def load() -> CenterFaceDetector:
         return load_detector(config.device, config.model, config.detector)
 
-    try:
-        detector = await asyncio.get_running_loop().run_in_executor(None, load)
-    except Exception as exc:
-        logger.error("[server] the face detector failed to load: %s", exc)
-        app[DETECTOR_ERROR] = str(exc)
-        return
+    detector: CenterFaceDetector | None = app.get(PRELOADED)
+    if detector is None:
+        try:
+            detector = await asyncio.get_running_loop().run_in_executor(None, load)
+        except Exception as exc:
+            logger.error("[server] the face detector failed to load: %s", exc)
+            app[DETECTOR_ERROR] = str(exc)
+            return
     app[DETECTION] = DetectionService(detector, config.detect_deadline_s, on_inference=m.inference.observe,
                                       on_error=m.detector_errors.inc)
     m.provider.labels(provider=detector.provider).set(1)
@@ -143,10 +147,13 @@ async def _cleanup(app: web.Application) -> None:
     app[EXECUTOR].shutdown(wait=True, cancel_futures=True)
 
 
-def create_app(config: ServerConfig | None = None) -> web.Application:
+def create_app(config: ServerConfig | None = None, detector: CenterFaceDetector | None = None) -> web.Application:
+    """The service; ``detector`` (already loaded and checked) skips loading it at start-up."""
     config = config or ServerConfig()
     app = web.Application(middlewares=[security_headers, json_errors], client_max_size=config.max_offer_bytes)
     app[CONFIG] = config
+    if detector is not None:
+        app[PRELOADED] = detector
     app[METRICS] = ServerMetrics()
     app[SESSIONS] = SessionRegistry(on_count=app[METRICS].active_sessions.set)
     app[VIEWERS] = SessionRegistry(on_count=app[METRICS].active_viewers.set)
@@ -184,6 +191,11 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
 
 def run(args: argparse.Namespace) -> None:
     config = config_from_args(args)
+    detector = None
+    if args.require_gpu:
+        # Refuse to start at all (non-zero exit, clear message) rather than serve on the wrong device.
+        detector = load_detector(config.device, config.model, config.detector, require_gpu=True)
+        logger.info("[server] --require-gpu: warm-up inference ran on %s", detector.provider)
     ssl_context = None
     if config.tls_cert is not None and config.tls_key is not None:
         ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -191,5 +203,5 @@ def run(args: argparse.Namespace) -> None:
     scheme = "https" if ssl_context else "http"
     logger.info("[server] listening on %s://%s:%d (max %d sessions, ICE servers: %s)", scheme, config.host,
                 config.port, config.max_sessions, json.dumps([s.url for s in config.ice_servers]))
-    web.run_app(create_app(config), host=config.host, port=config.port, ssl_context=ssl_context, print=None,
+    web.run_app(create_app(config, detector), host=config.host, port=config.port, ssl_context=ssl_context, print=None,
                 shutdown_timeout=5.0)
