@@ -95,6 +95,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="pull and anonymize --camera cameras all the time, not only while someone watches")
     p.add_argument("--max-viewers", type=int, default=16,
                    help="camera viewers (WHEP) at once; more get 503 with Retry-After (default: %(default)s)")
+    p.add_argument("--max-upload-mb", type=int, default=500,
+                   help="largest upload the page may send, in MB; larger ones get 413 (default: %(default)s)")
+    p.add_argument("--max-queued-jobs", type=int, default=8,
+                   help="upload jobs queued or running at once; more get 429 (default: %(default)s)")
+    p.add_argument("--job-workers", type=int, default=1, help="upload jobs run in parallel (default: %(default)s)")
+    p.add_argument("--job-ttl", type=float, default=3600.0,
+                   help="seconds a finished job's result is kept before it is removed (default: %(default)s)")
+    p.add_argument("--jobs-dir", type=Path, default=None,
+                   help="where uploads and results are kept while a job lives (default: a folder in the system "
+                        "temp directory)")
     p.add_argument("--detect-deadline", type=float, default=1.0,
                    help="seconds a live frame may wait for its detection before it is hidden whole "
                         "(default: %(default)s)")

@@ -97,8 +97,23 @@ def check_input(path: Path) -> None:
         raise InputError(f"{path}: file is empty")
 
 
-def read_image(path: Path) -> npt.NDArray[np.uint8]:
+def check_image_size(path: Path) -> None:
+    """Refuse an image whose header declares more than MAX_IMAGE_PIXELS, before anything decodes it whole."""
     check_input(path)
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                raise InputError(f"{path}: not a readable image")
+            ctx = container.streams.video[0].codec_context
+            width, height = ctx.width, ctx.height
+    except av.FFmpegError as exc:
+        raise InputError(f"{path}: not a readable image (corrupt, or a format other than jpg/png/webp/bmp)") from exc
+    if width * height > MAX_IMAGE_PIXELS:
+        raise InputError(f"{path}: image of {width}x{height} is over the {MAX_IMAGE_PIXELS // 1_000_000} MP limit")
+
+
+def read_image(path: Path) -> npt.NDArray[np.uint8]:
+    check_image_size(path)
     data = np.fromfile(path, dtype=np.uint8)
     image = cv2.imdecode(data, cv2.IMREAD_COLOR)
     if image is None:

@@ -24,12 +24,26 @@ from models.centerface import CenterFaceDetector
 
 from ..cameras import CameraManager, load_cameras_file, parse_camera_arg
 from ..detection_service import DetectionService
+from ..jobs import JobManager
 from ..settings import MODES, LiveSettings
 from .config import ServerConfig, parse_ice_server
+from .jobs import add_routes as add_job_routes
+from .jobs import expire_loop
 from .metrics import ServerMetrics
 from .offer import add_routes
 from .sessions import SessionRegistry
-from .state import CAMERAS, CONFIG, DETECTION, DETECTOR_ERROR, EXECUTOR, METRICS, SESSIONS, VIEWERS, error_response
+from .state import (
+    CAMERAS,
+    CONFIG,
+    DETECTION,
+    DETECTOR_ERROR,
+    EXECUTOR,
+    JOBS,
+    METRICS,
+    SESSIONS,
+    VIEWERS,
+    error_response,
+)
 from .whep import add_routes as add_whep_routes
 
 logger = logging.getLogger(__name__)
@@ -132,12 +146,21 @@ async def _start(app: web.Application) -> None:
                                       on_error=m.detector_errors.inc)
     m.provider.labels(provider=detector.provider).set(1)
     app[CAMERAS].bind(asyncio.get_running_loop(), app[DETECTION])
+    app[JOBS].bind(app[DETECTION])
     logger.info("[server] detector ready on %s (warm-up %.0f ms)", detector.provider, detector.warmup_ms)
+
+
+async def _background(app: web.Application) -> Any:
+    expiry = asyncio.ensure_future(expire_loop(app))
+    yield
+    expiry.cancel()
 
 
 async def _shutdown(app: web.Application) -> None:
     await asyncio.gather(app[SESSIONS].close_all(), app[VIEWERS].close_all())
-    await asyncio.get_running_loop().run_in_executor(None, app[CAMERAS].stop_all)
+    loop = asyncio.get_running_loop()
+    await asyncio.gather(loop.run_in_executor(None, app[CAMERAS].stop_all),
+                         loop.run_in_executor(None, app[JOBS].shutdown))
 
 
 async def _cleanup(app: web.Application) -> None:
@@ -162,7 +185,10 @@ def create_app(config: ServerConfig | None = None, detector: CenterFaceDetector 
     app[METRICS].watch_cameras(cameras)
     # Frame conversions and hiding; detection has its own single thread in DetectionService.
     app[EXECUTOR] = ThreadPoolExecutor(max_workers=4, thread_name_prefix="frames")
+    app[JOBS] = JobManager(config.jobs_dir, workers=config.job_workers, max_queued=config.max_queued_jobs,
+                           ttl_s=config.job_ttl_s)
     app.on_startup.append(_start)
+    app.cleanup_ctx.append(_background)
     app.on_shutdown.append(_shutdown)
     app.on_cleanup.append(_cleanup)
     app.router.add_get("/", index)
@@ -171,6 +197,7 @@ def create_app(config: ServerConfig | None = None, detector: CenterFaceDetector 
     app.router.add_get("/metrics", metrics)
     add_routes(app)
     add_whep_routes(app)
+    add_job_routes(app)
     app.router.add_static("/static/", WEB_DIR, show_index=False)
     return app
 
@@ -184,7 +211,9 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         audio=args.audio, max_sessions=args.max_sessions, max_viewers=args.max_viewers,
         cameras=tuple(load_cameras_file(args.config) if args.config else ())
         + tuple(dataclasses.replace(parse_camera_arg(c), always_on=args.always_on) for c in args.camera),
-        detect_deadline_s=args.detect_deadline,
+        detect_deadline_s=args.detect_deadline, max_upload_mb=args.max_upload_mb,
+        max_queued_jobs=args.max_queued_jobs, job_workers=args.job_workers, job_ttl_s=args.job_ttl,
+        **({"jobs_dir": args.jobs_dir} if args.jobs_dir else {}),
         tls_cert=args.tls_cert, tls_key=args.tls_key,
     )
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -67,6 +68,11 @@ class ServerConfig:
     max_offer_bytes: int = 256 * 1024
     detect_deadline_s: float = 1.0  # a frame whose detection takes longer is hidden whole
     connect_timeout_s: float = 30.0  # a peer that never connects is closed after this
+    max_upload_mb: int = 500
+    max_queued_jobs: int = 8
+    job_workers: int = 1
+    job_ttl_s: float = 3600.0  # results are removed this long after their job finished
+    jobs_dir: Path = field(default_factory=lambda: Path(tempfile.gettempdir()) / "face-streamer-jobs")
     tls_cert: Path | None = None
     tls_key: Path | None = None
 
@@ -80,5 +86,7 @@ class ServerConfig:
             raise ValueError(f"camera names must be unique: {', '.join(sorted(names))}")
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ValueError("--tls-cert and --tls-key go together")
+        if self.max_upload_mb < 1 or self.max_queued_jobs < 1 or self.job_workers < 1 or self.job_ttl_s <= 0:
+            raise ValueError("--max-upload-mb, --max-queued-jobs, --job-workers and --job-ttl must be positive")
         if not 0.05 <= self.detect_deadline_s <= 10:
             raise ValueError("--detect-deadline must be within 0.05..10 s")

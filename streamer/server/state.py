@@ -8,6 +8,7 @@ from aiohttp import web
 
 from ..cameras import CameraManager
 from ..detection_service import DetectionService
+from ..jobs import JobManager
 from .config import ServerConfig
 from .metrics import ServerMetrics
 from .sessions import SessionRegistry
@@ -17,6 +18,7 @@ CONFIG = web.AppKey("config", ServerConfig)
 DETECTION = web.AppKey("detection", DetectionService)
 DETECTOR_ERROR = web.AppKey("detector_error", str)
 EXECUTOR = web.AppKey("executor", ThreadPoolExecutor)
+JOBS = web.AppKey("jobs", JobManager)
 METRICS = web.AppKey("metrics", ServerMetrics)
 SESSIONS = web.AppKey("sessions", SessionRegistry)
 VIEWERS = web.AppKey("viewers", SessionRegistry)

@@ -1,0 +1,240 @@
+"""Upload jobs: a photo or a video in, the anonymized file out, through the same pipeline as the `file` command.
+
+Jobs run on a small pool of worker threads at a lower CPU priority, and their inferences wait behind any live
+request (DetectionService), so uploads never starve live streams. Every job's files live in a directory of its
+own under this instance's jobs directory, named by the job id (never by the uploaded name), and are removed on
+failure, cancel, expiry and shutdown; a directory left by a crashed instance is removed at the next start.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import secrets
+import shutil
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from .detection_service import DetectionService
+from .offline import (
+    IMAGE_SUFFIXES,
+    Cancelled,
+    InputError,
+    Progress,
+    anonymize_image,
+    anonymize_video,
+    check_image_size,
+)
+from .processor import FrameProcessor
+from .settings import AnonymizeSettings
+
+logger = logging.getLogger(__name__)
+
+JobState = Literal["queued", "running", "done", "failed", "cancelled"]
+TERMINAL = ("done", "failed", "cancelled")
+VIDEO_INPUT_SUFFIXES = frozenset({".mp4", ".mov", ".m4v", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".ts", ".3gp"})
+JOB_NICE = 10  # worker threads yield the CPU to live streams
+
+
+def safe_suffix(filename: str) -> str:
+    """The only part of an uploaded name that is used, and only to pick the decoder: a known extension or none."""
+    suffix = Path(filename.replace("\\", "/")).suffix.lower()
+    return suffix if suffix in IMAGE_SUFFIXES | VIDEO_INPUT_SUFFIXES else ""
+
+
+def display_stem(filename: str) -> str:
+    """A harmless name for the download (Content-Disposition), never a path on disk."""
+    stem = Path(filename.replace("\\", "/")).stem
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", stem).strip("._")[:80] or "upload"
+
+
+@dataclass
+class Job:
+    id: str
+    name: str  # sanitized, for the download name only
+    suffix: str
+    settings: AnonymizeSettings
+    directory: Path
+    state: JobState = "queued"
+    kind: Literal["image", "video"] = "video"
+    frames_done: int = 0
+    frames_total: int | None = None
+    fps: float = 0.0
+    error: str | None = None
+    created: float = field(default_factory=time.time)
+    started: float | None = None
+    finished: float | None = None
+    output: Path | None = None
+    cancel: threading.Event = field(default_factory=threading.Event)
+    version: int = 0  # bumps on every change, for the progress stream
+
+    @property
+    def input(self) -> Path:
+        return self.directory / f"input{self.suffix}"
+
+    def as_dict(self) -> dict[str, Any]:
+        eta = None
+        if self.state == "running" and self.frames_total and self.fps > 0:
+            eta = round(max(0, self.frames_total - self.frames_done) / self.fps, 1)
+        percent = None
+        if self.state == "done":
+            percent = 100.0
+        elif self.frames_total:
+            percent = round(min(99.9, 100 * self.frames_done / self.frames_total), 1)
+        return {
+            "id": self.id, "name": self.name, "kind": self.kind, "state": self.state, "error": self.error,
+            "frames_done": self.frames_done, "frames_total": self.frames_total, "percent": percent,
+            "fps": round(self.fps, 1), "eta_s": eta, "created": self.created, "finished": self.finished,
+            "settings": {"mode": self.settings.mode, "strength": self.settings.strength},
+            "result": f"/jobs/{self.id}/result" if self.state == "done" else None,
+        }
+
+
+class QueueFull(RuntimeError):
+    """More jobs are waiting than the queue limit allows."""
+
+
+class JobManager:
+    def __init__(self, root: Path, detection: DetectionService | None = None, *, workers: int = 1,
+                 max_queued: int = 8, ttl_s: float = 3600.0) -> None:
+        self.root = root
+        self.max_queued = max_queued
+        self.ttl_s = ttl_s
+        self._detection = detection
+        self._jobs: dict[str, Job] = {}
+        self._lock = threading.Lock()
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="job",
+                                        initializer=self._lower_priority)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.directory = root / f"{os.getpid()}-{secrets.token_hex(4)}"
+        self.directory.mkdir()
+        self._remove_orphans()
+
+    @staticmethod
+    def _lower_priority() -> None:
+        # Linux applies nice per thread: only this worker yields, not the live threads of the process.
+        with contextlib.suppress(OSError, AttributeError):
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), JOB_NICE)
+
+    def _remove_orphans(self) -> None:
+        """Directories of instances that are no longer running (a crash, a kill -9) are removed."""
+        for entry in self.root.iterdir():
+            pid_text = entry.name.split("-", 1)[0]
+            if entry == self.directory or not pid_text.isdigit():
+                continue
+            try:
+                os.kill(int(pid_text), 0)
+                continue  # that instance is alive
+            except ProcessLookupError:
+                pass
+            except PermissionError:
+                continue
+            logger.info("[jobs] removing %s left by a stopped instance", entry)
+            shutil.rmtree(entry, ignore_errors=True)
+
+    def bind(self, detection: DetectionService) -> None:
+        self._detection = detection
+
+    def new_job(self, filename: str, settings: AnonymizeSettings) -> Job:
+        """Register a job before its upload is written; QueueFull when too many are waiting."""
+        with self._lock:
+            waiting = sum(1 for j in self._jobs.values() if j.state in ("queued", "running"))
+            if waiting >= self.max_queued:
+                raise QueueFull(f"{waiting} jobs are already queued or running (limit {self.max_queued})")
+            job_id = secrets.token_urlsafe(9)
+            suffix = safe_suffix(filename)
+            job = Job(job_id, display_stem(filename), suffix, settings, self.directory / job_id,
+                      kind="image" if suffix in IMAGE_SUFFIXES else "video")
+            job.directory.mkdir()
+            self._jobs[job_id] = job
+        return job
+
+    def start(self, job: Job) -> None:
+        self._pool.submit(self._run, job)
+
+    def get(self, job_id: str) -> Job | None:
+        return self._jobs.get(job_id)
+
+    def all(self) -> list[Job]:
+        return sorted(self._jobs.values(), key=lambda j: j.created)
+
+    def _update(self, job: Job, **changes: Any) -> None:
+        for key, value in changes.items():
+            setattr(job, key, value)
+        job.version += 1
+
+    def _run(self, job: Job) -> None:
+        if job.cancel.is_set():
+            return
+        assert self._detection is not None, "jobs started before the detector loaded"
+        self._update(job, state="running", started=time.time())
+        processor = FrameProcessor(self._detection.background_detector(), job.settings, stream_id=f"job {job.id}")
+
+        def on_progress(p: Progress) -> None:
+            self._update(job, frames_done=p.frames_done, frames_total=p.frames_total, fps=p.fps)
+            if job.cancel.is_set():
+                raise Cancelled(f"job {job.id} cancelled")
+
+        try:
+            if job.kind == "image":
+                check_image_size(job.input)
+                output = job.directory / f"output{job.suffix if job.suffix != '.bmp' else '.png'}"
+                anonymize_image(job.input, output, processor)
+                self._update(job, frames_done=1, frames_total=1)
+            else:
+                output = job.directory / "output.mp4"
+                anonymize_video(job.input, output, processor, on_progress=on_progress, cancel=job.cancel)
+            job.input.unlink(missing_ok=True)
+            self._update(job, state="done", output=output, finished=time.time())
+            logger.info("[job %s] done: %d frame(s)", job.id, job.frames_done)
+        except Cancelled:
+            self._discard(job, "cancelled", None)
+        except InputError as exc:
+            self._discard(job, "failed", str(exc).replace(str(job.input), job.name + (job.suffix or "")))
+        except Exception as exc:
+            logger.exception("[job %s] failed", job.id)
+            self._discard(job, "failed", f"processing failed: {exc}")
+
+    def _discard(self, job: Job, state: JobState, error: str | None) -> None:
+        shutil.rmtree(job.directory, ignore_errors=True)
+        self._update(job, state=state, error=error, finished=time.time(), output=None)
+        if error:
+            logger.info("[job %s] %s: %s", job.id, state, error)
+
+    def fail_upload(self, job: Job, error: str) -> None:
+        """The upload itself failed (too large, cut off): the job ends failed and its files go."""
+        self._discard(job, "failed", error)
+
+    def cancel(self, job: Job) -> None:
+        """Cancel (if running or queued) and remove the job and its files."""
+        job.cancel.set()
+        if job.state == "queued":
+            self._discard(job, "cancelled", None)
+        if job.state in TERMINAL:
+            shutil.rmtree(job.directory, ignore_errors=True)
+        with self._lock:
+            self._jobs.pop(job.id, None)
+
+    def expire(self, now: float | None = None) -> int:
+        """Remove finished jobs older than the time-to-live; returns how many went."""
+        now = time.time() if now is None else now
+        gone = 0
+        for job in list(self._jobs.values()):
+            if job.state in TERMINAL and job.finished is not None and now - job.finished > self.ttl_s:
+                shutil.rmtree(job.directory, ignore_errors=True)
+                with self._lock:
+                    self._jobs.pop(job.id, None)
+                gone += 1
+        return gone
+
+    def shutdown(self) -> None:
+        for job in list(self._jobs.values()):
+            job.cancel.set()
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        shutil.rmtree(self.directory, ignore_errors=True)

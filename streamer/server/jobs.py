@@ -1,0 +1,148 @@
+"""Upload jobs over HTTP: POST /jobs (multipart, streamed to disk), progress (GET and Server-Sent Events),
+the result, and DELETE to cancel and remove."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+
+from aiohttp import BodyPartReader, web
+
+from ..jobs import TERMINAL, Job, QueueFull
+from ..settings import AnonymizeSettings
+from .state import CONFIG, DETECTION, JOBS, error_response
+
+logger = logging.getLogger(__name__)
+
+CHUNK = 1 << 20
+SSE_INTERVAL_S = 0.25
+
+
+def _settings(fields: dict[str, str]) -> AnonymizeSettings:
+    unknown = sorted(set(fields) - {"mode", "strength"})
+    if unknown:
+        raise ValueError(f"unknown field(s): {', '.join(unknown)}; send file, mode, strength")
+    try:
+        strength = float(fields.get("strength", "0.5"))
+    except ValueError as exc:
+        raise ValueError("strength must be a number") from exc
+    return AnonymizeSettings(mode=fields.get("mode", "mosaic"), strength=strength)  # type: ignore[arg-type]
+
+
+async def post_job(request: web.Request) -> web.Response:
+    app = request.app
+    config, jobs = app[CONFIG], app[JOBS]
+    if app.get(DETECTION) is None:
+        return error_response(503, "the face detector is not ready yet", retry_after=5)
+    limit = config.max_upload_mb * 1024 * 1024
+    if request.content_length is not None and request.content_length > limit + 64 * 1024:
+        return error_response(413, f"the upload is larger than the {config.max_upload_mb} MB limit")
+    if not request.content_type.startswith("multipart/"):
+        return error_response(415, "send the file as multipart/form-data with a field named 'file'")
+    reader = await request.multipart()
+    fields: dict[str, str] = {}
+    job: Job | None = None
+    try:
+        while (part := await reader.next()) is not None:
+            if not isinstance(part, BodyPartReader):
+                raise ValueError("nested multipart bodies are not supported")
+            if part.name == "file":
+                if job is not None:
+                    raise ValueError("send one file per job")
+                job = jobs.new_job(part.filename or "", _settings(fields))
+                size = 0
+                with job.input.open("wb") as out:
+                    while chunk := await part.read_chunk(CHUNK):
+                        size += len(chunk)
+                        if size > limit:
+                            jobs.fail_upload(job, "too large")
+                            jobs.cancel(job)
+                            return error_response(413, f"the upload is larger than the {config.max_upload_mb} MB "
+                                                       "limit")
+                        # Disk writes off the event loop: a slow disk must not stall live sessions.
+                        await asyncio.get_running_loop().run_in_executor(None, out.write, chunk)
+            elif part.name in ("mode", "strength"):
+                fields[part.name] = (await part.text())[:64]
+            else:
+                raise ValueError(f"unknown field {part.name!r}; send file, mode, strength")
+        if job is None:
+            raise ValueError("no file in the upload (multipart field 'file')")
+        job.settings = _settings(fields)  # fields may come before or after the file
+    except QueueFull as exc:
+        return error_response(429, f"too many jobs waiting: {exc}; try again later", retry_after=30)
+    except ValueError as exc:
+        if job is not None:
+            jobs.cancel(job)
+        return error_response(400, str(exc))
+    except (ConnectionError, asyncio.CancelledError):
+        if job is not None:
+            jobs.cancel(job)
+        raise
+    jobs.start(job)
+    logger.info("[job %s] accepted: %s%s, %s", job.id, job.name, job.suffix, job.kind)
+    return web.json_response(job.as_dict(), status=202, headers={"Location": f"/jobs/{job.id}"})
+
+
+def _job(request: web.Request) -> Job:
+    job = request.app[JOBS].get(request.match_info["job"])
+    if job is None:
+        raise web.HTTPNotFound(text=json.dumps({"error": "no such job (finished jobs expire)"}),
+                               content_type="application/json")
+    return job
+
+
+async def list_jobs(request: web.Request) -> web.Response:
+    return web.json_response({"jobs": [job.as_dict() for job in request.app[JOBS].all()]})
+
+
+async def get_job(request: web.Request) -> web.Response:
+    return web.json_response(_job(request).as_dict())
+
+
+async def job_events(request: web.Request) -> web.StreamResponse:
+    """Server-Sent Events: one `progress` event per change, then the terminal state, then the stream ends."""
+    job = _job(request)
+    response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store"})
+    await response.prepare(request)
+    seen = -1
+    while True:
+        if job.version != seen:
+            seen = job.version
+            await response.write(f"event: progress\ndata: {json.dumps(job.as_dict())}\n\n".encode())
+        if job.state in TERMINAL or request.app[JOBS].get(job.id) is None:
+            break
+        await asyncio.sleep(SSE_INTERVAL_S)
+    await response.write_eof()
+    return response
+
+
+async def job_result(request: web.Request) -> web.StreamResponse:
+    job = _job(request)
+    if job.state != "done" or job.output is None or not job.output.exists():
+        return error_response(409, f"the job is {job.state}; the result is available once it is done")
+    filename = f"{job.name}-anonymized{job.output.suffix}"
+    return web.FileResponse(job.output, headers={"Content-Disposition": f'attachment; filename="{filename}"',
+                                                 "Cache-Control": "no-store"})
+
+
+async def delete_job(request: web.Request) -> web.Response:
+    request.app[JOBS].cancel(_job(request))
+    return web.Response(status=204)
+
+
+async def expire_loop(app: web.Application) -> None:
+    while True:
+        await asyncio.sleep(min(30.0, max(1.0, app[JOBS].ttl_s / 4)))
+        gone = app[JOBS].expire()
+        if gone:
+            logger.info("[jobs] %d finished job(s) expired", gone)
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_post("/jobs", post_job)
+    app.router.add_get("/jobs", list_jobs)
+    app.router.add_get("/jobs/{job}", get_job)
+    app.router.add_get("/jobs/{job}/events", job_events)
+    app.router.add_get("/jobs/{job}/result", job_result)
+    app.router.add_delete("/jobs/{job}", delete_job)
