@@ -138,8 +138,10 @@ class Camera:
         self.name = settings.name
         self._detection: DetectionService | None = None
         self.processor: FrameProcessor | None = None
-        self.reader = RtspReader(self.name, settings.url, self._on_decoded,
-                                 replace(options or RtspOptions(), transport=settings.transport))
+        self._options = replace(options or RtspOptions(), transport=settings.transport)
+        self.reader = self._new_reader(0)
+        self._generation = 0  # each start() gets fresh threads; stragglers of an older run are ignored
+        self._connects_before = 0
         self.frames_decoded = 0
         self.frames_processed = 0
         self.frames_dropped = 0
@@ -170,24 +172,37 @@ class Camera:
     def ready(self) -> bool:
         return self.processor is not None
 
+    def _new_reader(self, generation: int) -> RtspReader:
+        return RtspReader(self.name, self.settings.url, lambda frame: self._on_decoded(frame, generation),
+                          self._options)
+
     def start(self) -> None:
+        """Start pulling with fresh threads. Never blocks: threads of a previous run that are still winding down
+        (a read can take up to the read timeout to notice) belong to an older generation and are ignored."""
         if self._running or self.processor is None:
             return
         self._running = True
-        self._worker = threading.Thread(target=self._process_loop, name=f"camera-{self.name}", daemon=True)
+        self._generation += 1
+        self._connects_before += self.reader.connects
+        self.reader = self._new_reader(self._generation)
+        self._worker = threading.Thread(target=self._process_loop, args=(self._generation,),
+                                        name=f"camera-{self.name}", daemon=True)
         self._worker.start()
         self.reader.start()
         logger.info("[camera %s] started (%s)", self.name, redact(self.settings.url))
 
     def stop(self, join_s: float | None = None) -> None:
+        """Stop pulling; with ``join_s``, wait that long for the threads (never from the event loop)."""
         if not self._running:
             return
         self._running = False
-        self.reader.stop(join_s)
+        reader, worker = self.reader, self._worker
+        reader.stop(join_s)
         with self._pending_ready:
+            self._pending = None
             self._pending_ready.notify_all()
-        if self._worker is not None and join_s is not None:
-            self._worker.join(join_s)
+        if worker is not None and join_s is not None:
+            worker.join(join_s)
         self.latest = None  # a stopped camera shows nothing rather than a stale picture
         logger.info("[camera %s] stopped", self.name)
 
@@ -209,15 +224,17 @@ class Camera:
     def _linger_stop(self) -> None:
         self._linger = None
         if self._viewers == 0 and not self.settings.always_on:
-            threading.Thread(target=self.stop, args=(10.0,), daemon=True).start()
+            self.stop()  # no join: a viewer arriving right after simply starts a new generation
 
     @property
     def viewers(self) -> int:
         return self._viewers
 
     # -- frames ------------------------------------------------------------------------------------------------
-    def _on_decoded(self, frame: av.VideoFrame) -> None:
+    def _on_decoded(self, frame: av.VideoFrame, generation: int) -> None:
         """Reader thread: keep only the newest decoded frame for the processing thread."""
+        if generation != self._generation or not self._running:
+            return
         self.frames_decoded += 1
         with self._pending_ready:
             if self._pending is not None:
@@ -225,21 +242,26 @@ class Camera:
             self._pending = frame
             self._pending_ready.notify()
 
-    def _process_loop(self) -> None:
+    def _process_loop(self, generation: int) -> None:
+        def current() -> bool:
+            return self._running and self._generation == generation
+
         while True:
             with self._pending_ready:
-                while self._pending is None and self._running:
+                while self._pending is None and current():
                     self._pending_ready.wait(0.5)
-                frame, self._pending = self._pending, None
-                if not self._running or frame is None:
+                if not current():
                     return
+                frame, self._pending = self._pending, None
+                if frame is None:
+                    continue
             try:
-                self._process(frame)
+                self._process(frame, generation)
             except Exception:
                 # Never publish the raw frame: this one is skipped, the next one is tried.
                 logger.exception("[camera %s] processing a frame failed; frame skipped", self.name)
 
-    def _process(self, frame: av.VideoFrame) -> None:
+    def _process(self, frame: av.VideoFrame, generation: int) -> None:
         processor, detection = self.processor, self._detection
         assert processor is not None and detection is not None, "started before bind()"
         image = np.asarray(frame.to_ndarray(format="bgr24"), np.uint8)
@@ -249,6 +271,8 @@ class Camera:
         processor.apply(image, t, detections, detect_ms)
         h, w = image.shape[:2]
         yuv = np.asarray(cv2.cvtColor(image, cv2.COLOR_BGR2YUV_I420), np.uint8) if h % 2 == 0 and w % 2 == 0 else None
+        if generation != self._generation or not self._running:
+            return  # stopped while this frame was processed
         seq = self.latest.seq + 1 if self.latest is not None else 1
         self.latest = Published(seq, yuv, image)
         self.frames_processed += 1
@@ -282,7 +306,7 @@ class Camera:
             "frames_decoded": self.frames_decoded, "frames_processed": self.frames_processed,
             "frames_dropped": self.frames_dropped, "detections": self.detections_run,
             "frames_hidden_whole": self.processor.stats.frames_hidden_whole if self.processor else 0,
-            "connects": self.reader.connects,
+            "connects": self._connects_before + self.reader.connects,
             "mode": self.settings.anonymize.mode, "transport": self.settings.transport,
         }
 

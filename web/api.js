@@ -1,0 +1,128 @@
+// The HTTP side of docs/http-api.md. Every failure becomes an ApiError:
+//   kind "network": the request never got an answer (server down, connection refused);
+//   kind "http":    the server answered with an error status; `detail` is its JSON {"error": ...} text;
+//   kind "format":  a 2xx answer whose body is not the JSON we expect.
+
+export class ApiError extends Error {
+  constructor(kind, { status = 0, detail = "", retryAfter = null } = {}) {
+    super(detail || kind);
+    this.name = "ApiError";
+    this.kind = kind;
+    this.status = status;
+    this.detail = detail;
+    this.retryAfter = retryAfter;
+  }
+}
+
+async function errorFrom(response) {
+  let detail = "";
+  try {
+    const body = await response.json();
+    if (body && typeof body.error === "string") detail = body.error;
+  } catch {
+    // not JSON: fall back to the status text
+  }
+  if (!detail) detail = response.statusText || `HTTP ${response.status}`;
+  const header = response.headers.get("Retry-After");
+  const retryAfter = header !== null && /^\d+$/.test(header.trim()) ? Number(header.trim()) : null;
+  return new ApiError("http", { status: response.status, detail, retryAfter });
+}
+
+export async function request(method, path, { body, signal, keepalive = false, expectJson = true } = {}) {
+  const init = { method, signal, keepalive, cache: "no-store", credentials: "same-origin", headers: {} };
+  if (body !== undefined) {
+    init.headers["Content-Type"] = "application/json";
+    init.body = JSON.stringify(body);
+  }
+  let response;
+  try {
+    response = await fetch(path, init);
+  } catch (err) {
+    if (err && err.name === "AbortError") throw err;
+    throw new ApiError("network", { detail: err && err.message ? err.message : String(err) });
+  }
+  if (!response.ok) throw await errorFrom(response);
+  if (!expectJson || response.status === 204) return null;
+  try {
+    return await response.json();
+  } catch (err) {
+    throw new ApiError("format", { status: response.status, detail: `not JSON (${err.message})` });
+  }
+}
+
+export const getConfig = (signal) => request("GET", "/config", { signal });
+export const postOffer = (offer, signal) => request("POST", "/offer", { body: offer, signal });
+export const getSession = (id, signal) => request("GET", `/sessions/${encodeURIComponent(id)}`, { signal });
+export const postSettings = (id, settings) =>
+  request("POST", `/sessions/${encodeURIComponent(id)}/settings`, { body: settings });
+export const deleteSession = (id) =>
+  request("DELETE", `/sessions/${encodeURIComponent(id)}`, { keepalive: true, expectJson: false });
+
+// Cameras (RTSP, pulled and anonymized by the server) ---------------------------------------------------------
+
+export const listCameras = (signal) => request("GET", "/cameras", { signal });
+
+export const snapshotUrl = (name) =>
+  `/cameras/${encodeURIComponent(name)}/snapshot.jpg?t=${Date.now().toString(36)}`; // never a cached picture
+
+// WHEP (draft-ietf-wish-whep): POST the SDP offer as application/sdp; 201 Created with the answer SDP as the body
+// and the viewer's resource URL in Location, which DELETE ends. A 2xx answer that cannot be used throws a "format"
+// ApiError that carries `location` (when there was one) so that the caller can still delete the resource.
+export async function postWhep(name, sdp) {
+  const path = `/whep/${encodeURIComponent(name)}`;
+  let response;
+  try {
+    response = await fetch(path, {
+      method: "POST", cache: "no-store", credentials: "same-origin",
+      headers: { "Content-Type": "application/sdp" }, body: sdp,
+    });
+  } catch (err) {
+    throw new ApiError("network", { detail: err && err.message ? err.message : String(err) });
+  }
+  if (!response.ok) throw await errorFrom(response);
+  const header = response.headers.get("Location");
+  const location = header ? new URL(header, new URL(path, window.location.href)).href : null;
+  let answer = "";
+  try {
+    answer = await response.text();
+  } catch {
+    answer = "";
+  }
+  const bad = (detail) => {
+    const err = new ApiError("format", { status: response.status, detail });
+    err.location = location;
+    return err;
+  };
+  if (response.status !== 201) throw bad(`expected 201 Created, got ${response.status}`);
+  if (!location) throw bad("no Location header");
+  if (!answer.trimStart().startsWith("v=")) throw bad("the answer is not a session description");
+  return { location, sdp: answer };
+}
+
+export async function deleteWhep(location) {
+  let response;
+  try {
+    response = await fetch(location, {
+      method: "DELETE", keepalive: true, cache: "no-store", credentials: "same-origin",
+    });
+  } catch (err) {
+    throw new ApiError("network", { detail: err && err.message ? err.message : String(err) });
+  }
+  if (!response.ok && response.status !== 404) throw await errorFrom(response);
+}
+
+// The snapshot as a Blob; errors (404, 503 while the camera has no picture yet) as ApiError.
+export async function fetchSnapshot(url) {
+  let response;
+  try {
+    response = await fetch(url, { cache: "no-store", credentials: "same-origin" });
+  } catch (err) {
+    throw new ApiError("network", { detail: err && err.message ? err.message : String(err) });
+  }
+  if (!response.ok) throw await errorFrom(response);
+  const blob = await response.blob();
+  if (!blob.size || !blob.type.startsWith("image/")) {
+    throw new ApiError("format", { status: response.status, detail: `not an image (${blob.type || "no type"})` });
+  }
+  return blob;
+}
