@@ -165,6 +165,7 @@ class Camera:
         self._detection = detection
         self.processor = FrameProcessor(detection.detector, self.settings.anonymize, stream_id=f"camera {self.name}")
         self.processor.detect_size = self.settings.detect_size
+        self.processor.upscale = False
         if self.settings.always_on:
             self.start()
 

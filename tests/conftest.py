@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +18,8 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 # Real photos and clips live beside the checkout, never inside it (its README.md has origins and licences).
 TESTDATA_DIR = REPO_ROOT.parent / "shared" / "testdata"
+
+from webrtc_support import NamespaceError, NamespaceLoop, NetNamespace, netns_unavailable_reason  # noqa: E402
 
 
 def require_testdata(*parts: str) -> Path:
@@ -71,3 +73,44 @@ def video_frames(relative: str, count: int) -> list[npt.NDArray[np.uint8]]:
             if len(frames) == count:
                 break
     return frames
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Live WebRTC tests run inside a network namespace of their own (see tests/webrtc_support.py): aioice never uses
+# 127.0.0.1, and tests may send nothing beyond loopback or addresses inside a namespace the run created itself.
+
+ARTIFACTS_DIR = REPO_ROOT / "test-artifacts"  # git-ignored: screenshots and logs worth a look after a run
+
+
+@pytest.fixture(scope="session")
+def netns() -> Iterator[NetNamespace]:
+    """The run's network namespace ``fs-<pid>`` (lo + veth v0 10.77.0.1 / v1 10.77.0.2, nothing else), deleted at
+    the end of the session; skips when it cannot be created (not root, no ``ip netns``)."""
+    reason = netns_unavailable_reason()
+    if reason:
+        pytest.skip(reason)
+    try:
+        ns = NetNamespace.create()
+    except NamespaceError as exc:
+        pytest.skip(str(exc))
+    try:
+        yield ns
+    finally:
+        ns.delete()
+
+
+@pytest.fixture(scope="session")
+def ns_loop(netns: NetNamespace) -> Iterator[NamespaceLoop]:
+    """A thread inside the namespace running its own event loop: ``ns_loop.run(coro)`` blocks,
+    ``await ns_loop.call(coro)`` from async tests."""
+    loop = NamespaceLoop(netns).start()
+    try:
+        yield loop
+    finally:
+        loop.stop()
+
+
+@pytest.fixture(scope="session")
+def artifacts_dir() -> Path:
+    ARTIFACTS_DIR.mkdir(exist_ok=True)
+    return ARTIFACTS_DIR

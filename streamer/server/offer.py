@@ -52,7 +52,12 @@ async def post_offer(request: web.Request) -> web.Response:
         unknown = sorted(set(body) - {"sdp", "type", "options"})
         if unknown:
             raise ValueError(f"unknown field(s): {', '.join(unknown)}")
-        settings = LiveSettings().updated(body.get("options") or {})
+        options = body.get("options", {})
+        if options is None:
+            options = {}
+        if not isinstance(options, dict):
+            raise ValueError("options must be a JSON object")
+        settings = LiveSettings().updated(options)
         if not sdp.lstrip().startswith("v=0"):
             raise ValueError("sdp is not a session description (it must start with v=0)")
         if not _has_media(sdp, "video"):

@@ -103,6 +103,7 @@ class LiveSession(PeerSession):
         self.counters = StreamCounters()
         self.processor = FrameProcessor(detection.detector, settings.anonymize, stream_id=self.id)
         self.processor.threshold = settings.threshold
+        self.processor.upscale = False
         self._detection = detection
         self._executor = executor
         self._metrics = metrics

@@ -1,0 +1,865 @@
+"""WebRTC test support: a private network namespace, servers and clients inside it, real clips as live video.
+
+Why a namespace: aioice never offers 127.0.0.1 as a host candidate, so two peers on one machine only connect over a
+real interface. Tests may send nothing beyond loopback, so the run creates its own network namespace
+(``fs-<pid>``) with ``lo`` and one veth pair, ``v0`` (10.77.0.1) and ``v1`` (10.77.0.2), both ends inside it; the
+namespace has no other interface and no route out, so nothing sent from inside it can leave the machine.
+
+- :class:`NetNamespace` creates and deletes the namespace (root and ``ip netns`` needed, else a skip reason).
+- :class:`NamespaceLoop` is a thread that calls ``setns`` (which moves only the calling thread) and then runs its
+  own asyncio loop: every socket its coroutines open lives inside the namespace. Tests on pytest's loop await
+  ``ns_loop.call(coro)``.
+- :class:`ServerProcess` runs ``python -m streamer serve`` inside the namespace (``ip netns exec``).
+- :class:`EchoServer` is a tiny aiortc echo (``POST /offer`` answers with the client's own video), for checking
+  the plumbing and as a baseline for benchmarks.
+- :class:`LiveClient` sends a real clip over WebRTC with aiortc (:class:`ClipTrack`, paced at the clip's rate, pts
+  in 1/90000) and records every frame that comes back with its arrival time. Each sent frame carries its index
+  in a barcode strip added above the picture (:func:`stamp_index` / :func:`read_index`), so returned frames are
+  matched to sent frames exactly, whatever the server does with pts.
+- :func:`make_y4m` and :func:`chromium_wrapper` prepare Chromium's fake camera and launch it inside the
+  namespace.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import ctypes
+import fractions
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Coroutine, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+import numpy.typing as npt
+from aiortc import MediaStreamTrack
+
+T = TypeVar("T")
+U8 = npt.NDArray[np.uint8]
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SERVER_ADDR = "10.77.0.1"
+CLIENT_ADDR = "10.77.0.2"
+SUBNET_PREFIX = "10.77.0."
+CLONE_NEWNET = 0x40000000
+VIDEO_TIME_BASE = fractions.Fraction(1, 90000)
+CHROMIUM = Path("/usr/bin/chromium")
+# Flags from ../shared/notes/conventions.md (checked with Debian's Chromium on this kind of machine).
+CHROMIUM_FLAGS = (
+    "--use-fake-ui-for-media-stream",
+    "--use-fake-device-for-media-stream",
+    "--allow-loopback-in-peer-connection",
+    "--autoplay-policy=no-user-gesture-required",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-features=WebRtcHideLocalIpsWithMdns",
+)
+
+
+class NamespaceError(RuntimeError):
+    """The network namespace could not be created or entered."""
+
+
+def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["ip", *args], capture_output=True, text=True, check=check, timeout=20)
+
+
+def netns_unavailable_reason() -> str | None:
+    """Why this process cannot create a network namespace, or None when it can."""
+    if not sys.platform.startswith("linux"):
+        return "network namespaces need Linux"
+    if os.geteuid() != 0:
+        return "creating a network namespace needs root (WebRTC tests run inside one: aioice never uses 127.0.0.1)"
+    if shutil.which("ip") is None:
+        return "`ip` (iproute2) not found: it creates the network namespace the WebRTC tests run in"
+    try:
+        _ip("netns", "list")
+    except (subprocess.CalledProcessError, OSError, subprocess.TimeoutExpired) as exc:
+        return f"`ip netns` is unavailable: {exc}"
+    return None
+
+
+class NetNamespace:
+    """A named network namespace with ``lo`` and a veth pair, both ends inside it (see the module doc)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.path = Path("/run/netns") / name
+
+    @classmethod
+    def create(cls, name: str | None = None) -> NetNamespace:
+        ns = cls(name or f"fs-{os.getpid()}")
+        if ns.path.exists():  # left behind by a crashed run with the same pid
+            ns.delete()
+        steps = [
+            ("netns", "add", ns.name),
+            ("-n", ns.name, "link", "set", "lo", "up"),
+            ("-n", ns.name, "link", "add", "v0", "type", "veth", "peer", "name", "v1"),
+            ("-n", ns.name, "addr", "add", f"{SERVER_ADDR}/24", "dev", "v0"),
+            ("-n", ns.name, "addr", "add", f"{CLIENT_ADDR}/24", "dev", "v1"),
+            ("-n", ns.name, "link", "set", "v0", "up"),
+            ("-n", ns.name, "link", "set", "v1", "up"),
+        ]
+        try:
+            for step in steps:
+                _ip(*step)
+            # IPv6 off: no link-local or other v6 candidates; only 10.77.0.x addresses exist in there.
+            subprocess.run(["ip", "netns", "exec", ns.name, "sh", "-c",
+                            "echo 1 > /proc/sys/net/ipv6/conf/all/disable_ipv6; "
+                            "echo 1 > /proc/sys/net/ipv6/conf/default/disable_ipv6"],
+                           capture_output=True, text=True, check=False, timeout=20)
+        except (subprocess.CalledProcessError, OSError, subprocess.TimeoutExpired) as exc:
+            detail = exc.stderr if isinstance(exc, subprocess.CalledProcessError) else str(exc)
+            ns.delete()
+            raise NamespaceError(f"cannot set up network namespace {ns.name}: {detail}") from exc
+        return ns
+
+    def delete(self) -> None:
+        _ip("netns", "del", self.name, check=False)
+
+    def exec_prefix(self) -> list[str]:
+        """Prefix a command line with this to run it inside the namespace."""
+        return ["ip", "netns", "exec", self.name]
+
+    def addresses(self) -> dict[str, list[str]]:
+        """Interface name -> its addresses (all families), as seen inside the namespace."""
+        out = _ip("-n", self.name, "-j", "addr", "show").stdout
+        result: dict[str, list[str]] = {}
+        for link in json.loads(out):
+            result[str(link["ifname"])] = [str(a["local"]) for a in link.get("addr_info", [])]
+        return result
+
+    def routes(self) -> list[str]:
+        """Every route of every table in the namespace, one line each (v4 and v6)."""
+        lines: list[str] = []
+        for family in ("-4", "-6"):
+            out = _ip("-n", self.name, family, "route", "show", "table", "all", check=False).stdout
+            lines += [line for line in out.splitlines() if line.strip()]
+        return lines
+
+
+class NamespaceLoop:
+    """A thread inside the namespace that runs its own asyncio event loop.
+
+    ``setns(CLONE_NEWNET)`` moves only the calling thread (and the threads it starts later, e.g. the loop's
+    default executor), so every socket made by coroutines on this loop is inside the namespace.
+    """
+
+    def __init__(self, ns: NetNamespace) -> None:
+        self.ns = ns
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._main, name=f"netns-{ns.name}", daemon=True)
+
+    def start(self) -> NamespaceLoop:
+        self._thread.start()
+        self._ready.wait(30)
+        if self._error is not None:
+            raise NamespaceError(f"cannot enter network namespace {self.ns.name}: {self._error}")
+        if self.loop is None:
+            raise NamespaceError(f"the thread for network namespace {self.ns.name} did not start")
+        return self
+
+    def _main(self) -> None:
+        try:
+            libc = ctypes.CDLL("libc.so.6", use_errno=True)
+            fd = os.open(self.ns.path, os.O_RDONLY)
+            try:
+                if libc.setns(fd, CLONE_NEWNET) != 0:
+                    err = ctypes.get_errno()
+                    raise OSError(err, os.strerror(err))
+            finally:
+                os.close(fd)
+            loop = asyncio.new_event_loop()
+            asyncio.set_event_loop(loop)
+            self.loop = loop
+        except BaseException as exc:
+            self._error = exc
+            self._ready.set()
+            return
+        self._ready.set()
+        try:
+            loop.run_forever()
+        finally:
+            with contextlib.suppress(Exception):
+                pending = [t for t in asyncio.all_tasks(loop) if not t.done()]
+                for task in pending:
+                    task.cancel()
+                loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+                loop.run_until_complete(loop.shutdown_asyncgens())
+                loop.run_until_complete(loop.shutdown_default_executor())
+            loop.close()
+
+    def submit(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
+        assert self.loop is not None, "NamespaceLoop.start() first"
+        return asyncio.run_coroutine_threadsafe(coro, self.loop)
+
+    def run(self, coro: Coroutine[Any, Any, T], timeout: float = 120) -> T:
+        """Run ``coro`` inside the namespace and wait for its result (blocking)."""
+        future = self.submit(coro)
+        try:
+            return future.result(timeout)
+        except concurrent.futures.TimeoutError:
+            future.cancel()
+            raise
+
+    async def call(self, coro: Coroutine[Any, Any, T], limit_s: float = 120) -> T:
+        """Await ``coro`` run inside the namespace, from another event loop (e.g. pytest-asyncio's)."""
+        future = self.submit(coro)
+        try:
+            return await asyncio.wait_for(asyncio.wrap_future(future), limit_s)
+        except (TimeoutError, asyncio.CancelledError):
+            future.cancel()
+            raise
+
+    def stop(self) -> None:
+        if self.loop is not None and self._thread.is_alive():
+            self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(30)
+
+
+# ---------------------------------------------------------------------------------------------------------- HTTP
+
+
+@dataclass
+class HttpAnswer:
+    status: int
+    headers: dict[str, str]
+    text: str
+
+    def json(self) -> Any:
+        return json.loads(self.text)
+
+
+async def http(method: str, url: str, *, json_body: Any = None, data: bytes | str | None = None,
+               headers: dict[str, str] | None = None, limit_s: float = 20) -> HttpAnswer:
+    """One HTTP request (run it on a :class:`NamespaceLoop` for addresses inside the namespace)."""
+    import aiohttp
+
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=limit_s)) as session, \
+            session.request(method, url, json=json_body, data=data, headers=headers) as response:
+        text = await response.text()
+        return HttpAnswer(response.status, {k: v for k, v in response.headers.items()}, text)
+
+
+async def free_port(host: str = SERVER_ADDR) -> int:
+    """A TCP port free on ``host`` (call it inside the namespace)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+async def wait_ready(base_url: str, limit_s: float = 120, alive: Any = None) -> dict[str, Any]:
+    """Poll GET /healthz until it answers 200; return its body. ``alive()`` False aborts (server died)."""
+    deadline = time.monotonic() + limit_s
+    last = "no answer"
+    while time.monotonic() < deadline:
+        if alive is not None and not alive():
+            raise RuntimeError(f"server exited before it was ready ({last})")
+        try:
+            answer = await http("GET", base_url + "/healthz", limit_s=3)
+            if answer.status == 200:
+                body: dict[str, Any] = answer.json()
+                return body
+            last = f"{answer.status} {answer.text[:200]}"
+        except Exception as exc:
+            last = repr(exc)
+        await asyncio.sleep(0.2)
+    raise TimeoutError(f"{base_url}/healthz not ready within {limit_s:.0f} s ({last})")
+
+
+class ServerProcess:
+    """``python -m streamer serve`` inside the namespace, on SERVER_ADDR; its log goes to a file."""
+
+    def __init__(self, ns: NetNamespace, ns_loop: NamespaceLoop, args: Sequence[str] = (),
+                 log_path: Path | None = None) -> None:
+        self.ns, self.ns_loop, self.args = ns, ns_loop, list(args)
+        self.port = 0
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log_path = log_path or Path(f"/tmp/fs-server-{os.getpid()}-{id(self)}.log")
+        self._log: Any = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{SERVER_ADDR}:{self.port}"
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid  # `ip netns exec` execs the command, so this is the server's own pid
+
+    def start(self, timeout: float = 120) -> ServerProcess:
+        self.port = self.ns_loop.run(free_port())
+        self._log = self.log_path.open("wb")
+        cmd = [*self.ns.exec_prefix(), sys.executable, "-m", "streamer", "serve", "--host", SERVER_ADDR,
+               "--port", str(self.port), "--device", "cpu", *self.args]
+        self.proc = subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=self._log, stderr=subprocess.STDOUT)
+        try:
+            self.ns_loop.run(wait_ready(self.base_url, timeout, alive=lambda: self.proc is not None
+                                        and self.proc.poll() is None), timeout + 10)
+        except BaseException:
+            self.stop()
+            raise RuntimeError(f"server did not start: {' '.join(cmd)}\n{self.log_tail()}") from None
+        return self
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    def log_tail(self, chars: int = 4000) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-chars:]
+        except OSError:
+            return ""
+
+    def threads(self) -> int:
+        status = Path(f"/proc/{self.pid}/status").read_text()
+        match = re.search(r"^Threads:\s+(\d+)", status, re.M)
+        assert match is not None
+        return int(match.group(1))
+
+    def fds(self) -> int:
+        return len(os.listdir(f"/proc/{self.pid}/fd"))
+
+    def udp_sockets(self) -> int:
+        """UDP sockets open in the namespace (the server's ICE transports; the client's when it has any)."""
+        out = subprocess.run([*self.ns.exec_prefix(), "cat", "/proc/net/udp"], capture_output=True, text=True,
+                             timeout=10).stdout
+        return max(0, len(out.splitlines()) - 1)
+
+
+# ---------------------------------------------------------------------------------------------- frame indices
+
+# The index strip: STRIP_HEIGHT rows of black added above the picture, with BLOCKS blocks of BLOCK px in the
+# middle of the strip: white, black (guards), INDEX_BITS bits (most significant first), one even-parity bit.
+STRIP_HEIGHT = 48
+BLOCK = 16
+INDEX_BITS = 12
+BLOCKS = 2 + INDEX_BITS + 1
+STRIP_X0 = 16
+
+
+def _strip_cells(width: int, height: int, src_width: int, src_height: int) -> list[tuple[int, int, int, int]]:
+    """Each block's inner box (x0, y0, x1, y1) in a frame of ``width`` x ``height`` (scaled from the source)."""
+    sx, sy = width / src_width, height / src_height
+    y0 = (STRIP_HEIGHT - BLOCK) // 2
+    cells = []
+    for i in range(BLOCKS):
+        x0 = STRIP_X0 + i * BLOCK
+        q = BLOCK // 4  # inner half of each block: away from the edges that VP8 smears
+        cells.append((round((x0 + q) * sx), round((y0 + q) * sy), round((x0 + BLOCK - q) * sx),
+                      round((y0 + BLOCK - q) * sy)))
+    return cells
+
+
+def _bits(index: int) -> list[int]:
+    bits = [(index >> (INDEX_BITS - 1 - k)) & 1 for k in range(INDEX_BITS)]
+    return [1, 0, *bits, sum(bits) % 2]
+
+
+def stamp_index(picture_bgr: U8, index: int) -> U8:
+    """The picture with a black strip on top that carries ``index`` as blocks (see STRIP_HEIGHT)."""
+    h, w = picture_bgr.shape[:2]
+    if w < STRIP_X0 + BLOCKS * BLOCK:
+        raise ValueError(f"picture {w} px wide is too narrow for the index strip")
+    out = np.zeros((h + STRIP_HEIGHT, w, 3), np.uint8)
+    out[STRIP_HEIGHT:] = picture_bgr
+    y0 = (STRIP_HEIGHT - BLOCK) // 2
+    for i, bit in enumerate(_bits(index % (1 << INDEX_BITS))):
+        if bit:
+            x0 = STRIP_X0 + i * BLOCK
+            out[y0:y0 + BLOCK, x0:x0 + BLOCK] = 255
+    return out
+
+
+def read_index(gray: npt.NDArray[np.uint8], src_width: int, src_height: int) -> int | None:
+    """The index stamped into a (decoded, possibly rescaled) frame, or None when unreadable."""
+    h, w = gray.shape[:2]
+    bits: list[int] = []
+    for x0, y0, x1, y1 in _strip_cells(w, h, src_width, src_height):
+        mean = float(gray[y0:y1, x0:x1].mean())
+        if 60 < mean < 190:
+            return None
+        bits.append(1 if mean >= 190 else 0)
+    if bits[:2] != [1, 0] or sum(bits[2:2 + INDEX_BITS]) % 2 != bits[-1]:
+        return None
+    value = 0
+    for b in bits[2:2 + INDEX_BITS]:
+        value = (value << 1) | b
+    return value
+
+
+def picture_of(frame_bgr: U8, src_width: int, src_height: int) -> U8:
+    """The picture part of a (possibly rescaled) stamped frame, without the index strip."""
+    h = frame_bgr.shape[0]
+    top = round(STRIP_HEIGHT * h / src_height)
+    return frame_bgr[top:]
+
+
+# ---------------------------------------------------------------------------------------------------- clips
+
+
+@dataclass
+class SourceClip:
+    """Frames of a real clip, each stamped with its index, as yuv420p planes (i420, for cheap sending)."""
+
+    name: str
+    fps: float
+    width: int  # of the stamped frame (picture + strip)
+    height: int
+    i420: list[U8]
+
+    def bgr(self, index: int) -> U8:
+        import cv2
+
+        return np.asarray(cv2.cvtColor(self.i420[index], cv2.COLOR_YUV2BGR_I420), np.uint8)
+
+    def picture(self, index: int) -> U8:
+        """The clip's own picture (no strip) for frame ``index``."""
+        return self.bgr(index)[STRIP_HEIGHT:]
+
+    def __len__(self) -> int:
+        return len(self.i420)
+
+
+def load_clip(path: Path, seconds: float, max_width: int | None = None) -> SourceClip:
+    """The first ``seconds`` of a clip, stamped (see :func:`stamp_index`), kept as i420."""
+    import av
+    import cv2
+
+    frames: list[U8] = []
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        fps = float(stream.average_rate or 30)
+        count = max(1, round(seconds * fps))
+        for frame in container.decode(stream):
+            bgr: U8 = np.asarray(frame.to_ndarray(format="bgr24"), np.uint8)
+            if max_width and bgr.shape[1] > max_width:
+                scale = max_width / bgr.shape[1]
+                size = (max_width, round(bgr.shape[0] * scale / 2) * 2)
+                bgr = np.asarray(cv2.resize(bgr, size, interpolation=cv2.INTER_AREA), np.uint8)
+            stamped = stamp_index(np.ascontiguousarray(bgr[: bgr.shape[0] // 2 * 2, : bgr.shape[1] // 2 * 2]),
+                                  len(frames))
+            frames.append(np.asarray(cv2.cvtColor(stamped, cv2.COLOR_BGR2YUV_I420), np.uint8))
+            if len(frames) == count:
+                break
+    h = frames[0].shape[0] * 2 // 3
+    return SourceClip(path.name, fps, frames[0].shape[1], h, frames)
+
+
+def make_y4m(src: Path, dst: Path, seconds: float = 5.0, size: tuple[int, int] = (640, 480)) -> int:
+    """Write the first ``seconds`` of ``src`` as a raw yuv420p .y4m of ``size`` (letterboxed, aspect kept),
+    the format Chromium's ``--use-file-for-fake-video-capture`` reads. Returns the number of frames."""
+    import av
+    import cv2
+
+    width, height = size
+    written = 0
+    with av.open(str(src)) as inp, av.open(str(dst), "w", format="yuv4mpegpipe") as out:
+        stream = inp.streams.video[0]
+        rate = stream.average_rate or fractions.Fraction(30)
+        count = max(1, round(seconds * float(rate)))
+        ostream = out.add_stream("rawvideo", rate=rate)
+        ostream.width, ostream.height, ostream.pix_fmt = width, height, "yuv420p"
+        for frame in inp.decode(stream):
+            bgr = frame.to_ndarray(format="bgr24")
+            scale = min(width / bgr.shape[1], height / bgr.shape[0])
+            w, h = round(bgr.shape[1] * scale), round(bgr.shape[0] * scale)
+            canvas = np.zeros((height, width, 3), np.uint8)
+            x0, y0 = (width - w) // 2, (height - h) // 2
+            canvas[y0:y0 + h, x0:x0 + w] = cv2.resize(bgr, (w, h), interpolation=cv2.INTER_AREA)
+            vf = av.VideoFrame.from_ndarray(canvas, format="bgr24").reformat(format="yuv420p")
+            for packet in ostream.encode(vf):
+                out.mux(packet)
+            written += 1
+            if written == count:
+                break
+        for packet in ostream.encode(None):
+            out.mux(packet)
+    return written
+
+
+def y4m_first_frame(path: Path) -> U8:
+    """The first frame of a .y4m as BGR."""
+    import av
+
+    with av.open(str(path)) as container:
+        for frame in container.decode(video=0):
+            return np.asarray(frame.to_ndarray(format="bgr24"), np.uint8)
+    raise ValueError(f"no frame in {path}")
+
+
+def chromium_wrapper(ns: NetNamespace, folder: Path) -> Path:
+    """An executable that starts Debian's Chromium inside the namespace (give it to Playwright as
+    ``executable_path``; Playwright talks to it over a pipe, so it needs no network of its own)."""
+    script = folder / "chromium-in-netns"
+    script.write_text(f'#!/bin/sh\nexec ip netns exec {ns.name} {CHROMIUM} "$@"\n')
+    script.chmod(0o755)
+    return script
+
+
+# ---------------------------------------------------------------------------------------------- aiortc client
+
+
+class ClipTrack(MediaStreamTrack):
+    """A live video track playing a :class:`SourceClip` once at its frame rate, then ending.
+
+    ``sent_at[i]`` is when frame i was handed to the encoder (time.monotonic()); ``ended_at`` when the clip ran
+    out (recv() then raises MediaStreamError, which stops aiortc's sender).
+    """
+
+    kind = "video"
+
+    def __init__(self, clip: SourceClip, loop_forever: bool = False) -> None:
+        super().__init__()
+        self.clip = clip
+        self.loop_forever = loop_forever
+        self.sent_at: list[float] = []
+        self.ended_at: float | None = None
+        self._start: float | None = None
+        self._n = 0
+        self._stop_requested = False
+
+    def finish(self) -> None:
+        """End the clip at the next frame (for loop_forever tracks)."""
+        self._stop_requested = True
+
+    async def recv(self) -> Any:
+        import av
+        from aiortc.mediastreams import MediaStreamError
+
+        n = self._n
+        if self._stop_requested or (n >= len(self.clip) and not self.loop_forever):
+            if self.ended_at is None:
+                self.ended_at = time.monotonic()
+            self.stop()
+            raise MediaStreamError
+        now = time.monotonic()
+        if self._start is None:
+            self._start = now
+        target = self._start + n / self.clip.fps
+        if target > now:
+            await asyncio.sleep(target - now)
+        frame = av.VideoFrame.from_ndarray(self.clip.i420[n % len(self.clip)], format="yuv420p")
+        frame.pts = round(n * 90000 / self.clip.fps)
+        frame.time_base = VIDEO_TIME_BASE
+        self._n = n + 1
+        self.sent_at.append(time.monotonic())
+        return frame
+
+
+@dataclass
+class ReceivedFrame:
+    arrived: float  # time.monotonic()
+    pts: int
+    index: int | None  # the sent frame it shows (from the index strip), None when unreadable
+    width: int
+    height: int
+    i420: U8 | None  # the frame itself, when kept
+
+    def bgr(self) -> U8:
+        import cv2
+
+        assert self.i420 is not None, "frame not kept (keep_frames=False)"
+        return np.asarray(cv2.cvtColor(self.i420, cv2.COLOR_YUV2BGR_I420), np.uint8)
+
+
+@dataclass
+class SessionResult:
+    answer: dict[str, Any]
+    offer_sdp: str
+    answer_sdp: str
+    received: list[ReceivedFrame] = field(default_factory=list)
+    sent_at: list[float] = field(default_factory=list)
+    ended_at: float | None = None
+
+    def latencies(self) -> list[tuple[int, float]]:
+        """(sent index, seconds from sending to arrival) for every returned frame whose index was read."""
+        out = []
+        for r in self.received:
+            if r.index is not None and r.index < len(self.sent_at):
+                out.append((r.index, r.arrived - self.sent_at[r.index]))
+        return out
+
+
+def candidate_addresses(sdp: str) -> list[str]:
+    """The connection addresses of every ``a=candidate`` line in an SDP."""
+    addresses = []
+    for line in sdp.splitlines():
+        if line.startswith("a=candidate:"):
+            parts = line.split()
+            if len(parts) > 5:
+                addresses.append(parts[4])
+    return addresses
+
+
+class LiveClient:
+    """An aiortc peer that sends a clip to ``POST /offer`` and records what comes back. Use it on a
+    :class:`NamespaceLoop` (``async with LiveClient(...) as c: await c.connect(...)``)."""
+
+    def __init__(self, base_url: str, clip: SourceClip, keep_frames: bool = True, loop_forever: bool = False,
+                 audio: bool = False) -> None:
+        from aiortc import RTCConfiguration, RTCPeerConnection
+
+        self.base_url = base_url
+        self.audio = audio
+        self.clip = clip
+        self.keep_frames = keep_frames
+        # iceServers=[] always: with no configuration aiortc falls back to a public STUN server.
+        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        self.track = ClipTrack(clip, loop_forever=loop_forever)
+        self.received: list[ReceivedFrame] = []
+        self.remote_ended = asyncio.Event()
+        self.first_frame = asyncio.Event()
+        self._consumers: list[asyncio.Task[None]] = []
+        self.result: SessionResult | None = None
+        self.session_id: str | None = None
+        self.remote_tracks: list[str] = []
+
+        @self.pc.on("track")
+        def on_track(track: Any) -> None:
+            self.remote_tracks.append(track.kind)
+            if track.kind == "video":
+                self._consumers.append(asyncio.ensure_future(self._consume(track)))
+
+    async def _consume(self, track: Any) -> None:
+        from aiortc.mediastreams import MediaStreamError
+
+        try:
+            while True:
+                frame = await track.recv()
+                arrived = time.monotonic()
+                i420 = np.asarray(frame.to_ndarray(format="yuv420p"), np.uint8)
+                h = i420.shape[0] * 2 // 3
+                index = read_index(i420[:h], self.clip.width, self.clip.height)
+                self.received.append(ReceivedFrame(arrived, int(frame.pts or 0), index, i420.shape[1], h,
+                                                   i420 if self.keep_frames else None))
+                self.first_frame.set()
+        except MediaStreamError:
+            pass
+        finally:
+            self.remote_ended.set()
+
+    async def offer(self) -> str:
+        """Add the clip track (sendrecv), gather every candidate and return the offer SDP (not posted)."""
+        self.pc.addTransceiver(self.track, direction="sendrecv")
+        if self.audio:
+            from aiortc.mediastreams import AudioStreamTrack
+
+            self.pc.addTransceiver(AudioStreamTrack(), direction="sendrecv")  # silence
+        await self.pc.setLocalDescription(await self.pc.createOffer())
+        # aiortc gathers every candidate inside setLocalDescription (no trickle): the offer is complete now.
+        assert self.pc.iceGatheringState == "complete", self.pc.iceGatheringState
+        sdp: str = self.pc.localDescription.sdp
+        return sdp
+
+    async def connect(self, options: dict[str, Any] | None = None, limit_s: float = 20) -> HttpAnswer:
+        """Offer, POST /offer, apply the answer. Returns the HTTP answer (the peer is connected only on 200)."""
+        from aiortc import RTCSessionDescription
+
+        sdp = await self.offer()
+        body: dict[str, Any] = {"sdp": sdp, "type": "offer"}
+        if options is not None:
+            body["options"] = options
+        answer = await http("POST", self.base_url + "/offer", json_body=body, limit_s=limit_s)
+        if answer.status == 200:
+            data = answer.json()
+            self.session_id = data.get("session")
+            await self.pc.setRemoteDescription(RTCSessionDescription(sdp=data["sdp"], type=data["type"]))
+            self.result = SessionResult(data, sdp, data["sdp"])
+        return answer
+
+    async def wait_first_frame(self, limit_s: float = 15) -> None:
+        await asyncio.wait_for(self.first_frame.wait(), limit_s)
+
+    async def wait_connected(self, limit_s: float = 15) -> None:
+        deadline = time.monotonic() + limit_s
+        while self.pc.connectionState != "connected":
+            if self.pc.connectionState in ("failed", "closed") or time.monotonic() > deadline:
+                raise TimeoutError(f"peer connection {self.pc.connectionState} (ICE {self.pc.iceConnectionState})")
+            await asyncio.sleep(0.05)
+
+    async def run_clip(self, tail: float = 2.0, limit_s: float = 120) -> SessionResult:
+        """Wait until the clip has been sent, then ``tail`` s more for the last frames; return the result."""
+        deadline = time.monotonic() + limit_s
+        while self.track.ended_at is None:
+            if time.monotonic() > deadline:
+                raise TimeoutError("clip did not finish sending")
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(tail)
+        return self.snapshot()
+
+    def snapshot(self) -> SessionResult:
+        assert self.result is not None, "not connected"
+        self.result.received = list(self.received)
+        self.result.sent_at = list(self.track.sent_at)
+        self.result.ended_at = self.track.ended_at
+        return self.result
+
+    async def close(self) -> None:
+        self.track.stop()
+        await self.pc.close()
+        for task in self._consumers:
+            task.cancel()
+        await asyncio.gather(*self._consumers, return_exceptions=True)
+
+    async def __aenter__(self) -> LiveClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+
+async def make_offer_sdp(video: str | None = "sendrecv", audio: str | None = None, datachannel: bool = False) -> str:
+    """A real, complete aiortc offer (candidates included) with the given transceivers, its peer closed again.
+    ``video``/``audio``: a direction (``sendrecv``, ``recvonly``, ...) or None for no such m-line."""
+    from aiortc import RTCConfiguration, RTCPeerConnection
+
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    try:
+        if video:
+            pc.addTransceiver("video", direction=video)
+        if audio:
+            pc.addTransceiver("audio", direction=audio)
+        if datachannel:
+            pc.createDataChannel("data")
+        await pc.setLocalDescription(await pc.createOffer())
+        sdp: str = pc.localDescription.sdp
+        return sdp
+    finally:
+        await pc.close()
+
+
+# ---------------------------------------------------------------------------------------------- echo server
+
+
+class _LatestFrameTrack(MediaStreamTrack):
+    """Relays a remote video track, keeping only the newest frame (aiortc's receive queue is unbounded)."""
+
+    kind = "video"
+
+    def __init__(self, source: Any) -> None:
+        super().__init__()
+        self._source = source
+        self._latest: Any = None
+        self._event = asyncio.Event()
+        self._ended = False
+        self._task = asyncio.ensure_future(self._pump())
+
+    async def _pump(self) -> None:
+        from aiortc.mediastreams import MediaStreamError
+
+        try:
+            while True:
+                self._latest = await self._source.recv()
+                self._event.set()
+        except MediaStreamError:
+            pass
+        finally:
+            self._ended = True
+            self._event.set()
+
+    async def recv(self) -> Any:
+        from aiortc.mediastreams import MediaStreamError
+
+        await self._event.wait()
+        self._event.clear()
+        frame, self._latest = self._latest, None
+        if frame is None:
+            self.stop()
+            raise MediaStreamError
+        return frame
+
+    def stop(self) -> None:
+        super().stop()
+        self._task.cancel()
+
+
+class EchoServer:
+    """A plain aiortc echo: ``POST /offer`` answers with the client's own video (newest frame only).
+    ``GET /healthz`` gives ``{"status": "ok", "sessions": N}``. Start and stop it on a NamespaceLoop."""
+
+    def __init__(self, host: str = SERVER_ADDR, port: int = 0) -> None:
+        self.host, self.port = host, port
+        self.peers: set[Any] = set()
+        self._runner: Any = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    async def start(self) -> str:
+        from aiohttp import web
+
+        app = web.Application()
+        app.router.add_post("/offer", self._offer)
+        app.router.add_get("/healthz", self._healthz)
+        self._runner = web.AppRunner(app)
+        await self._runner.setup()
+        if not self.port:
+            self.port = await free_port(self.host)
+        await web.TCPSite(self._runner, self.host, self.port).start()
+        return self.base_url
+
+    async def stop(self) -> None:
+        await asyncio.gather(*(pc.close() for pc in list(self.peers)), return_exceptions=True)
+        self.peers.clear()
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    async def _healthz(self, request: Any) -> Any:
+        from aiohttp import web
+
+        return web.json_response({"status": "ok", "sessions": len(self.peers)})
+
+    async def _offer(self, request: Any) -> Any:
+        from aiohttp import web
+        from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+
+        body = await request.json()
+        pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        self.peers.add(pc)
+
+        @pc.on("track")
+        def on_track(track: Any) -> None:
+            if track.kind == "video":
+                pc.addTrack(_LatestFrameTrack(track))
+
+        @pc.on("connectionstatechange")
+        async def on_state() -> None:
+            if pc.connectionState in ("failed", "closed"):
+                self.peers.discard(pc)
+                await pc.close()
+
+        await pc.setRemoteDescription(RTCSessionDescription(sdp=body["sdp"], type=body["type"]))
+        await pc.setLocalDescription(await pc.createAnswer())
+        return web.json_response({"sdp": pc.localDescription.sdp, "type": pc.localDescription.type,
+                                  "session": str(id(pc))})
+
