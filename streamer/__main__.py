@@ -105,6 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--jobs-dir", type=Path, default=None,
                    help="where uploads and results are kept while a job lives (default: a folder in the system "
                         "temp directory)")
+    p.add_argument("--rtsp-timeout", type=float, default=5.0,
+                   help="seconds a camera may send nothing before it counts as hung and is reconnected "
+                        "(default: %(default)s)")
     p.add_argument("--detect-deadline", type=float, default=1.0,
                    help="seconds a live frame may wait for its detection before it is hidden whole "
                         "(default: %(default)s)")

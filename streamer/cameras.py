@@ -142,6 +142,7 @@ class Camera:
         self.reader = self._new_reader(0)
         self._generation = 0  # each start() gets fresh threads; stragglers of an older run are ignored
         self._connects_before = 0
+        self._published = 0
         self.frames_decoded = 0
         self.frames_processed = 0
         self.frames_dropped = 0
@@ -274,8 +275,10 @@ class Camera:
         yuv = np.asarray(cv2.cvtColor(image, cv2.COLOR_BGR2YUV_I420), np.uint8) if h % 2 == 0 and w % 2 == 0 else None
         if generation != self._generation or not self._running:
             return  # stopped while this frame was processed
-        seq = self.latest.seq + 1 if self.latest is not None else 1
-        self.latest = Published(seq, yuv, image)
+        # Sequence numbers run on across restarts: a viewer that stays through a stop and start must still see
+        # the new frames as newer than the last one it got.
+        self._published += 1
+        self.latest = Published(self._published, yuv, image)
         self.frames_processed += 1
         self.fps.tick()
         if self._loop is not None:

@@ -26,6 +26,7 @@ from ..cameras import CameraManager, load_cameras_file, parse_camera_arg
 from ..detection_service import DetectionService
 from ..jobs import JobManager
 from ..settings import MODES, LiveSettings
+from ..sources.rtsp import RtspOptions
 from .config import ServerConfig, parse_ice_server
 from .jobs import add_routes as add_job_routes
 from .jobs import expire_loop
@@ -180,7 +181,7 @@ def create_app(config: ServerConfig | None = None, detector: CenterFaceDetector 
     app[METRICS] = ServerMetrics()
     app[SESSIONS] = SessionRegistry(on_count=app[METRICS].active_sessions.set)
     app[VIEWERS] = SessionRegistry(on_count=app[METRICS].active_viewers.set)
-    cameras = CameraManager(config.cameras)
+    cameras = CameraManager(config.cameras, RtspOptions(read_timeout_s=config.rtsp_timeout_s))
     app[CAMERAS] = cameras
     app[METRICS].watch_cameras(cameras)
     # Frame conversions and hiding; detection has its own single thread in DetectionService.
@@ -211,6 +212,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         audio=args.audio, max_sessions=args.max_sessions, max_viewers=args.max_viewers,
         cameras=tuple(load_cameras_file(args.config) if args.config else ())
         + tuple(dataclasses.replace(parse_camera_arg(c), always_on=args.always_on) for c in args.camera),
+        rtsp_timeout_s=args.rtsp_timeout,
         detect_deadline_s=args.detect_deadline, max_upload_mb=args.max_upload_mb,
         max_queued_jobs=args.max_queued_jobs, job_workers=args.job_workers, job_ttl_s=args.job_ttl,
         **({"jobs_dir": args.jobs_dir} if args.jobs_dir else {}),

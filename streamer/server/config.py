@@ -68,6 +68,7 @@ class ServerConfig:
     max_offer_bytes: int = 256 * 1024
     detect_deadline_s: float = 1.0  # a frame whose detection takes longer is hidden whole
     connect_timeout_s: float = 30.0  # a peer that never connects is closed after this
+    rtsp_timeout_s: float = 5.0  # a camera that sends nothing this long is reconnected
     max_upload_mb: int = 500
     max_queued_jobs: int = 8
     job_workers: int = 1
@@ -88,5 +89,7 @@ class ServerConfig:
             raise ValueError("--tls-cert and --tls-key go together")
         if self.max_upload_mb < 1 or self.max_queued_jobs < 1 or self.job_workers < 1 or self.job_ttl_s <= 0:
             raise ValueError("--max-upload-mb, --max-queued-jobs, --job-workers and --job-ttl must be positive")
+        if not 0.5 <= self.rtsp_timeout_s <= 120:
+            raise ValueError("--rtsp-timeout must be within 0.5..120 s")
         if not 0.05 <= self.detect_deadline_s <= 10:
             raise ValueError("--detect-deadline must be within 0.05..10 s")

@@ -65,10 +65,14 @@ class RtspReader:
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
-        if self._thread is not None and self._thread.is_alive():
+        if self._thread is not None and self._thread.is_alive() and not self._stop.is_set():
             return
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name=f"rtsp-{self.name}", daemon=True)
+        # A thread still ending after stop() (stuck opening a camera that does not answer) keeps its own stop
+        # event and ends; a new thread with a new event takes over. Reusing one event restarted the old thread's
+        # loop or, when it had already left the loop, left the camera started but without a reader.
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(self._stop,), name=f"rtsp-{self.name}",
+                                        daemon=True)
         self._thread.start()
 
     def stop(self, join_s: float | None = None) -> None:
@@ -89,20 +93,19 @@ class RtspReader:
         if self._on_state is not None:
             self._on_state(state, self.last_error)
 
-    def _run(self) -> None:
+    def _run(self, stop: threading.Event) -> None:
         attempt = 0
         self._set("connecting")
-        while not self._stop.is_set():
+        while not stop.is_set():
             started = time.monotonic()
             frames = 0
             try:
-                frames = self._pull()
-                error = "the stream ended" if not self._stop.is_set() else None
-            except av.FFmpegError as exc:
-                error = f"{type(exc).__name__}: {exc}"
+                frames = self._pull(stop)
+                error = "the stream ended" if not stop.is_set() else None
             except Exception as exc:  # a bad URL, a codec PyAV cannot open: report it, keep trying
-                error = f"{type(exc).__name__}: {exc}"
-            if self._stop.is_set():
+                # FFmpeg's messages quote the URL: never let its password reach the status or the logs.
+                error = f"{type(exc).__name__}: {exc}".replace(self.url, redact(self.url))
+            if stop.is_set():
                 break
             if frames and time.monotonic() - started >= STABLE_AFTER_S:
                 attempt = 0
@@ -110,14 +113,17 @@ class RtspReader:
             attempt += 1
             logger.warning("[camera %s] %s; reconnecting in %.0f s (attempt %d)", self.name, error, delay, attempt)
             self._set("reconnecting", error)
-            if self._stop.wait(delay):
+            if stop.wait(delay):
                 break
-        self._set("stopped")
+        if stop is self._stop:  # not when a newer thread has taken over
+            self._set("stopped")
         logger.info("[camera %s] stopped", self.name)
 
-    def _pull(self) -> int:
+    def _pull(self, stop: threading.Event) -> int:
         o = self.options
-        container = av.open(self.url, mode="r", timeout=(o.open_timeout_s, o.read_timeout_s), options={
+        # FFmpeg's RTSP demuxer waits out the read timeout twice before a read fails (measured with PyAV 18 /
+        # FFmpeg 8.1, TCP and UDP: 1 s -> 2.0 s, 2 s -> 4.0 s, 5 s -> 10.0 s): ask for half.
+        container = av.open(self.url, mode="r", timeout=(o.open_timeout_s, o.read_timeout_s / 2), options={
             "rtsp_transport": o.transport, "fflags": "nobuffer", "flags": "low_delay",
         })
         frames = 0
@@ -129,13 +135,16 @@ class RtspReader:
             self.connects += 1
             logger.info("[camera %s] connected to %s (%s, %s)", self.name, redact(self.url),
                         stream.codec_context.name, o.transport)
-            for frame in container.decode(stream):
-                if self._stop.is_set():
-                    break
-                if frames == 0:
-                    self._set("live")
-                frames += 1
-                self._on_frame(frame)
+            try:
+                for frame in container.decode(stream):
+                    if stop.is_set():
+                        break
+                    if frames == 0:
+                        self._set("live")
+                    frames += 1
+                    self._on_frame(frame)
+            except av.ExitError as exc:  # the read timeout's interrupt ("Immediate exit requested")
+                raise TimeoutError(f"no data from the camera for {o.read_timeout_s:g} s (read timeout)") from exc
         finally:
             container.close()
         return frames

@@ -1,0 +1,299 @@
+"""RTSP camera test support: a camera clip, GStreamer's RTSP test server (tests/rtsp_server.py) as a process that a
+test can kill, hang (SIGSTOP) and restart on the same port, and a WHEP viewer written with aiortc.
+
+- :func:`rtsp_unavailable_reason` says why GStreamer's RTSP server cannot run here (Debian packages missing).
+- :func:`make_camera_clip` turns a real clip into what a camera sends: H.264 with a keyframe every half second,
+  played over and over. The RTSP server drops the frames sent before the client's PLAY, so a clip whose only
+  keyframe is its first frame (liveportrait_driving_d3.mp4: keyframes at frames 0 and 250) would show nothing for
+  8 s; and each client's stream ends at the clip's end, which the looping keeps out of the tests' way.
+- :class:`RtspServer` runs ``/usr/bin/python3 tests/rtsp_server.py`` (inside a network namespace when given one,
+  always on 127.0.0.1 there).
+- :class:`WhepViewer` is a receive-only aiortc peer: ``POST /whep/{camera}`` with ``application/sdp``, the answer
+  applied, every frame's arrival recorded and a few frames kept for the face checks. Use it on a NamespaceLoop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fractions
+import os
+import selectors
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from webrtc_support import HttpAnswer, NetNamespace, http
+
+U8 = npt.NDArray[np.uint8]
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SYSTEM_PYTHON = Path("/usr/bin/python3")  # Debian's: the interpreter that sees the `gi` bindings
+RTSP_SERVER = REPO_ROOT / "tests" / "rtsp_server.py"
+DEBIAN_PACKAGES = ("gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base gstreamer1.0-plugins-good "
+                   "gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav python3-gi "
+                   "python3-gst-1.0")
+_PROBE = ("import gi; gi.require_version('Gst', '1.0'); gi.require_version('GstRtspServer', '1.0'); "
+          "from gi.repository import Gst, GstRtspServer; Gst.init(None); "
+          "missing = [e for e in ('filesrc', 'qtdemux', 'h264parse', 'rtph264pay') if not Gst.ElementFactory.find(e)]; "
+          "print(' '.join(missing))")
+
+
+def rtsp_unavailable_reason() -> str | None:
+    """Why GStreamer's RTSP test server cannot run on this machine, or None when it can."""
+    if not SYSTEM_PYTHON.exists():
+        return f"{SYSTEM_PYTHON} not found (GStreamer's RTSP test server runs under Debian's Python)"
+    try:
+        probe = subprocess.run([str(SYSTEM_PYTHON), "-c", _PROBE], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"cannot probe GStreamer: {exc}"
+    if probe.returncode != 0:
+        last = (probe.stderr.strip().splitlines() or ["?"])[-1]
+        return f"GStreamer's RTSP server is not usable ({last}); install the Debian packages {DEBIAN_PACKAGES}"
+    if probe.stdout.strip():
+        return f"GStreamer elements missing: {probe.stdout.strip()}; install {DEBIAN_PACKAGES}"
+    return None
+
+
+def make_camera_clip(src: Path, dst: Path, repeats: int = 8, keyframe_every: int = 15) -> tuple[int, float]:
+    """Write ``src`` to ``dst`` as H.264 with a keyframe every ``keyframe_every`` frames, the whole clip played
+    ``repeats`` times (encoded once, its packets written again with later timestamps). Returns (frames, fps)."""
+    import av
+
+    with av.open(str(src)) as inp, av.open(str(dst), "w") as out:
+        stream = inp.streams.video[0]
+        rate = stream.average_rate or fractions.Fraction(30)
+        ostream = out.add_stream("libx264", rate=rate)
+        ostream.width, ostream.height, ostream.pix_fmt = stream.width // 2 * 2, stream.height // 2 * 2, "yuv420p"
+        ostream.options = {"g": str(keyframe_every), "keyint_min": str(keyframe_every), "bf": "0",
+                           "preset": "veryfast", "crf": "20"}
+        packets: list[tuple[bytes, bool]] = []
+        for frame in inp.decode(stream):
+            frame.pts = None  # the encoder numbers the frames itself
+            packets += [(bytes(p), bool(p.is_keyframe)) for p in ostream.encode(frame)]
+        packets += [(bytes(p), bool(p.is_keyframe)) for p in ostream.encode(None)]
+        time_base = fractions.Fraction(1, 90000)
+        step = round(90000 / rate)
+        n = 0
+        for _ in range(repeats):
+            for data, key in packets:  # no B-frames: decode order is display order
+                packet = av.Packet(data)
+                packet.pts = packet.dts = n * step
+                packet.time_base, packet.stream, packet.is_keyframe = time_base, ostream, key
+                out.mux(packet)
+                n += 1
+    return n, float(rate)
+
+
+def clip_frames(path: Path, indices: list[int]) -> dict[int, U8]:
+    """Frames ``indices`` of a clip, as BGR."""
+    import av
+
+    wanted, out = set(indices), {}
+    with av.open(str(path)) as container:
+        for i, frame in enumerate(container.decode(video=0)):
+            if i in wanted:
+                out[i] = np.asarray(frame.to_ndarray(format="bgr24"), np.uint8)
+            if len(out) == len(wanted):
+                break
+    return out
+
+
+async def http_get_bytes(url: str, limit_s: float = 20) -> tuple[int, dict[str, str], bytes]:
+    """GET ``url``: (status, headers, body bytes); for binary answers such as JPEG snapshots."""
+    import aiohttp
+
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=limit_s)) as session, \
+            session.get(url) as response:
+        return response.status, dict(response.headers.items()), await response.read()
+
+
+class RtspServer:
+    """tests/rtsp_server.py as a process on 127.0.0.1:``port`` (of the namespace, when given one)."""
+
+    def __init__(self, mounts: dict[str, Path], port: int, ns: NetNamespace | None = None,
+                 log_path: Path | None = None) -> None:
+        self.mounts, self.port, self.ns = mounts, port, ns
+        self.log_path = log_path or Path(f"/tmp/fs-rtsp-{os.getpid()}-{id(self)}.log")
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.paused = False
+
+    def url(self, mount: str) -> str:
+        return f"rtsp://127.0.0.1:{self.port}/{mount}"
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None, "not started"
+        return self.proc.pid  # `ip netns exec` execs the command: this is the server itself
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def start(self, timeout: float = 30) -> RtspServer:
+        """Start it and wait for its "READY <port>" line."""
+        prefix = self.ns.exec_prefix() if self.ns is not None else []
+        cmd = [*prefix, str(SYSTEM_PYTHON), str(RTSP_SERVER), "--port", str(self.port),
+               *(f"{name}={path}" for name, path in self.mounts.items())]
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=log)
+        self.paused = False
+        assert self.proc.stdout is not None
+        line = b""
+        deadline = time.monotonic() + timeout
+        with selectors.DefaultSelector() as sel:
+            sel.register(self.proc.stdout, selectors.EVENT_READ)
+            while not line.endswith(b"\n") and time.monotonic() < deadline and self.proc.poll() is None:
+                if sel.select(max(0.0, deadline - time.monotonic())):
+                    chunk = os.read(self.proc.stdout.fileno(), 1)
+                    if not chunk:
+                        break
+                    line += chunk
+        if line.strip() != f"READY {self.port}".encode():
+            self.kill()
+            raise RuntimeError(f"RTSP server did not start ({line!r}): {' '.join(cmd)}\n{self.log_tail()}")
+        return self
+
+    def kill(self) -> None:
+        """SIGKILL: the camera dies without a word (its TCP connections are reset by the kernel)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+        self._close_pipe()
+        self.paused = False
+
+    def pause(self) -> None:
+        """SIGSTOP: the camera hangs; connections stay open and nothing more arrives."""
+        assert self.alive(), "not running"
+        os.kill(self.pid, signal.SIGSTOP)
+        self.paused = True
+
+    def resume(self) -> None:
+        if self.alive() and self.paused:
+            os.kill(self.pid, signal.SIGCONT)
+        self.paused = False
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.resume()
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self._close_pipe()
+
+    def ensure_running(self) -> None:
+        """Resume a paused server, restart a dead one (for tests that come after one that broke it)."""
+        if self.alive():
+            self.resume()
+        else:
+            self.start()
+
+    def _close_pipe(self) -> None:
+        if self.proc is not None and self.proc.stdout is not None:
+            self.proc.stdout.close()
+
+    def log_tail(self, chars: int = 3000) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-chars:]
+        except OSError:
+            return ""
+
+
+class WhepViewer:
+    """A receive-only WHEP viewer (aiortc). ``arrivals`` holds every frame's arrival time (time.monotonic()),
+    ``samples`` up to ``max_samples`` (arrival time, BGR frame) pairs, one per ``sample_every_s`` at most;
+    ``states`` every connection state the peer went through."""
+
+    def __init__(self, base_url: str, camera: str, sample_every_s: float = 0.2, max_samples: int = 40) -> None:
+        from aiortc import RTCConfiguration, RTCPeerConnection
+
+        self.base_url, self.camera = base_url, camera
+        self.sample_every_s, self.max_samples = sample_every_s, max_samples
+        # iceServers=[] always: with no configuration aiortc falls back to a public STUN server.
+        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        self.arrivals: list[float] = []
+        self.sizes: set[tuple[int, int]] = set()
+        self.samples: list[tuple[float, U8]] = []
+        self.states: list[str] = []
+        self.location: str | None = None
+        self._last_sample = 0.0
+        self._consumers: list[asyncio.Task[None]] = []
+        self.first_frame = asyncio.Event()
+
+        @self.pc.on("connectionstatechange")
+        def on_state() -> None:
+            self.states.append(str(self.pc.connectionState))
+
+        @self.pc.on("track")
+        def on_track(track: Any) -> None:
+            if track.kind == "video":
+                self._consumers.append(asyncio.ensure_future(self._consume(track)))
+
+    async def _consume(self, track: Any) -> None:
+        from aiortc.mediastreams import MediaStreamError
+
+        try:
+            while True:
+                frame = await track.recv()
+                now = time.monotonic()
+                self.arrivals.append(now)
+                self.sizes.add((int(frame.width), int(frame.height)))
+                if len(self.samples) < self.max_samples and now - self._last_sample >= self.sample_every_s:
+                    self._last_sample = now
+                    self.samples.append((now, np.asarray(frame.to_ndarray(format="bgr24"), np.uint8)))
+                self.first_frame.set()
+        except MediaStreamError:
+            pass
+
+    async def connect(self) -> HttpAnswer:
+        """Offer (one recvonly video transceiver, every candidate gathered), POST it, apply a 201's answer."""
+        from aiortc import RTCSessionDescription
+
+        self.pc.addTransceiver("video", direction="recvonly")
+        await self.pc.setLocalDescription(await self.pc.createOffer())
+        answer = await http("POST", f"{self.base_url}/whep/{self.camera}", data=self.pc.localDescription.sdp,
+                            headers={"Content-Type": "application/sdp"})
+        if answer.status == 201:
+            self.location = answer.headers.get("Location")
+            await self.pc.setRemoteDescription(RTCSessionDescription(sdp=answer.text, type="answer"))
+        return answer
+
+    async def wait_connected(self, limit_s: float = 15) -> None:
+        deadline = time.monotonic() + limit_s
+        while self.pc.connectionState != "connected":
+            if self.pc.connectionState in ("failed", "closed") or time.monotonic() > deadline:
+                raise TimeoutError(f"viewer not connected: {self.pc.connectionState} "
+                                   f"(ICE {self.pc.iceConnectionState})")
+            await asyncio.sleep(0.05)
+
+    async def wait_first_frame(self, limit_s: float = 15) -> None:
+        await asyncio.wait_for(self.first_frame.wait(), limit_s)
+
+    async def wait_frame_after(self, t: float, limit_s: float) -> float:
+        """The arrival time of the first frame that arrived after ``t`` (waits up to ``limit_s``)."""
+        deadline = time.monotonic() + limit_s
+        while True:
+            later = [a for a in self.arrivals[-200:] if a > t]
+            if later:
+                return later[0]
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no frame within {limit_s:.0f} s")
+            await asyncio.sleep(0.05)
+
+    def frames_between(self, t0: float, t1: float) -> int:
+        return sum(1 for a in self.arrivals if t0 <= a < t1)
+
+    async def delete(self) -> HttpAnswer:
+        assert self.location is not None, "not connected"
+        return await http("DELETE", self.base_url + self.location)
+
+    async def close(self) -> None:
+        await self.pc.close()
+        for task in self._consumers:
+            task.cancel()
+        await asyncio.gather(*self._consumers, return_exceptions=True)
