@@ -37,6 +37,7 @@ class ProcessorStats:
     frames_widened: int = 0  # fail-closed: no detection, held masks were widened instead
     detector_errors: int = 0
     detections_late: int = 0  # live: no result within the deadline, so the frame failed closed
+    frames_predicted: int = 0  # live: masked from the tracks of a detection made on an earlier frame
     detect_ms_total: float = 0.0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
@@ -72,6 +73,7 @@ class FrameProcessor:
         # files may, since there recall is worth the time.
         self.upscale = True
         self.last_boxes: npt.NDArray[np.float32] = np.zeros((0, 4), np.float32)  # hidden in the last frame
+        self.last_detection_t: float | None = None
         self.stats = ProcessorStats()
 
     def process(self, frame: npt.NDArray[np.uint8], t: float) -> FrameOutcome:
@@ -117,6 +119,36 @@ class FrameProcessor:
             logger.exception("[%s] anonymizing failed at t=%.3f; hiding the whole frame", self.stream_id, t)
             self._hide_whole(frame)
             return FrameOutcome(0, 0, 0, True, detect_ms)
+
+    def observe(self, detections: FaceDetections, t: float, detect_ms: float = 0.0) -> None:
+        """Take a detection result for the frame at media time ``t``, which may be older than the frame being
+        hidden now (live streams hide each frame with the newest result instead of waiting for its own)."""
+        self.tracker.update(detections.boxes, t)
+        self.last_detection_t = t
+        with self.stats._lock:
+            self.stats.faces_detected += len(detections)
+            self.stats.detect_ms_total += detect_ms
+
+    def apply_tracked(self, frame: npt.NDArray[np.uint8], t: float) -> FrameOutcome:
+        """Hide faces at ``t`` where the face tracks of the newest detection put them: predicted forward by their
+        motion, swept back to the last sighting, grown with the age of that sighting. With no detection younger
+        than the hold (the detector is failing or far behind), the frame is hidden whole."""
+        try:
+            age = t - self.last_detection_t if self.last_detection_t is not None else None
+            if age is None or age > self.tracker.settings.hold_seconds or age < -1.0:
+                return self._fail_closed(frame, t, 0.0)
+            boxes = self.tracker.predict(t)
+            self.last_boxes = boxes
+            hidden = anonymize(frame, boxes, self.settings)
+            with self.stats._lock:
+                self.stats.frames += 1
+                self.stats.regions_hidden += hidden
+                self.stats.frames_predicted += age > 0
+            return FrameOutcome(0, hidden, 0, False, 0.0)
+        except Exception:
+            logger.exception("[%s] anonymizing failed at t=%.3f; hiding the whole frame", self.stream_id, t)
+            self._hide_whole(frame)
+            return FrameOutcome(0, 0, 0, True, 0.0)
 
     def _fail_closed(self, frame: npt.NDArray[np.uint8], t: float, detect_ms: float) -> FrameOutcome:
         if self.fail_policy == "widen-held":

@@ -73,6 +73,8 @@ class StreamCounters:
     height: int = 0
     processing_ms: float = 0.0  # last frame: arrival to anonymized copy ready
     inference_ms: float = 0.0
+    mask_age_ms: float = 0.0  # how much older than the frame the detection behind its masks was
+    detect_rate: RateMeter = field(default_factory=RateMeter)
     fps_in: RateMeter = field(default_factory=RateMeter)
     fps_out: RateMeter = field(default_factory=RateMeter)
 
@@ -178,6 +180,7 @@ class AnonymizedTrack(MediaStreamTrack):
         # overlaps encoding frame N, and nothing older than one frame ever queues.
         self._ready: asyncio.Queue[av.VideoFrame | None] = asyncio.Queue(maxsize=1)
         self._worker: asyncio.Task[None] | None = None
+        self._inflight: tuple[asyncio.Future[tuple[FaceDetections | None, float]], float] | None = None
 
     async def recv(self) -> av.VideoFrame:
         if self.readyState != "live":
@@ -205,19 +208,58 @@ class AnonymizedTrack(MediaStreamTrack):
             self._ready.put_nowait(None)
 
     async def _process_next(self) -> av.VideoFrame:
+        """Hide the newest frame with the newest detection result, without waiting for this frame's own.
+
+        Detection runs back to back on the shared inference thread, each time on the newest frame; every frame
+        that goes out is hidden with the face tracks of the latest result (made on it or on a frame a few tens of
+        milliseconds older), predicted forward by their motion and grown with that age. So the stream keeps the
+        camera's frame rate and the detector's latency is not added to every frame; a detector that stops
+        answering for longer than the hold makes frames leave hidden whole.
+        """
         frame, arrived = await self._source.recv_latest()
         loop = asyncio.get_running_loop()
         stream = self._processor.stream_id
         t = float(frame.pts * frame.time_base) if frame.pts is not None and frame.time_base else time.monotonic()
         image = await loop.run_in_executor(self._executor, _to_bgr, frame)
-        detections, detect_ms = await self._detection.detect(self._processor, image, t)
-        out, whole = await loop.run_in_executor(self._executor, self._finish, image, t, detections, detect_ms,
+        result: tuple[FaceDetections | None, float, float] | None = None
+        if self._inflight is not None and self._inflight[0].done():
+            done, t_detected = self._inflight
+            self._inflight = None
+            detections, detect_ms = done.result()
+            result = (detections, t_detected, detect_ms)
+        if self._inflight is None:
+            # Its own copy: this frame is hidden in place while the detector may still be reading it.
+            self._inflight = (asyncio.ensure_future(self._detection.detect(self._processor, image.copy(), t)), t)
+            if self._processor.last_detection_t is None:
+                # The very first result: wait for it rather than hide the first frames whole.
+                await asyncio.wait({self._inflight[0]})
+                return await self._process_next_with(frame, arrived, t, image)
+        out, whole = await loop.run_in_executor(self._executor, self._finish, image, t, result,
                                                 frame.pts, frame.time_base)
+        return self._sent(out, whole, image, arrived, t, stream, result)
+
+    async def _process_next_with(self, frame: av.VideoFrame, arrived: float, t: float,
+                                 image: npt.NDArray[np.uint8]) -> av.VideoFrame:
+        assert self._inflight is not None
+        done, t_detected = self._inflight
+        self._inflight = None
+        detections, detect_ms = done.result()
+        result = (detections, t_detected, detect_ms)
+        out, whole = await asyncio.get_running_loop().run_in_executor(
+            self._executor, self._finish, image, t, result, frame.pts, frame.time_base)
+        return self._sent(out, whole, image, arrived, t, self._processor.stream_id, result)
+
+    def _sent(self, out: av.VideoFrame, whole: bool, image: npt.NDArray[np.uint8], arrived: float, t: float,
+              stream: str, result: tuple[FaceDetections | None, float, float] | None) -> av.VideoFrame:
         c = self._counters
         c.frames_out += 1
         c.fps_out.tick()
         c.height, c.width = image.shape[:2]
-        c.inference_ms = detect_ms
+        if result is not None:
+            c.inference_ms = result[2]
+            c.detect_rate.tick()
+        if self._processor.last_detection_t is not None:
+            c.mask_age_ms = max(0.0, (t - self._processor.last_detection_t) * 1000)
         c.processing_ms = (time.perf_counter() - arrived) * 1000
         if self._on_frame is not None:
             self._on_frame(c.processing_ms / 1000, whole)
@@ -225,9 +267,12 @@ class AnonymizedTrack(MediaStreamTrack):
             logger.debug("[%s] frame at t=%.3f hidden whole", stream, t)
         return out
 
-    def _finish(self, image: npt.NDArray[np.uint8], t: float, detections: FaceDetections | None,
-                detect_ms: float, pts: int | None, time_base: Fraction | None) -> tuple[av.VideoFrame, bool]:
-        outcome = self._processor.apply(image, t, detections, detect_ms)
+    def _finish(self, image: npt.NDArray[np.uint8], t: float,
+                result: tuple[FaceDetections | None, float, float] | None, pts: int | None,
+                time_base: Fraction | None) -> tuple[av.VideoFrame, bool]:
+        if result is not None and result[0] is not None:
+            self._processor.observe(result[0], result[1], result[2])
+        outcome = self._processor.apply_tracked(image, t)
         whole = outcome.failed_closed and outcome.held == 0
         if self._debug() and not whole:
             self._draw_boxes(image)
@@ -243,6 +288,8 @@ class AnonymizedTrack(MediaStreamTrack):
         self._source.stop()
         if self._worker is not None:
             self._worker.cancel()
+        if self._inflight is not None:
+            self._inflight[0].cancel()
 
 
 class PublishedFrame(Protocol):

@@ -149,6 +149,8 @@ class LiveSession(PeerSession):
             "detections_late": int(stats["detections_late"]),
             "fps_in": round(c.fps_in.rate(), 1), "fps_out": round(c.fps_out.rate(), 1),
             "processing_ms": round(c.processing_ms, 1), "inference_ms": round(c.inference_ms, 1),
+            "detections_per_s": round(c.detect_rate.rate(), 1), "mask_age_ms": round(c.mask_age_ms, 1),
+            "frames_predicted": int(stats["frames_predicted"]),
             "width": c.width, "height": c.height, "provider": self._detection.provider,
         }
 
