@@ -120,3 +120,36 @@ def test_no_result_with_nothing_held_hides_the_whole_frame(talking_head: list[Fr
     assert outcome.failed_closed
     assert changed_fraction(talking_head[0], frame, (0, 0, frame.shape[1], frame.shape[0])) > 0.5
     assert processor.stats.frames_hidden_whole == 1
+
+
+def test_live_frames_hidden_with_the_newest_detection_of_an_earlier_frame(detector: CenterFaceDetector,
+                                                                          talking_head: list[Frame]) -> None:
+    """Live streams hide frame N with the result detected on frame N-2 (the detector runs behind): the tracks
+    still cover the face where it is now."""
+    processor = FrameProcessor(detector)
+    out = []
+    for i, frame in enumerate(talking_head):
+        if i >= 2:
+            behind = talking_head[i - 2]
+            processor.observe(detector.detect(behind), (i - 2) / FPS)
+        copy = frame.copy()
+        processor.apply_tracked(copy, i / FPS)
+        out.append(copy)
+    for i in range(2, len(talking_head)):
+        assert changed_fraction(talking_head[i], out[i], face_box(detector, talking_head[i])) > 0.5, f"frame {i}"
+    assert processor.stats.frames_predicted == len(talking_head) - 2
+    # Before any detection there is nothing to go by: those frames left hidden whole.
+    h, w = talking_head[0].shape[:2]
+    assert changed_fraction(talking_head[0], out[0], (0, 0, w, h)) > 0.5
+    assert processor.stats.frames_hidden_whole == 2
+
+
+def test_live_frames_hidden_whole_when_detection_falls_too_far_behind(detector: CenterFaceDetector,
+                                                                      talking_head: list[Frame]) -> None:
+    processor = FrameProcessor(detector, hold=HoldSettings(hold_seconds=0.2))
+    processor.observe(detector.detect(talking_head[0]), 0.0)
+    frame = talking_head[12].copy()
+    outcome = processor.apply_tracked(frame, 12 / FPS)  # 0.4 s after the only result, past the 0.2 s hold
+    h, w = frame.shape[:2]
+    assert outcome.failed_closed
+    assert changed_fraction(talking_head[12], frame, (0, 0, w, h)) > 0.5
