@@ -1,0 +1,1000 @@
+"""Live WebRTC loopback: a real clip sent over WebRTC to our server and to a plain aiortc echo, same machine.
+
+    python -m bench.live_loopback [--quick] [--sizes 640x480,1280x720] [--seconds 20] [--warmup 3]
+                                  [--clip PATH] [--device cpu]
+
+Everything runs inside a network namespace this benchmark creates and deletes itself (``fsbench-<pid>``: ``lo``
+plus one veth pair, ``v0`` 10.77.0.1/24 and ``v1`` 10.77.0.2/24, both ends inside, no route out; aioice never
+offers 127.0.0.1, so two peers on one machine need a real interface). Root and ``ip netns`` are needed.
+
+For each frame size, two servers are measured one after the other, each in its own process inside the namespace:
+
+- **echo**: a plain aiortc peer that sends the client's own video back (decoded, newest frame wins, re-encoded
+  with VP8 like ours). It is the floor: what WebRTC, two codecs and this machine cost anyway.
+- **ours**: ``python -m streamer serve --host 10.77.0.1 --device cpu`` (readiness: ``GET /healthz`` 200).
+
+The client is a third process in the namespace (aiortc, ``iceServers=[]``), so client encode/decode and the server
+share the cores as they would on one laptop. It plays a real clip (centre-cropped and resized to the frame size,
+played forward then backward when it is shorter than the run) at the clip's rate like a camera: frame n is due at
+start + n/fps, pts n*90000/fps in time base 1/90000, and frames the client was too late for are skipped, not
+queued. Each sent frame carries its number as a barcode in its bottom-left corner (see :func:`stamp_code`),
+because aiortc gives RTP timestamps a random offset; the code is read back from every returned frame. Latency is
+from handing the frame to the sender (before VP8 encoding) to the decoded frame arriving back at the client; also
+to the arrival of its last RTP packet, because aiortc's jitter buffer releases a frame only when the next frame's
+first packet is in (one frame interval of the sender per aiortc receiver; a browser decodes on the last packet).
+
+Measured over the frames *sent* in the window after the warm-up (the camera keeps playing ``--tail`` s more, which
+pushes the window's last frames out of the jitter buffers): frames/s that came back with a valid code, latency
+p50/p95, frames back without a valid code, and CPU use of server, client and everything else. For ours, the
+session counters (``GET /sessions/{id}``), the mean inference and processing times over the window (``/metrics``),
+and a check on the wire: faces found beforehand in the clean source frames (score >= 0.5) must come back changed
+(luma correlation with the source below 0.5).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import math
+import os
+import resource
+import shlex
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from types import FrameType
+from typing import Any, cast
+
+import av
+import cv2
+import numpy as np
+import numpy.typing as npt
+from aiohttp import ClientSession, ClientTimeout, web
+from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc.mediastreams import MediaStreamError
+
+from ._common import REPO, VIDEOS, Frame, fit_frame, markdown_table, parse_size
+from .run_all import cpu_model, load_average
+
+SERVER_ADDR = "10.77.0.1"
+CLIENT_ADDR = "10.77.0.2"
+VIDEO_TIME_BASE = Fraction(1, 90000)
+DEFAULT_SIZES = ("640x480", "1280x720")
+# 640x480: the Hamilton clip (640x360, 29.97 fps, 2-3 faces) centre-cropped to 4:3, as in the file benchmark;
+# 1280x720: a native 720p talking head (30 fps).
+DEFAULT_CLIPS = {"640x480": "face_recognition_short_hamilton_clip.mp4",
+                 "1280x720": "liveportrait_source_s18.mp4"}
+FALLBACK_CLIP = "face_recognition_short_hamilton_clip.mp4"
+
+# The barcode: 16-px blocks in the bottom-left corner of the picture, COLS wide and 5 rows high (128 x 80 px, kept
+# narrow so that the padded mask of a large face reaching the bottom of the frame does not cover it). Top row: a
+# guard (white, black, white, ...); next two rows: the frame number's BITS bits, most significant first, white = 1;
+# last two rows: the same bits inverted. A frame counts as coded only when the guard is intact and every bit reads
+# as the opposite of its complement, each block clearly dark or light (its inner half is sampled, away from the
+# edges that VP8 smears).
+BLOCK = 16
+BITS = 16
+COLS = 8
+DATA_ROWS = BITS // COLS
+CODE_ROWS = 1 + 2 * DATA_ROWS
+CODE_W = COLS * BLOCK
+CODE_H = CODE_ROWS * BLOCK
+Y_LIGHT, Y_DARK = 235, 16
+LIGHT_MIN, DARK_MAX = 170.0, 80.0
+GUARD = np.array([1 - (i % 2) for i in range(COLS)], np.uint8)
+
+# Faces in the source frames that must come back changed: detector score and smallest box side.
+FACE_SCORE = 0.5
+FACE_MIN_PX = 24
+# A face whose returned luma correlates with the source at least this much came back looking as sent. Measured
+# on both clips: through the echo (VP8 twice) faces keep 0.68-1.00 (median 0.99), even dark low-contrast ones;
+# under our scrambled mosaic they fall to -0.44..0.18. (An absolute difference threshold fails on dark faces: a
+# mosaic over a face of luma contrast ~2 changes it by only ~2 levels.)
+FACE_UNCHANGED_CORR = 0.5
+
+TARGETS = {"640x480": (25.0, 60.0), "1280x720": (15.0, None)}  # ours fps >= x; added p50 latency <= y ms
+
+
+# ------------------------------------------------------------------------------------------------ barcode
+
+
+def stamp_code(i420: Frame, width: int, height: int, number: int) -> None:
+    """Paint ``number`` (mod 2**BITS) into the bottom-left corner of a yuv420p frame (``(h*3/2, w)`` array),
+    in place; the chroma under the code is set neutral."""
+    bits = np.array([(number >> (BITS - 1 - k)) & 1 for k in range(BITS)], np.uint8).reshape(DATA_ROWS, COLS)
+    rows = np.vstack([GUARD[None, :], bits, 1 - bits])  # (CODE_ROWS, COLS)
+    cells = np.where(rows == 1, Y_LIGHT, Y_DARK).astype(np.uint8)
+    y0 = height - CODE_H
+    i420[y0:height, :CODE_W] = np.repeat(np.repeat(cells, BLOCK, axis=0), BLOCK, axis=1)
+    # Chroma planes: U is rows h..h+h/4 (two half-width rows per line of h/2), V after it. Neutral grey = 128.
+    u = i420[height:height + height // 4].reshape(height // 2, width // 2)
+    v = i420[height + height // 4:].reshape(height // 2, width // 2)
+    u[y0 // 2:, :CODE_W // 2] = 128
+    v[y0 // 2:, :CODE_W // 2] = 128
+
+
+def read_code(luma: npt.NDArray[np.uint8], sent_width: int, sent_height: int) -> int | None:
+    """The number in a returned frame's luma plane, or None when there is no valid code."""
+    h, w = luma.shape[:2]
+    if (w, h) == (sent_width, sent_height):
+        strip = luma[h - CODE_H:h, :CODE_W]
+    else:  # a resized frame (aiortc does not resize; a browser might): scale the strip back
+        sx, sy = w / sent_width, h / sent_height
+        region = luma[max(0, round(h - CODE_H * sy)):h, :max(1, round(CODE_W * sx))]
+        strip = np.asarray(cv2.resize(region, (CODE_W, CODE_H), interpolation=cv2.INTER_AREA), np.uint8)
+    if strip.shape != (CODE_H, CODE_W):
+        return None
+    q = BLOCK // 4
+    blocks = strip.reshape(CODE_ROWS, BLOCK, COLS, BLOCK)[:, q:BLOCK - q, :, q:BLOCK - q]
+    means = blocks.mean(axis=(1, 3))  # (CODE_ROWS, COLS)
+    light, dark = means >= LIGHT_MIN, means <= DARK_MAX
+    if not (light | dark).all():
+        return None
+    rows = light.astype(np.uint8)
+    bits, inverted = rows[1:1 + DATA_ROWS], rows[1 + DATA_ROWS:]
+    if not (rows[0] == GUARD).all() or not (bits != inverted).all():
+        return None
+    value = 0
+    for bit in bits.ravel():
+        value = (value << 1) | int(bit)
+    return value
+
+
+def luma_of(frame: av.VideoFrame) -> npt.NDArray[np.uint8]:
+    """The Y plane of a decoded frame as a (height, width) view (no colour conversion)."""
+    plane = frame.planes[0]
+    data: npt.NDArray[np.uint8] = np.frombuffer(cast(Any, plane), np.uint8)  # a view, no copy
+    return data.reshape(-1, plane.line_size)[:frame.height, :frame.width]
+
+
+# ------------------------------------------------------------------------------------------ source frames
+
+
+@dataclass
+class Source:
+    """The clip's frames at the frame size, yuv420p, not yet stamped; faces to check per frame."""
+
+    name: str
+    fps: float
+    width: int
+    height: int
+    frames: list[Frame]
+    faces: list[list[tuple[int, int, int, int]]] = field(default_factory=list)
+
+    def index_for(self, n: int) -> int:
+        """Frame n of the run plays source frame ``index_for(n)``: forward, then backward, and so on."""
+        count = len(self.frames)
+        if count == 1:
+            return 0
+        period = 2 * count - 2
+        m = n % period
+        return m if m < count else period - m
+
+
+def load_source(path: Path, width: int, height: int, needed: int) -> Source:
+    frames: list[Frame] = []
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        fps = float(stream.average_rate or stream.base_rate or 30)
+        for frame in container.decode(stream):
+            bgr = fit_frame(np.asarray(frame.to_ndarray(format="bgr24"), np.uint8), width, height)
+            frames.append(np.asarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2YUV_I420), np.uint8))
+            if len(frames) >= needed:
+                break
+    if not frames:
+        raise ValueError(f"{path} has no decodable video frames")
+    return Source(path.name, fps, width, height, frames)
+
+
+def find_faces(source: Source, device: str, min_score: float = FACE_SCORE) -> None:
+    """Confident faces in every source frame (our detector, before the run), shrunk to their inner 80%."""
+    from models import DetectorConfig, load_detector
+
+    detector = load_detector(device if device in ("cpu", "cuda") else "auto", None,  # type: ignore[arg-type]
+                             DetectorConfig())
+    for i420 in source.frames:
+        bgr = np.asarray(cv2.cvtColor(i420, cv2.COLOR_YUV2BGR_I420), np.uint8)
+        found = detector.detect(bgr)
+        boxes = []
+        for (x1, y1, x2, y2), score in zip(found.boxes.tolist(), found.scores.tolist(), strict=True):
+            if score < min_score or min(x2 - x1, y2 - y1) < FACE_MIN_PX:
+                continue
+            dx, dy = (x2 - x1) * 0.1, (y2 - y1) * 0.1
+            box = (max(0, round(x1 + dx)), max(0, round(y1 + dy)), min(source.width, round(x2 - dx)),
+                   min(source.height - CODE_H, round(y2 - dy)))
+            if box[2] - box[0] >= 8 and box[3] - box[1] >= 8:
+                boxes.append(box)
+        source.faces.append(boxes)
+    del detector
+
+
+# ------------------------------------------------------------------------------------------------ client
+
+
+class CameraTrack(MediaStreamTrack):
+    """Plays ``source`` like a camera at its frame rate for ``seconds``, each frame stamped with its number.
+    When the sender asks late, frames whose time has passed are skipped (a camera does not queue)."""
+
+    kind = "video"
+
+    def __init__(self, source: Source, seconds: float) -> None:
+        super().__init__()
+        self.source = source
+        self.total = max(1, round(seconds * source.fps))
+        self.sent: dict[int, float] = {}  # frame number -> perf_counter when handed to the sender
+        self.skipped = 0
+        self.started_at: float | None = None
+        self.started = asyncio.Event()
+        self.finished = asyncio.Event()
+        self._next = 0
+
+    async def recv(self) -> av.VideoFrame:
+        now = time.perf_counter()
+        if self.started_at is None:
+            self.started_at = now
+            self.started.set()
+        start, fps = self.started_at, self.source.fps
+        n = self._next
+        due = math.floor((now - start) * fps)
+        if due > n:  # we are late: the camera has moved on
+            self.skipped += due - n
+            n = due
+        if n >= self.total:
+            self.finished.set()
+            self.stop()
+            raise MediaStreamError
+        target = start + n / fps
+        if target > now:
+            await asyncio.sleep(target - now)
+        i420 = self.source.frames[self.source.index_for(n)].copy()
+        stamp_code(i420, self.source.width, self.source.height, n)
+        frame = av.VideoFrame.from_ndarray(i420, format="yuv420p")
+        frame.pts = round(n * 90000 / fps)
+        frame.time_base = VIDEO_TIME_BASE
+        self._next = n + 1
+        self.sent[n] = time.perf_counter()
+        return frame
+
+
+@dataclass
+class Snapshot:
+    at: float
+    client_cpu_s: float
+    server_cpu_s: float
+    busy_s: float  # every core of the machine
+    metrics: dict[str, float]
+
+
+def _proc_cpu_s(pid: int) -> float:
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return float("nan")
+
+
+def _busy_s() -> float:
+    fields = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:9]]
+    idle = fields[3] + fields[4]
+    return (sum(fields) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def _self_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def parse_metrics(text: str) -> dict[str, float]:
+    wanted = ("streamer_inference_seconds_sum", "streamer_inference_seconds_count",
+              "streamer_processing_seconds_sum", "streamer_processing_seconds_count")
+    found: dict[str, float] = {}
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[0] in wanted:
+            found[parts[0]] = float(parts[1])
+    return found
+
+
+class Client:
+    def __init__(self, base_url: str, source: Source, seconds: float, warmup: float, tail: float,
+                 server_pid: int) -> None:
+        self.base_url = base_url
+        self.source = source
+        self.warmup = warmup
+        self.seconds = seconds
+        self.tail = tail
+        self.server_pid = server_pid
+        # The camera keeps playing for ``tail`` s after the window, so that every frame sent in the window is pushed
+        # out of both jitter buffers (aiortc releases a frame only when the next one arrives).
+        self.track = CameraTrack(source, warmup + seconds + tail)
+        self.arrived: dict[int, float] = {}  # frame number -> perf_counter of its first return
+        self.duplicates = 0
+        self.invalid: list[float] = []  # arrival times of frames without a valid code
+        self.received = 0
+        self.face_mads: list[float] = []
+        self.face_corrs: list[float] = []  # per checked face, frames sent after the warm-up
+        self.face_frames_unchanged: set[int] = set()
+        self.unchanged: list[dict[str, Any]] = []  # the first few faces that came back unchanged
+        self.dump_dir: Path | None = None
+        self.snapshots: list[Snapshot] = []
+        self.session_id: str | None = None
+        # When the last packet of each returned frame arrived (RTP timestamp -> perf_counter), and per frame number.
+        # aiortc's jitter buffer hands a frame to the decoder only once the first packet of the *next* frame is in,
+        # so a decoded frame reaches us one frame interval of the sender late; a browser decodes on the marker bit.
+        self.last_packet: dict[int, float] = {}
+        self.rtp_origin: int | None = None
+        self.packet_arrived: dict[int, float] = {}
+
+    def watch_packets(self, receiver: Any) -> None:
+        """Wrap the receiver's RTP handler (one instance, this process only) to note when each frame's last
+        packet (marker bit) arrived. It observes; packets go on unchanged."""
+        original = receiver._handle_rtp_packet
+
+        async def handle(packet: Any, arrival_time_ms: int) -> None:
+            if self.rtp_origin is None:  # aiortc's TimestampMapper takes the first frame's timestamp as 0
+                self.rtp_origin = int(packet.timestamp)
+            if packet.marker:
+                self.last_packet.setdefault(int(packet.timestamp), time.perf_counter())
+            await original(packet, arrival_time_ms=arrival_time_ms)
+
+        setattr(receiver, "_handle_rtp_packet", handle)  # noqa: B010 (mypy: cannot assign to a method)
+
+    async def _consume(self, track: MediaStreamTrack) -> None:
+        with contextlib.suppress(MediaStreamError):
+            while True:
+                frame = await track.recv()
+                now = time.perf_counter()
+                if not isinstance(frame, av.VideoFrame):
+                    continue
+                self.received += 1
+                luma = luma_of(frame)
+                number = read_code(luma, self.source.width, self.source.height)
+                if number is None:
+                    self.invalid.append(now)
+                    if self.dump_dir is not None and len(self.invalid) <= 10:
+                        cv2.imwrite(str(self.dump_dir / f"no-code-{len(self.invalid):02d}.png"), luma)
+                    continue
+                if number in self.arrived:
+                    self.duplicates += 1
+                    continue
+                self.arrived[number] = now
+                if frame.pts is not None and self.rtp_origin is not None:
+                    at = self.last_packet.pop((int(frame.pts) + self.rtp_origin) & 0xFFFFFFFF, None)
+                    if at is not None and at <= now:
+                        self.packet_arrived[number] = at
+                self._check_faces(number, luma)
+
+    def _window_frames(self) -> tuple[int, int]:
+        """Numbers of the first frame in the measured window and of the first one after it."""
+        fps = self.source.fps
+        return round(self.warmup * fps), round((self.warmup + self.seconds) * fps)
+
+    def _check_faces(self, number: int, luma: npt.NDArray[np.uint8]) -> None:
+        first, last = self._window_frames()
+        if not first <= number < last or not self.source.faces:
+            return
+        if luma.shape != (self.source.height, self.source.width):
+            return
+        index = self.source.index_for(number)
+        sent = self.source.frames[index]
+        for x1, y1, x2, y2 in self.source.faces[index]:
+            got = luma[y1:y2, x1:x2].astype(np.float32)
+            ref = sent[y1:y2, x1:x2].astype(np.float32)
+            mad = float(np.abs(got - ref).mean())
+            corr = float(np.corrcoef(got.ravel(), ref.ravel())[0, 1]) if got.std() > 0 and ref.std() > 0 else 0.0
+            self.face_corrs.append(corr)
+            self.face_mads.append(mad)
+            if corr >= FACE_UNCHANGED_CORR:
+                self.face_frames_unchanged.add(number)
+                if len(self.unchanged) < 50:
+                    self.unchanged.append({"frame": number, "source_frame": index, "box": [x1, y1, x2, y2],
+                                           "mad": round(mad, 2), "corr": round(corr, 3)})
+                    if self.dump_dir is not None:
+                        pair = np.hstack([sent[:self.source.height], luma])
+                        cv2.rectangle(pair, (x1, y1), (x2, y2), 255, 1)
+                        cv2.imwrite(str(self.dump_dir / f"unchanged-{number:05d}.png"), pair)
+
+    async def _get_json(self, http: ClientSession, path: str) -> Any:
+        async with http.get(self.base_url + path) as answer:
+            if answer.status != 200:
+                return None
+            return await answer.json()
+
+    async def _snapshot(self, http: ClientSession) -> Snapshot:
+        metrics: dict[str, float] = {}
+        with contextlib.suppress(Exception):
+            async with http.get(self.base_url + "/metrics") as answer:
+                if answer.status == 200:
+                    metrics = parse_metrics(await answer.text())
+        return Snapshot(time.perf_counter(), _self_cpu_s(), _proc_cpu_s(self.server_pid), _busy_s(), metrics)
+
+    async def _window(self, http: ClientSession) -> None:
+        await self.track.started.wait()
+        assert self.track.started_at is not None
+        for at in (self.warmup, self.warmup + self.seconds):
+            delay = self.track.started_at + at - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            self.snapshots.append(await self._snapshot(http))
+
+    async def wait_ready(self, http: ClientSession, limit_s: float) -> None:
+        deadline = time.monotonic() + limit_s
+        last = "no answer"
+        while time.monotonic() < deadline:
+            try:
+                async with http.get(self.base_url + "/healthz") as answer:
+                    if answer.status == 200:
+                        return
+                    last = f"HTTP {answer.status}"
+            except Exception as exc:  # not listening yet
+                last = f"{type(exc).__name__}: {exc}"
+            await asyncio.sleep(0.25)
+        raise TimeoutError(f"{self.base_url}/healthz not ready after {limit_s:.0f} s ({last})")
+
+    async def run(self, ready_timeout: float) -> dict[str, Any]:
+        async with ClientSession(timeout=ClientTimeout(total=30)) as http:
+            await self.wait_ready(http, ready_timeout)
+            # iceServers=[] always: with no configuration aiortc falls back to a public STUN server.
+            pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+            consumers: list[asyncio.Task[None]] = []
+
+            @pc.on("track")
+            def on_track(track: MediaStreamTrack) -> None:
+                if track.kind == "video":
+                    consumers.append(asyncio.ensure_future(self._consume(track)))
+
+            window: asyncio.Task[None] | None = None
+            try:
+                transceiver = pc.addTransceiver(self.track, direction="sendrecv")
+                self.watch_packets(transceiver.receiver)
+                await pc.setLocalDescription(await pc.createOffer())
+                for _ in range(400):  # aiortc gathers inside setLocalDescription; bounded wait anyway
+                    if pc.iceGatheringState == "complete":
+                        break
+                    await asyncio.sleep(0.05)
+                async with http.post(self.base_url + "/offer",
+                                     json={"sdp": pc.localDescription.sdp, "type": "offer"}) as answer:
+                    body = await answer.json()
+                    if answer.status != 200:
+                        raise RuntimeError(f"POST /offer: HTTP {answer.status} {body}")
+                self.session_id = str(body.get("session"))
+                await pc.setRemoteDescription(RTCSessionDescription(sdp=body["sdp"], type=body["type"]))
+                window = asyncio.ensure_future(self._window(http))
+                deadline = time.monotonic() + 20
+                while pc.connectionState != "connected":
+                    if pc.connectionState in ("failed", "closed") or time.monotonic() > deadline:
+                        raise RuntimeError(f"peer connection {pc.connectionState} (ICE {pc.iceConnectionState})")
+                    await asyncio.sleep(0.05)
+                limit = self.warmup + self.seconds + self.tail + 60
+                await asyncio.wait_for(self.track.finished.wait(), limit)
+                await asyncio.wait_for(window, 10)
+                await asyncio.sleep(0.3)
+                session = await self._get_json(http, f"/sessions/{self.session_id}")
+            finally:
+                if window is not None:
+                    window.cancel()
+                await pc.close()
+                for task in consumers:
+                    task.cancel()
+                await asyncio.gather(*consumers, return_exceptions=True)
+        return self.summary(session)
+
+    def summary(self, session: Any) -> dict[str, Any]:
+        fps = self.source.fps
+        first, last = self._window_frames()
+        in_window = {n: t for n, t in self.track.sent.items() if first <= n < last}
+        back = {n: self.arrived[n] - t for n, t in in_window.items() if n in self.arrived}
+        latencies = sorted(v * 1000 for v in back.values())
+        packet_lat = sorted((self.packet_arrived[n] - t) * 1000 for n, t in in_window.items()
+                            if n in self.packet_arrived)
+        assert self.track.started_at is not None
+        window_start = self.track.started_at + self.warmup
+        invalid = sum(1 for t in self.invalid if window_start <= t <= window_start + self.seconds + 1.0)
+        result: dict[str, Any] = {
+            "clip": self.source.name, "clip_fps": round(fps, 3), "distinct_frames": len(self.source.frames),
+            "width": self.source.width, "height": self.source.height,
+            "window_s": self.seconds, "warmup_s": self.warmup,
+            "sent": len(in_window), "sent_fps": len(in_window) / self.seconds,
+            "skipped_by_client": self.track.skipped,
+            "returned": len(back), "fps": len(back) / self.seconds,
+            "lost": len(in_window) - len(back), "invalid_codes": invalid, "invalid_codes_total": len(self.invalid),
+            "duplicates": self.duplicates, "received_total": self.received,
+            "latency_ms": latencies,
+            "p50_ms": float(np.percentile(latencies, 50)) if latencies else None,
+            "p95_ms": float(np.percentile(latencies, 95)) if latencies else None,
+            "packet_p50_ms": float(np.percentile(packet_lat, 50)) if packet_lat else None,
+            "packet_p95_ms": float(np.percentile(packet_lat, 95)) if packet_lat else None,
+            "packet_matched": len(packet_lat),
+            "faces_checked": len(self.face_mads),
+            "face_mad_median": statistics.median(self.face_mads) if self.face_mads else None,
+            "face_corr_median": statistics.median(self.face_corrs) if self.face_corrs else None,
+            "face_corr_max": max(self.face_corrs) if self.face_corrs else None,
+            "frames_with_unchanged_face": len(self.face_frames_unchanged),
+            "unchanged_faces": self.unchanged,
+            "session": session,
+        }
+        if len(self.snapshots) == 2:
+            a, b = self.snapshots
+            span = b.at - a.at
+            client, server, busy = (b.client_cpu_s - a.client_cpu_s, b.server_cpu_s - a.server_cpu_s,
+                                    b.busy_s - a.busy_s)
+            result["cpu_pct"] = {"client": 100 * client / span, "server": 100 * server / span,
+                                 "other": 100 * max(0.0, busy - client - server) / span,
+                                 "cores": os.cpu_count() or 0}
+            for name in ("inference", "processing"):
+                count = b.metrics.get(f"streamer_{name}_seconds_count", 0) - a.metrics.get(
+                    f"streamer_{name}_seconds_count", 0)
+                total = b.metrics.get(f"streamer_{name}_seconds_sum", 0) - a.metrics.get(
+                    f"streamer_{name}_seconds_sum", 0)
+                if count > 0:
+                    result[f"{name}_ms_mean"] = 1000 * total / count
+        return result
+
+
+def client_main(args: argparse.Namespace) -> int:
+    width, height = parse_size(args.size)
+    path = Path(args.clip)
+    with av.open(str(path)) as container:
+        fps = float(container.streams.video[0].average_rate or 30)
+    needed = math.ceil((args.warmup + args.seconds + args.tail) * fps) + 1
+    source = load_source(path, width, height, needed)
+    if args.check_faces:
+        find_faces(source, args.device, args.face_score)
+    client = Client(f"http://{SERVER_ADDR}:{args.port}", source, args.seconds, args.warmup, args.tail,
+                    args.server_pid)
+    if args.dump_dir:
+        client.dump_dir = Path(args.dump_dir)
+        client.dump_dir.mkdir(parents=True, exist_ok=True)
+    result = asyncio.run(client.run(args.ready_timeout))
+    print(json.dumps(result))
+    return 0
+
+
+# ------------------------------------------------------------------------------------------- echo server
+
+
+class RelayTrack(MediaStreamTrack):
+    """The remote video, newest frame only (aiortc's receive queue is unbounded), for re-encoding."""
+
+    kind = "video"
+
+    def __init__(self, source: MediaStreamTrack, counters: dict[str, int]) -> None:
+        super().__init__()
+        self._source = source
+        self._counters = counters
+        self._latest: av.VideoFrame | None = None
+        self._ready = asyncio.Event()
+        self._ended = False
+        self._pump_task = asyncio.ensure_future(self._pump())
+
+    async def _pump(self) -> None:
+        try:
+            while True:
+                frame = await self._source.recv()
+                if not isinstance(frame, av.VideoFrame):
+                    continue
+                self._counters["frames_in"] += 1
+                if self._latest is not None:
+                    self._counters["frames_dropped"] += 1
+                self._latest = frame
+                self._ready.set()
+        except MediaStreamError:
+            pass
+        finally:
+            self._ended = True
+            self._ready.set()
+
+    async def recv(self) -> av.VideoFrame:
+        while self._latest is None:
+            if self._ended or self.readyState != "live":
+                raise MediaStreamError
+            self._ready.clear()
+            await self._ready.wait()
+        frame, self._latest = self._latest, None
+        self._counters["frames_out"] += 1
+        return frame
+
+    def stop(self) -> None:
+        super().stop()
+        self._pump_task.cancel()
+
+
+class EchoApp:
+    def __init__(self) -> None:
+        self.peers: dict[str, tuple[RTCPeerConnection, dict[str, int]]] = {}
+
+    async def offer(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        session = f"echo-{len(self.peers) + 1}"
+        counters = {"frames_in": 0, "frames_out": 0, "frames_dropped": 0}
+        self.peers[session] = (pc, counters)
+
+        @pc.on("track")
+        def on_track(track: MediaStreamTrack) -> None:
+            if track.kind == "video":
+                pc.addTrack(RelayTrack(track, counters))
+
+        await pc.setRemoteDescription(RTCSessionDescription(sdp=body["sdp"], type=body["type"]))
+        await pc.setLocalDescription(await pc.createAnswer())
+        return web.json_response({"sdp": pc.localDescription.sdp, "type": pc.localDescription.type,
+                                  "session": session})
+
+    async def session(self, request: web.Request) -> web.Response:
+        found = self.peers.get(request.match_info["session"])
+        if found is None:
+            return web.json_response({"error": "no such session"}, status=404)
+        pc, counters = found
+        return web.json_response({"session": request.match_info["session"], "state": pc.connectionState,
+                                  **counters})
+
+    async def healthz(self, request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok", "ready": True, "sessions": len(self.peers)})
+
+    async def shutdown(self, app: web.Application) -> None:
+        await asyncio.gather(*(pc.close() for pc, _ in self.peers.values()), return_exceptions=True)
+
+
+def echo_main(args: argparse.Namespace) -> int:
+    echo = EchoApp()
+    app = web.Application()
+    app.router.add_post("/offer", echo.offer)
+    app.router.add_get("/sessions/{session}", echo.session)
+    app.router.add_get("/healthz", echo.healthz)
+    app.on_shutdown.append(echo.shutdown)
+    web.run_app(app, host=args.host, port=args.port, print=None, shutdown_timeout=3.0)
+    return 0
+
+
+# ------------------------------------------------------------------------------------------ orchestrator
+
+
+class Namespace:
+    """``ip netns add NAME`` with lo and the veth pair v0 (10.77.0.1/24) / v1 (10.77.0.2/24), both inside."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def _ip(self, *args: str) -> None:
+        subprocess.run(["ip", *args], check=True, capture_output=True, text=True, timeout=20)
+
+    def create(self) -> None:
+        if Path("/run/netns", self.name).exists():
+            self.delete()
+        self._ip("netns", "add", self.name)
+        try:
+            self._ip("-n", self.name, "link", "set", "lo", "up")
+            self._ip("-n", self.name, "link", "add", "v0", "type", "veth", "peer", "name", "v1")
+            self._ip("-n", self.name, "addr", "add", f"{SERVER_ADDR}/24", "dev", "v0")
+            self._ip("-n", self.name, "addr", "add", f"{CLIENT_ADDR}/24", "dev", "v1")
+            self._ip("-n", self.name, "link", "set", "v0", "up")
+            self._ip("-n", self.name, "link", "set", "v1", "up")
+            # No IPv6 in there: only the two 10.77.0.x addresses become ICE candidates.
+            subprocess.run(["ip", "netns", "exec", self.name, "sysctl", "-q", "-w",
+                            "net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1"],
+                           check=False, capture_output=True, timeout=20)
+        except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
+            self.delete()
+            detail = exc.stderr if isinstance(exc, subprocess.CalledProcessError) else str(exc)
+            raise RuntimeError(f"cannot set up network namespace {self.name}: {detail}") from exc
+
+    def delete(self) -> None:
+        subprocess.run(["ip", "netns", "delete", self.name], check=False, capture_output=True, timeout=20)
+
+    def exec(self, *cmd: str) -> list[str]:
+        return ["ip", "netns", "exec", self.name, *cmd]
+
+
+def stop_process(proc: subprocess.Popen[bytes], grace: float = 10.0) -> None:
+    """SIGTERM the process we started (by its pid), then SIGKILL it if it outlives ``grace``."""
+    if proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
+
+
+@dataclass
+class RunResult:
+    size: str
+    server: str
+    command: str
+    data: dict[str, Any] | None
+    error: str | None
+
+
+def _tail(path: Path, chars: int = 1200) -> str:
+    with contextlib.suppress(OSError):
+        return path.read_text(errors="replace")[-chars:]
+    return ""
+
+
+def run_one(ns: Namespace, size: str, server: str, clip: Path, port: int, args: argparse.Namespace,
+            logs: Path) -> RunResult:
+    py = sys.executable
+    if server == "echo":
+        server_cmd = [py, "-m", "bench.live_loopback", "_echo", "--host", SERVER_ADDR, "--port", str(port)]
+    else:
+        server_cmd = [py, "-m", "streamer", "serve", "--host", SERVER_ADDR, "--port", str(port),
+                      "--device", args.device, *shlex.split(args.server_args)]
+    shown = shlex.join(["ip", "netns", "exec", "NS", *["python" if c == py else c for c in server_cmd]])
+    server_log = logs / f"{size}-{server}-server.log"
+    client_log = logs / f"{size}-{server}-client.log"
+    print(f"[live] {size} {server}: {shown}", file=sys.stderr, flush=True)
+    with server_log.open("wb") as slog:
+        proc = subprocess.Popen(ns.exec(*server_cmd), cwd=REPO, stdout=slog, stderr=subprocess.STDOUT)
+        try:
+            client_cmd = [py, "-m", "bench.live_loopback", "_client", "--size", size, "--clip", str(clip),
+                          "--port", str(port), "--server-pid", str(proc.pid), "--seconds", str(args.seconds),
+                          "--warmup", str(args.warmup), "--tail", str(args.tail), "--device", args.device,
+                          "--ready-timeout", str(args.ready_timeout)]
+            if not args.no_face_check:
+                client_cmd += ["--check-faces", "--face-score", str(args.face_score)]
+            if args.dump_dir is not None:
+                client_cmd += ["--dump-dir", str(args.dump_dir.resolve() / f"{size}-{server}")]
+            limit = args.ready_timeout + args.warmup + args.seconds + args.tail + 180
+            with client_log.open("wb") as clog:
+                done = subprocess.run(ns.exec(*client_cmd), cwd=REPO, stdout=subprocess.PIPE, stderr=clog,
+                                      timeout=limit, check=False)
+        except subprocess.TimeoutExpired:
+            return RunResult(size, server, shown, None, "client timed out\n" + _tail(client_log))
+        finally:
+            stop_process(proc)
+    if done.returncode != 0:
+        return RunResult(size, server, shown, None,
+                         f"client exited {done.returncode}:\n{_tail(client_log)}\nserver log:\n{_tail(server_log)}")
+    lines = done.stdout.decode(errors="replace").strip().splitlines()
+    try:
+        data: dict[str, Any] = json.loads(lines[-1])
+    except (IndexError, json.JSONDecodeError):
+        return RunResult(size, server, shown, None, "client printed no result:\n" + _tail(client_log))
+    return RunResult(size, server, shown, data, None)
+
+
+def _f(value: float | None, digits: int = 1) -> str:
+    return "—" if value is None else f"{value:.{digits}f}"
+
+
+def _get(data: dict[str, Any] | None, key: str) -> float | None:
+    if data is None or data.get(key) is None:
+        return None
+    return float(data[key])
+
+
+def _added(ours: dict[str, Any] | None, echo: dict[str, Any] | None, key: str) -> float | None:
+    if ours is None or echo is None or ours.get(key) is None or echo.get(key) is None:
+        return None
+    return float(ours[key]) - float(echo[key])
+
+
+def anonymized_all(ours: dict[str, Any]) -> tuple[bool, str]:
+    """Whether every frame came back anonymized, and why not: every frame out had a fresh detection (no
+    whole-frame fallback, no detector error or late detection) and no checked face came back unchanged."""
+    s = ours.get("session") or {}
+    problems = []
+    for key in ("frames_hidden_whole", "detector_errors", "detections_late"):
+        if int(s.get(key, 0) or 0) > 0:
+            problems.append(f"{key} {s[key]}")
+    if not s:
+        problems.append("no session counters")
+    if ours.get("frames_with_unchanged_face"):
+        problems.append(f"{ours['frames_with_unchanged_face']} frame(s) with a face back unchanged")
+    if ours.get("invalid_codes"):
+        problems.append(f"{ours['invalid_codes']} frame(s) back without a valid code")
+    return not problems, "; ".join(problems)
+
+
+def verdict(size: str, ours: dict[str, Any] | None, echo: dict[str, Any] | None) -> tuple[str, str]:
+    """(target text, result text) for one frame size."""
+    fps_min, added_max = TARGETS.get(size, (None, None))
+    if fps_min is None:
+        return "—", "—"
+    target = f"≥ {fps_min:.0f} fps" + (", every frame anonymized, p50 added ≤ "
+                                       f"{added_max:.0f} ms" if added_max is not None else "")
+    if ours is None:
+        return target, "**fail** (no result)"
+    fails = []
+    if float(ours["fps"]) < fps_min:
+        fails.append(f"{ours['fps']:.1f} fps")
+    if added_max is not None:
+        ok, why = anonymized_all(ours)
+        if not ok:
+            fails.append(why)
+        added = _added(ours, echo, "p50_ms")
+        if added is None:
+            fails.append("no echo baseline")
+        elif added > added_max:
+            fails.append(f"+{added:.0f} ms p50")
+    if fails == ["no echo baseline"]:
+        return target, "incomplete (no echo baseline)"
+    return target, "**pass**" if not fails else "**fail** (" + "; ".join(fails) + ")"
+
+
+def render(results: list[RunResult], args: argparse.Namespace, command: str, machine: str,
+           clips: dict[str, Path]) -> str:
+    by = {(r.size, r.server): r for r in results}
+    rows = []
+    for size in args.sizes:
+        echo_r, ours_r = by.get((size, "echo")), by.get((size, "ours"))
+        echo = echo_r.data if echo_r else None
+        ours = ours_r.data if ours_r else None
+        s = (ours or {}).get("session") or {}
+        counters = "/".join(str(s.get(k, "—")) for k in ("frames_in", "frames_out", "frames_dropped",
+                                                           "frames_hidden_whole")) if s else "—"
+        target, result = verdict(size, ours, echo)
+        rows.append([
+            size, _f(_get(echo, "fps")), _f(_get(ours, "fps")),
+            f"{_f(_get(echo, 'p50_ms'), 0)} / {_f(_get(echo, 'p95_ms'), 0)}",
+            f"{_f(_get(ours, 'p50_ms'), 0)} / {_f(_get(ours, 'p95_ms'), 0)}",
+            f"{_f(_added(ours, echo, 'p50_ms'), 0)} / {_f(_added(ours, echo, 'p95_ms'), 0)}",
+            counters, target, result,
+        ])
+    out = [markdown_table(["frame", "echo fps", "ours fps", "echo latency p50 / p95 ms",
+                           "ours latency p50 / p95 ms", "added p50 / p95 ms",
+                           "ours frames_in/out/dropped/hidden_whole", "target", "result"], rows), ""]
+
+    detail_rows = []
+    for r in results:
+        d = r.data
+        if d is None:
+            continue
+        cpu = d.get("cpu_pct") or {}
+        cpu_text = (f"{cpu['server']:.0f} / {cpu['client']:.0f} / {cpu['other']:.0f}" if cpu else "—")
+        faces = (f"{d['faces_checked']} / {_f(d['face_corr_max'], 2)} / {d['frames_with_unchanged_face']}"
+                 if d.get("faces_checked") else "—")
+        detail_rows.append([
+            r.size, r.server, f"{d['sent_fps']:.1f}", str(d["skipped_by_client"]), str(d["lost"]),
+            str(d["invalid_codes"]), f"{_f(_get(d, 'packet_p50_ms'), 0)} / {_f(_get(d, 'packet_p95_ms'), 0)}",
+            cpu_text, f"{_f(d.get('inference_ms_mean'))} / {_f(d.get('processing_ms_mean'))}", faces,
+        ])
+    if detail_rows:
+        out += ["Details (frames sent in the window after the warm-up):", "",
+                markdown_table(["frame", "server", "sent fps", "skipped by client", "never back",
+                                "back without code", "last packet back p50 / p95 ms",
+                                "CPU % server / client / other", "inference / processing ms (ours, mean)",
+                                "faces checked / highest correlation / frames with a face unchanged"],
+                               detail_rows),
+                ""]
+    for r in results:
+        if r.error:
+            out += [f"**{r.size} {r.server} failed:**", "", "```", r.error.strip()[-1500:], "```", ""]
+    clip_text = ", ".join(f"{size}: `{clips[size].name}`" for size in args.sizes)
+    out += [
+        f"- Command: `{command}`" + (" (a SMOKE RUN, not numbers to quote)" if args.quick else ""),
+        f"- Machine: {machine}",
+        f"- Clips, centre-cropped and resized to the frame size, played like a camera at their own rate "
+        f"(forward, then backward when shorter than the run): {clip_text}. {args.warmup:g} s warm-up, then "
+        f"{args.seconds:g} s measured.",
+        "- Three processes in a network namespace created for the run: the server (`ip netns exec NS python -m "
+        f"streamer serve --host 10.77.0.1 --port P --device {args.device}"
+        + (f" {args.server_args}" if args.server_args else "") + "`, or the aiortc echo `python -m "
+        "bench.live_loopback _echo`), and the client (aiortc). VP8 both ways; every hop decodes and re-encodes.",
+        "- fps: frames sent in the window that came back with a valid code, per second of window. Latency: from "
+        "handing a frame to the client's sender to its decoded copy arriving back, matched by frame number "
+        "(a barcode in the bottom-left corner). Added: ours minus echo, at the same percentile. *Last packet "
+        "back*: when the returned frame's last RTP packet reached the client. aiortc's jitter buffer releases a "
+        "frame only when the next frame's first packet arrives, so each aiortc receiver adds one frame interval "
+        "of its sender (the server's receiver: 33 ms at 30 fps for both servers; the client's: the server's "
+        "output interval, longer for ours when it drops frames); a browser decodes on the last packet.",
+        f"- Faces checked: boxes with score ≥ {args.face_score:g} (side ≥ {FACE_MIN_PX} px) found in the source "
+        "frames before the run; a face counts as unchanged when the luma of its inner 80% correlates with the "
+        f"source at ≥ {FACE_UNCHANGED_CORR:g}. *Every frame anonymized*: no frame hidden whole, no detector "
+        "error or late detection, no face back unchanged, every returned frame still carrying its code.",
+        "- CPU % is of one core over the window; *other* is the rest of the machine (other people's work).",
+    ]
+    return "\n".join(out) + "\n"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m bench.live_loopback", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="smoke run: 5 s measured after 2 s warm-up")
+    p.add_argument("--sizes", default=",".join(DEFAULT_SIZES), help="comma-separated (default: %(default)s)")
+    p.add_argument("--seconds", type=float, default=None, help="measured seconds per run (default 20; quick 5)")
+    p.add_argument("--warmup", type=float, default=None, help="seconds sent before measuring (default 3; quick 2)")
+    p.add_argument("--tail", type=float, default=2.0,
+                   help="seconds the camera keeps playing after the window, to flush it (default 2)")
+    p.add_argument("--clip", type=Path, default=None,
+                   help="clip for every size (default: the Hamilton clip at 640x480, liveportrait_source_s18 "
+                        "at 1280x720)")
+    p.add_argument("--device", choices=("cpu", "cuda", "auto"), default="cpu", help="our server's device")
+    p.add_argument("--servers", default="echo,ours", help="which servers to run (default: %(default)s)")
+    p.add_argument("--server-args", default="",
+                   help="extra arguments for our server, as one string (e.g. \"--detect-size 480\")")
+    p.add_argument("--ready-timeout", type=float, default=180.0, help="seconds to wait for /healthz 200")
+    p.add_argument("--no-face-check", action="store_true", help="skip the faces-changed check on the wire")
+    p.add_argument("--face-score", type=float, default=FACE_SCORE,
+                   help="faces found in the source at this score or more must come back changed "
+                        "(default: %(default)s)")
+    p.add_argument("--json", type=Path, default=None, help="also write every run's raw result here")
+    p.add_argument("--dump-dir", type=Path, default=None,
+                   help="save source|returned luma side by side for faces that came back unchanged")
+    return p
+
+
+def internal_parser(role: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=f"python -m bench.live_loopback {role}")
+    p.add_argument("--port", type=int, required=True)
+    if role == "_echo":
+        p.add_argument("--host", default=SERVER_ADDR)
+        return p
+    p.add_argument("--size", required=True)
+    p.add_argument("--clip", required=True)
+    p.add_argument("--server-pid", type=int, required=True)
+    p.add_argument("--seconds", type=float, required=True)
+    p.add_argument("--warmup", type=float, required=True)
+    p.add_argument("--tail", type=float, required=True)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--ready-timeout", type=float, default=180.0)
+    p.add_argument("--check-faces", action="store_true")
+    p.add_argument("--face-score", type=float, default=FACE_SCORE)
+    p.add_argument("--dump-dir", default=None)
+    return p
+
+
+def _raise_exit(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(128 + signum)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "_echo":
+        return echo_main(internal_parser("_echo").parse_args(argv[1:]))
+    if argv and argv[0] == "_client":
+        return client_main(internal_parser("_client").parse_args(argv[1:]))
+    args = build_parser().parse_args(argv)
+    args.sizes = [s.strip() for s in args.sizes.split(",") if s.strip()]
+    for size in args.sizes:
+        parse_size(size)
+    args.seconds = args.seconds if args.seconds is not None else (5.0 if args.quick else 20.0)
+    args.warmup = args.warmup if args.warmup is not None else (2.0 if args.quick else 3.0)
+    servers = [s.strip() for s in args.servers.split(",") if s.strip()]
+    if not set(servers) <= {"echo", "ours"}:
+        raise SystemExit("--servers takes echo and/or ours")
+    if os.geteuid() != 0:
+        raise SystemExit("needs root: it creates a network namespace (aioice never uses 127.0.0.1)")
+    clips = {size: args.clip or VIDEOS / DEFAULT_CLIPS.get(size, FALLBACK_CLIP) for size in args.sizes}
+    for clip in clips.values():
+        if not clip.is_file():
+            raise SystemExit(f"clip not found: {clip}")
+    command = shlex.join(["python", "-m", "bench.live_loopback", *argv])
+    cores = os.cpu_count() or 0
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else cores
+    machine = f"{cpu_model()}, {cores} logical cores ({usable} usable); load average at start {load_average()}"
+
+    signal.signal(signal.SIGTERM, _raise_exit)
+    ns = Namespace(f"fsbench-{os.getpid()}")
+    results: list[RunResult] = []
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="live-loopback-") as tmp:
+        try:
+            ns.create()
+            port = 9100
+            for size in args.sizes:
+                for server in servers:
+                    port += 1
+                    results.append(run_one(ns, size, server, clips[size], port, args, Path(tmp)))
+        finally:
+            ns.delete()
+    machine += f", at end {load_average()}"
+    if args.json is not None:
+        args.json.write_text(json.dumps([r.__dict__ for r in results], indent=1))
+    print(render(results, args, command, machine, clips), end="")
+    print(f"[live] done in {time.perf_counter() - started:.0f} s", file=sys.stderr)
+    return 1 if any(r.error for r in results) else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
