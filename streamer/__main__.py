@@ -108,6 +108,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rtsp-timeout", type=float, default=5.0,
                    help="seconds a camera may send nothing before it counts as hung and is reconnected "
                         "(default: %(default)s)")
+    p.add_argument("--max-mask-age", type=float, default=0.1,
+                   help="live frames are hidden with face tracks from a detection at most this many seconds "
+                        "older; when none is that recent the frame waits for one (default: %(default)s; 0: every "
+                        "frame waits for its own detection)")
     p.add_argument("--detect-deadline", type=float, default=1.0,
                    help="seconds a live frame may wait for its detection before it is hidden whole "
                         "(default: %(default)s)")

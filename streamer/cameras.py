@@ -15,6 +15,7 @@ import threading
 import time
 import tomllib
 from collections.abc import Iterable
+from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -33,6 +34,7 @@ from .tracks import RateMeter
 logger = logging.getLogger(__name__)
 
 LINGER_S = 10.0  # an on-demand camera keeps running this long after its last viewer left
+MAX_MASK_AGE_S = 0.1  # a frame is never hidden with a detection older than this (else it waits for a fresh one)
 NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_")
 
 
@@ -143,6 +145,8 @@ class Camera:
         self._generation = 0  # each start() gets fresh threads; stragglers of an older run are ignored
         self._connects_before = 0
         self._published = 0
+        self._inflight: tuple[tuple[Future[Any], float], float] | None = None
+        self.max_mask_age_s = MAX_MASK_AGE_S
         self.frames_decoded = 0
         self.frames_processed = 0
         self.frames_dropped = 0
@@ -264,13 +268,26 @@ class Camera:
                 logger.exception("[camera %s] processing a frame failed; frame skipped", self.name)
 
     def _process(self, frame: av.VideoFrame, generation: int) -> None:
+        """Hide one decoded frame with the newest detection no older than ``max_mask_age_s``.
+
+        Detection runs on the shared inference thread on the newest frame, while frames keep being published at
+        the camera's rate, each hidden with the newest result's face tracks (see AnonymizedTrack). When that
+        result is too old (the detector is shared by several cameras and sessions), this waits for a fresh one:
+        viewers then get fewer frames, never masks older than the limit.
+        """
         processor, detection = self.processor, self._detection
         assert processor is not None and detection is not None, "started before bind()"
         image = np.asarray(frame.to_ndarray(format="bgr24"), np.uint8)
         t = float(frame.time) if frame.time is not None else time.monotonic()
-        detections, detect_ms = detection.detect_blocking(processor, image, t)
-        self.detections_run += 1
-        processor.apply(image, t, detections, detect_ms)
+        self._collect(processor, detection, block=False)
+        if self._inflight is None:
+            self._inflight = (detection.submit_live(processor, image.copy(), t), t)
+        if processor.needs_fresh(t, self.max_mask_age_s):
+            self._collect(processor, detection, block=True)
+            if processor.needs_fresh(t, self.max_mask_age_s):
+                self._inflight = (detection.submit_live(processor, image.copy(), t), t)
+                self._collect(processor, detection, block=True)
+        processor.apply_tracked(image, t)
         h, w = image.shape[:2]
         yuv = np.asarray(cv2.cvtColor(image, cv2.COLOR_BGR2YUV_I420), np.uint8) if h % 2 == 0 and w % 2 == 0 else None
         if generation != self._generation or not self._running:
@@ -283,6 +300,18 @@ class Camera:
         self.fps.tick()
         if self._loop is not None:
             self._loop.call_soon_threadsafe(self._wake_viewers)
+
+    def _collect(self, processor: FrameProcessor, detection: DetectionService, block: bool) -> None:
+        if self._inflight is None:
+            return
+        pending, t_detected = self._inflight
+        result = detection.collect(processor, pending, block)
+        if result is None:
+            return
+        self._inflight = None
+        self.detections_run += 1
+        if result[0] is not None:
+            processor.observe(result[0], t_detected, result[1])
 
     def _wake_viewers(self) -> None:
         if self._waiters is not None:
@@ -316,12 +345,14 @@ class Camera:
 
 
 class CameraManager:
-    def __init__(self, cameras: Iterable[CameraSettings], options: RtspOptions | None = None) -> None:
+    def __init__(self, cameras: Iterable[CameraSettings], options: RtspOptions | None = None,
+                 max_mask_age_s: float = MAX_MASK_AGE_S) -> None:
         self._cameras: dict[str, Camera] = {}
         for settings in cameras:
             if settings.name in self._cameras:
                 raise ValueError(f"camera name {settings.name!r} is used twice")
             self._cameras[settings.name] = Camera(settings, options)
+            self._cameras[settings.name].max_mask_age_s = max_mask_age_s
 
     def bind(self, loop: asyncio.AbstractEventLoop, detection: DetectionService) -> None:
         for camera in self._cameras.values():

@@ -16,7 +16,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future
+from concurrent.futures import CancelledError, Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
 
@@ -92,17 +92,24 @@ class DetectionService:
         self._report(detections, detect_ms)
         return detections, detect_ms
 
-    def detect_blocking(self, processor: FrameProcessor, image: npt.NDArray[np.uint8],
-                        t: float) -> tuple[FaceDetections | None, float]:
-        """The same, for a camera's own processing thread."""
-        started = time.perf_counter()
-        future = self.submit(LIVE, processor.detect, image, t)
+    def submit_live(self, processor: FrameProcessor, image: npt.NDArray[np.uint8],
+                    t: float) -> tuple[Future[Any], float]:
+        """Start a live detection from a non-asyncio thread (a camera); collect it with ``collect``."""
+        return self.submit(LIVE, processor.detect, image, t), time.perf_counter()
+
+    def collect(self, processor: FrameProcessor, pending: tuple[Future[Any], float],
+                block: bool = True) -> tuple[FaceDetections | None, float] | None:
+        """The result of ``submit_live``: ``None`` while it runs (``block=False``), else detections (``None`` for
+        a failure or a missed deadline) and the inference time."""
+        future, started = pending
+        if not block and not future.done():
+            return None
         try:
-            detections, detect_ms = future.result(self.deadline_s)
+            detections, detect_ms = future.result(max(0.0, self.deadline_s - (time.perf_counter() - started)))
         except FutureTimeout:
             future.cancel()
             return self._late(processor, started)
-        except RuntimeError:
+        except (RuntimeError, CancelledError):
             return None, 0.0
         self._report(detections, detect_ms)
         return detections, detect_ms

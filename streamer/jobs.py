@@ -14,6 +14,7 @@ import os
 import re
 import secrets
 import shutil
+import struct
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -24,12 +25,14 @@ from typing import Any, Literal
 from .detection_service import DetectionService
 from .offline import (
     IMAGE_SUFFIXES,
+    MAX_IMAGE_PIXELS,
     Cancelled,
     InputError,
     Progress,
     anonymize_image,
     anonymize_video,
     check_image_size,
+    check_input,
 )
 from .processor import FrameProcessor
 from .settings import AnonymizeSettings
@@ -52,6 +55,75 @@ def display_stem(filename: str) -> str:
     """A harmless name for the download (Content-Disposition), never a path on disk."""
     stem = Path(filename.replace("\\", "/")).stem
     return re.sub(r"[^A-Za-z0-9._-]+", "_", stem).strip("._")[:80] or "upload"
+
+
+def declared_image_size(path: Path) -> tuple[int, int] | None:
+    """Width and height as the image's own header declares them (PNG, JPEG, WebP, BMP, told apart by their
+    signature), or None when the header is not one of those. Nothing is decoded: ffmpeg's probe decodes a whole
+    PNG to learn its size (and reports 0x0 above ~268 megapixels), so it cannot guard against a decompression bomb.
+    """
+    with path.open("rb") as f:
+        head = f.read(64)
+        if head.startswith(b"\x89PNG\r\n\x1a\n") and head[12:16] == b"IHDR":
+            width, height = struct.unpack(">II", head[16:24])
+            return int(width), int(height)
+        if head.startswith(b"RIFF") and head[8:12] == b"WEBP":
+            chunk = head[12:16]
+            if chunk == b"VP8X":
+                return 1 + int.from_bytes(head[24:27], "little"), 1 + int.from_bytes(head[27:30], "little")
+            if chunk == b"VP8 " and head[23:26] == b"\x9d\x01\x2a":
+                width, height = struct.unpack("<HH", head[26:30])
+                return int(width) & 0x3FFF, int(height) & 0x3FFF
+            if chunk == b"VP8L" and head[20] == 0x2F:
+                bits = int.from_bytes(head[21:25], "little")
+                return 1 + (bits & 0x3FFF), 1 + ((bits >> 14) & 0x3FFF)
+            return None
+        if head.startswith(b"BM") and len(head) >= 26:
+            if struct.unpack("<I", head[14:18])[0] == 12:  # OS/2 BITMAPCOREHEADER
+                width, height = struct.unpack("<HH", head[18:22])
+                return int(width), int(height)
+            width, height = struct.unpack("<ii", head[18:26])
+            return abs(int(width)), abs(int(height))
+        if head.startswith(b"\xff\xd8"):
+            f.seek(2)
+            while True:  # walk the segments up to the first start-of-frame
+                byte = f.read(1)
+                if not byte:
+                    return None
+                if byte != b"\xff":
+                    continue
+                marker = f.read(1)
+                while marker == b"\xff":  # fill bytes
+                    marker = f.read(1)
+                if not marker:
+                    return None
+                code = marker[0]
+                if code == 0x01 or 0xD0 <= code <= 0xD9:  # no length field
+                    continue
+                length_bytes = f.read(2)
+                if len(length_bytes) < 2:
+                    return None
+                length = struct.unpack(">H", length_bytes)[0]
+                if length < 2:
+                    return None
+                if 0xC0 <= code <= 0xCF and code not in (0xC4, 0xC8, 0xCC):
+                    frame = f.read(5)
+                    if len(frame) < 5:
+                        return None
+                    height, width = struct.unpack(">HH", frame[1:5])
+                    return int(width), int(height)
+                f.seek(length - 2, os.SEEK_CUR)
+    return None
+
+
+def check_declared_size(path: Path) -> None:
+    """Refuse an upload whose header declares more than MAX_IMAGE_PIXELS, or that is no image at all."""
+    size = declared_image_size(path)
+    if size is None:
+        raise InputError(f"{path}: not a readable image (corrupt, or a format other than jpg/png/webp/bmp)")
+    width, height = size
+    if width * height > MAX_IMAGE_PIXELS:
+        raise InputError(f"{path}: image of {width}x{height} is over the {MAX_IMAGE_PIXELS // 1_000_000} MP limit")
 
 
 @dataclass
@@ -170,10 +242,11 @@ class JobManager:
         job.version += 1
 
     def _run(self, job: Job) -> None:
-        if job.cancel.is_set():
-            return
-        assert self._detection is not None, "jobs started before the detector loaded"
-        self._update(job, state="running", started=time.time())
+        with self._lock:  # cancel() sets the flag and reads the state under the same lock
+            if job.cancel.is_set():
+                return
+            assert self._detection is not None, "jobs started before the detector loaded"
+            self._update(job, state="running", started=time.time())
         processor = FrameProcessor(self._detection.background_detector(), job.settings, stream_id=f"job {job.id}")
 
         def on_progress(p: Progress) -> None:
@@ -183,6 +256,8 @@ class JobManager:
 
         try:
             if job.kind == "image":
+                check_input(job.input)
+                check_declared_size(job.input)
                 check_image_size(job.input)
                 output = job.directory / f"output{job.suffix if job.suffix != '.bmp' else '.png'}"
                 anonymize_image(job.input, output, processor)
@@ -191,7 +266,14 @@ class JobManager:
                 output = job.directory / "output.mp4"
                 anonymize_video(job.input, output, processor, on_progress=on_progress, cancel=job.cancel)
             job.input.unlink(missing_ok=True)
-            self._update(job, state="done", output=output, finished=time.time())
+            with self._lock:
+                # A DELETE that came while the last frame was written (or an image was processed, which never
+                # looks at the flag) has already dropped the job: its files must not outlive it.
+                cancelled = job.cancel.is_set()
+                if not cancelled:
+                    self._update(job, state="done", output=output, finished=time.time())
+            if cancelled:
+                raise Cancelled(f"job {job.id} cancelled")
             logger.info("[job %s] done: %d frame(s)", job.id, job.frames_done)
         except Cancelled:
             self._discard(job, "cancelled", None)
@@ -212,14 +294,16 @@ class JobManager:
         self._discard(job, "failed", error)
 
     def cancel(self, job: Job) -> None:
-        """Cancel (if running or queued) and remove the job and its files."""
-        job.cancel.set()
-        if job.state == "queued":
-            self._discard(job, "cancelled", None)
-        if job.state in TERMINAL:
-            shutil.rmtree(job.directory, ignore_errors=True)
+        """Cancel (if running or queued) and remove the job and its files. A running job's worker removes its
+        files when it sees the flag (at the latest when its work ends)."""
         with self._lock:
+            job.cancel.set()
+            state = job.state
             self._jobs.pop(job.id, None)
+        if state == "queued":
+            self._discard(job, "cancelled", None)
+        elif state in TERMINAL:
+            shutil.rmtree(job.directory, ignore_errors=True)
 
     def expire(self, now: float | None = None) -> int:
         """Remove finished jobs older than the time-to-live; returns how many went."""

@@ -129,6 +129,11 @@ class FrameProcessor:
             self.stats.faces_detected += len(detections)
             self.stats.detect_ms_total += detect_ms
 
+    def needs_fresh(self, t: float, max_age_s: float) -> bool:
+        """Whether the newest detection is too old (or missing) to hide the frame at ``t`` with its tracks."""
+        last = self.last_detection_t
+        return last is None or not 0.0 <= t - last <= max_age_s
+
     def apply_tracked(self, frame: npt.NDArray[np.uint8], t: float) -> FrameOutcome:
         """Hide faces at ``t`` where the face tracks of the newest detection put them: predicted forward by their
         motion, swept back to the last sighting, grown with the age of that sighting. With no detection younger

@@ -167,7 +167,7 @@ class AnonymizedTrack(MediaStreamTrack):
     def __init__(self, source: LatestFrameTrack, processor: FrameProcessor, detection: DetectionService,
                  executor: Executor, counters: StreamCounters,
                  on_frame: Callable[[float, bool], None] | None = None,
-                 debug: Callable[[], bool] = lambda: False) -> None:
+                 debug: Callable[[], bool] = lambda: False, max_mask_age_s: float = 0.1) -> None:
         super().__init__()
         self._source = source
         self._processor = processor
@@ -181,6 +181,7 @@ class AnonymizedTrack(MediaStreamTrack):
         self._ready: asyncio.Queue[av.VideoFrame | None] = asyncio.Queue(maxsize=1)
         self._worker: asyncio.Task[None] | None = None
         self._inflight: tuple[asyncio.Future[tuple[FaceDetections | None, float]], float] | None = None
+        self.max_mask_age_s = max_mask_age_s
 
     async def recv(self) -> av.VideoFrame:
         if self.readyState != "live":
@@ -208,70 +209,66 @@ class AnonymizedTrack(MediaStreamTrack):
             self._ready.put_nowait(None)
 
     async def _process_next(self) -> av.VideoFrame:
-        """Hide the newest frame with the newest detection result, without waiting for this frame's own.
+        """Hide the newest frame with the newest detection result no older than ``max_mask_age_s``.
 
-        Detection runs back to back on the shared inference thread, each time on the newest frame; every frame
-        that goes out is hidden with the face tracks of the latest result (made on it or on a frame a few tens of
-        milliseconds older), predicted forward by their motion and grown with that age. So the stream keeps the
-        camera's frame rate and the detector's latency is not added to every frame; a detector that stops
-        answering for longer than the hold makes frames leave hidden whole.
+        Detection runs back to back on the shared inference thread, each time on the newest frame; a frame that
+        goes out is hidden with the face tracks of the latest result (made on it or on a frame up to
+        ``max_mask_age_s`` older), predicted forward by their motion and grown with that age. So the stream keeps
+        the camera's frame rate while the detector keeps up, and the detector's latency is not added to every
+        frame; when the newest result is older than the limit, the frame waits for a fresh one.
         """
         frame, arrived = await self._source.recv_latest()
         loop = asyncio.get_running_loop()
-        stream = self._processor.stream_id
         t = float(frame.pts * frame.time_base) if frame.pts is not None and frame.time_base else time.monotonic()
         image = await loop.run_in_executor(self._executor, _to_bgr, frame)
-        result: tuple[FaceDetections | None, float, float] | None = None
-        if self._inflight is not None and self._inflight[0].done():
-            done, t_detected = self._inflight
-            self._inflight = None
-            detections, detect_ms = done.result()
-            result = (detections, t_detected, detect_ms)
+        await self._collect(block=False)
         if self._inflight is None:
-            # Its own copy: this frame is hidden in place while the detector may still be reading it.
-            self._inflight = (asyncio.ensure_future(self._detection.detect(self._processor, image.copy(), t)), t)
-            if self._processor.last_detection_t is None:
-                # The very first result: wait for it rather than hide the first frames whole.
-                await asyncio.wait({self._inflight[0]})
-                return await self._process_next_with(frame, arrived, t, image)
-        out, whole = await loop.run_in_executor(self._executor, self._finish, image, t, result,
-                                                frame.pts, frame.time_base)
-        return self._sent(out, whole, image, arrived, t, stream, result)
+            self._start_detection(image, t)
+        if self._processor.needs_fresh(t, self.max_mask_age_s):
+            await self._collect(block=True)
+            if self._processor.needs_fresh(t, self.max_mask_age_s):
+                self._start_detection(image, t)
+                await self._collect(block=True)
+        out, whole = await loop.run_in_executor(self._executor, self._finish, image, t, frame.pts, frame.time_base)
+        return self._sent(out, whole, image, arrived, t)
 
-    async def _process_next_with(self, frame: av.VideoFrame, arrived: float, t: float,
-                                 image: npt.NDArray[np.uint8]) -> av.VideoFrame:
-        assert self._inflight is not None
-        done, t_detected = self._inflight
+    def _start_detection(self, image: npt.NDArray[np.uint8], t: float) -> None:
+        # Its own copy: the frame is hidden in place while the detector may still be reading it.
+        self._inflight = (asyncio.ensure_future(self._detection.detect(self._processor, image.copy(), t)), t)
+
+    async def _collect(self, block: bool) -> None:
+        if self._inflight is None:
+            return
+        future, t_detected = self._inflight
+        if not future.done():
+            if not block:
+                return
+            await asyncio.wait({future})
         self._inflight = None
-        detections, detect_ms = done.result()
-        result = (detections, t_detected, detect_ms)
-        out, whole = await asyncio.get_running_loop().run_in_executor(
-            self._executor, self._finish, image, t, result, frame.pts, frame.time_base)
-        return self._sent(out, whole, image, arrived, t, self._processor.stream_id, result)
+        detections, detect_ms = future.result()
+        self._counters.inference_ms = detect_ms
+        self._counters.detect_rate.tick()
+        if detections is not None:
+            # On the event loop, between this track's executor calls: the tracker is never used concurrently.
+            self._processor.observe(detections, t_detected, detect_ms)
 
-    def _sent(self, out: av.VideoFrame, whole: bool, image: npt.NDArray[np.uint8], arrived: float, t: float,
-              stream: str, result: tuple[FaceDetections | None, float, float] | None) -> av.VideoFrame:
+    def _sent(self, out: av.VideoFrame, whole: bool, image: npt.NDArray[np.uint8], arrived: float,
+              t: float) -> av.VideoFrame:
         c = self._counters
         c.frames_out += 1
         c.fps_out.tick()
         c.height, c.width = image.shape[:2]
-        if result is not None:
-            c.inference_ms = result[2]
-            c.detect_rate.tick()
         if self._processor.last_detection_t is not None:
             c.mask_age_ms = max(0.0, (t - self._processor.last_detection_t) * 1000)
         c.processing_ms = (time.perf_counter() - arrived) * 1000
         if self._on_frame is not None:
             self._on_frame(c.processing_ms / 1000, whole)
         if whole:
-            logger.debug("[%s] frame at t=%.3f hidden whole", stream, t)
+            logger.debug("[%s] frame at t=%.3f hidden whole", self._processor.stream_id, t)
         return out
 
-    def _finish(self, image: npt.NDArray[np.uint8], t: float,
-                result: tuple[FaceDetections | None, float, float] | None, pts: int | None,
+    def _finish(self, image: npt.NDArray[np.uint8], t: float, pts: int | None,
                 time_base: Fraction | None) -> tuple[av.VideoFrame, bool]:
-        if result is not None and result[0] is not None:
-            self._processor.observe(result[0], result[1], result[2])
         outcome = self._processor.apply_tracked(image, t)
         whole = outcome.failed_closed and outcome.held == 0
         if self._debug() and not whole:

@@ -181,7 +181,8 @@ def create_app(config: ServerConfig | None = None, detector: CenterFaceDetector 
     app[METRICS] = ServerMetrics()
     app[SESSIONS] = SessionRegistry(on_count=app[METRICS].active_sessions.set)
     app[VIEWERS] = SessionRegistry(on_count=app[METRICS].active_viewers.set)
-    cameras = CameraManager(config.cameras, RtspOptions(read_timeout_s=config.rtsp_timeout_s))
+    cameras = CameraManager(config.cameras, RtspOptions(read_timeout_s=config.rtsp_timeout_s),
+                            max_mask_age_s=config.max_mask_age_s)
     app[CAMERAS] = cameras
     app[METRICS].watch_cameras(cameras)
     # Frame conversions and hiding; detection has its own single thread in DetectionService.
@@ -213,7 +214,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         cameras=tuple(load_cameras_file(args.config) if args.config else ())
         + tuple(dataclasses.replace(parse_camera_arg(c), always_on=args.always_on) for c in args.camera),
         rtsp_timeout_s=args.rtsp_timeout,
-        detect_deadline_s=args.detect_deadline, max_upload_mb=args.max_upload_mb,
+        detect_deadline_s=args.detect_deadline, max_mask_age_s=args.max_mask_age, max_upload_mb=args.max_upload_mb,
         max_queued_jobs=args.max_queued_jobs, job_workers=args.job_workers, job_ttl_s=args.job_ttl,
         **({"jobs_dir": args.jobs_dir} if args.jobs_dir else {}),
         tls_cert=args.tls_cert, tls_key=args.tls_key,

@@ -66,6 +66,7 @@ class ServerConfig:
     max_viewers: int = 16
     cameras: tuple[CameraSettings, ...] = ()
     max_offer_bytes: int = 256 * 1024
+    max_mask_age_s: float = 0.1  # live frames are hidden with detections at most this old, else they wait
     detect_deadline_s: float = 1.0  # a frame whose detection takes longer is hidden whole
     connect_timeout_s: float = 30.0  # a peer that never connects is closed after this
     rtsp_timeout_s: float = 5.0  # a camera that sends nothing this long is reconnected
@@ -91,5 +92,7 @@ class ServerConfig:
             raise ValueError("--max-upload-mb, --max-queued-jobs, --job-workers and --job-ttl must be positive")
         if not 0.5 <= self.rtsp_timeout_s <= 120:
             raise ValueError("--rtsp-timeout must be within 0.5..120 s")
+        if not 0.0 <= self.max_mask_age_s <= 0.5:
+            raise ValueError("--max-mask-age must be within 0..0.5 s (0: every frame waits for its own detection)")
         if not 0.05 <= self.detect_deadline_s <= 10:
             raise ValueError("--detect-deadline must be within 0.05..10 s")

@@ -71,11 +71,13 @@ async def post_job(request: web.Request) -> web.Response:
         job.settings = _settings(fields)  # fields may come before or after the file
     except QueueFull as exc:
         return error_response(429, f"too many jobs waiting: {exc}; try again later", retry_after=30)
-    except ValueError as exc:
+    except (ValueError, LookupError) as exc:  # LookupError: a part declared a charset that does not exist
         if job is not None:
             jobs.cancel(job)
         return error_response(400, str(exc))
-    except (ConnectionError, asyncio.CancelledError):
+    except BaseException:
+        # Whatever else went wrong (the client went away, the body was cut off, a bug), a job registered for this
+        # upload must go with its files: left queued, it would never run, never expire and keep a queue slot.
         if job is not None:
             jobs.cancel(job)
         raise

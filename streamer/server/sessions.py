@@ -116,7 +116,8 @@ class LiveSession(PeerSession):
             latest = LatestFrameTrack(track, self.counters, self.id, on_arrival=self._metrics.frames_in.inc,
                                       on_drop=self._metrics.frames_dropped.inc)
             self.video = AnonymizedTrack(latest, self.processor, self._detection, self._executor, self.counters,
-                                         on_frame=self._on_frame, debug=lambda: self.settings.debug)
+                                         on_frame=self._on_frame, debug=lambda: self.settings.debug,
+                                         max_mask_age_s=self.config.max_mask_age_s)
             self._tracks += [latest, self.video]
             self.pc.addTrack(self.video)
         elif track.kind == "audio" and self.config.audio == "passthrough":
