@@ -4,9 +4,10 @@
     python -m bench --quick     # smoke run, written to bench/out/BENCHMARKS.quick.md
 
 Steps: ``bash bench/deface_env.sh`` (idempotent), then ``python -m bench.detector_latency``,
-``python -m bench.file_throughput`` and ``python -m bench.live_loopback`` (WebRTC in a network namespace of its
-own; needs root), each in its own process; their Markdown goes into the file under a header that describes the
-machine. Rerunning replaces the generated part; text after the END marker is kept.
+``python -m bench.file_throughput``, ``python -m bench.live_loopback`` (WebRTC in a network namespace of its
+own; needs root) and ``python -m bench.cameras`` (RTSP cameras x WHEP viewers, in a namespace of its own too; needs
+root and GStreamer's RTSP server), each in its own process; their Markdown goes into the file under a header that
+describes the machine. Rerunning replaces the generated part; text after the END marker is kept.
 """
 
 from __future__ import annotations
@@ -191,12 +192,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--skip-latency", action="store_true")
     p.add_argument("--skip-throughput", action="store_true")
     p.add_argument("--skip-live", action="store_true", help="skip the live WebRTC loopback (needs root)")
+    p.add_argument("--skip-cameras", action="store_true",
+                   help="skip RTSP cameras x viewers (needs root and GStreamer's RTSP server)")
     p.add_argument("--latency-args", default="",
                    help="extra arguments for bench.detector_latency, as one string")
     p.add_argument("--throughput-args", default="",
                    help="extra arguments for bench.file_throughput, as one string")
     p.add_argument("--live-args", default="",
                    help="extra arguments for bench.live_loopback, as one string")
+    p.add_argument("--cameras-args", default="",
+                   help="extra arguments for bench.cameras, as one string")
     return p
 
 
@@ -223,6 +228,10 @@ def main(argv: list[str] | None = None) -> int:
         cmd = [sys.executable, "-m", "bench.live_loopback", "--device", args.device, *quick,
                *shlex.split(args.live_args)]
         sections.append(run_section("Live loopback (WebRTC)", cmd))
+    if not args.skip_cameras:
+        cmd = [sys.executable, "-m", "bench.cameras", "--device", args.device, *quick,
+               *shlex.split(args.cameras_args)]
+        sections.append(run_section("RTSP cameras x viewers", cmd))
     header = machine_header(started, load_start, load_average())
     write_keeping_notes(output, render(sections, header, args.quick))
     print(f"[bench] wrote {output}", file=sys.stderr)

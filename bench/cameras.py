@@ -1,0 +1,878 @@
+"""RTSP cameras x WHEP viewers: one decode and one detection per camera, fanned out to every viewer.
+
+    python -m bench.cameras [--quick] [--cameras 1,2,4] [--viewers 1,3,5] [--seconds 15] [--settle 3]
+                            [--warmup 4] [--clip PATH] [--size 640x480] [--device cpu] [--json PATH]
+
+Everything runs inside a network namespace this benchmark creates and deletes itself (``fscam-<pid>``: ``lo`` plus
+one veth pair, ``v0`` 10.77.0.1/24 and ``v1`` 10.77.0.2/24, both inside, no route out); root and ``ip netns`` are
+needed, and GStreamer's RTSP server for Debian's ``/usr/bin/python3`` (see tests/rtsp_support.py).
+
+For each number of cameras, three processes run in the namespace:
+
+- an RTSP server (GStreamer, the script :data:`GST_SERVER` run by ``/usr/bin/python3``, like tests/rtsp_server.py)
+  on the namespace's 127.0.0.1, one mount per camera, every mount playing the same prepared clip in real time
+  from its start for each client;
+- the service: ``python -m streamer serve --host 10.77.0.1 --device cpu --camera c1=rtsp://127.0.0.1:P/c1 ...``
+  (cameras on demand: each starts with its first viewer);
+- the viewers: one process of receive-only aiortc peers (``POST /whep/{camera}``, ``iceServers=[]``). It connects
+  the first number of ``--viewers`` to *each* camera, waits for every one's first frame, then ``--warmup`` s, and
+  measures ``--seconds`` s; then adds viewers up to the next number per camera, waits ``--settle`` s and
+  measures again; and so on. Viewers stay connected from one step to the next.
+
+The clip: a real clip (default the Hamilton clip, 640x360 at 29.97 fps, 1-6 faces) centre-cropped and resized to
+``--size``, played forward then backward for as long as the longest run needs, each frame stamped with its number as
+a barcode in its bottom-left corner (bench/live_loopback.py's), encoded to H.264 with a keyframe every 0.5 s and no
+B-frames (the server drops what comes before the first keyframe after PLAY). Prepared once and kept in
+bench/out/cameras/.
+
+Latency, source to viewer: the RTSP server notes, for every frame of every client session, the clock time at which
+its sink is scheduled to send it (pipeline base time + the frame's running time, on GStreamer's system clock, which
+is CLOCK_MONOTONIC like the viewers' ``time.monotonic()``; the server also writes both clocks once so that the run
+can check they agree). A viewer reads the frame number back from each decoded frame; latency = arrival - scheduled
+send time of that frame number on that camera's session. *Decoded*: when aiortc hands the decoded frame over (its
+jitter buffer releases a frame only when the next frame's first packet arrives, so this adds one output frame
+interval of the service); *last packet*: when the frame's last RTP packet (marker bit) reached the viewer, which is
+when a browser could start decoding.
+
+Measured per step over the window: frames/s per viewer (distinct frames with a valid code that arrived in the
+window), median and minimum over the viewers; latency p50/p95 over every such frame of every viewer; CPU of the
+service process (``/proc/<pid>/stat`` utime+stime), the viewers' process, the RTSP server and the rest of the
+machine; per camera, from ``GET /cameras`` at both ends of the window: frames decoded, detections run, frames
+processed and dropped per second; and the shared detector's busy time (``/metrics``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import math
+import os
+import selectors
+import shlex
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import av
+import numpy as np
+from aiohttp import ClientSession, ClientTimeout
+from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc.mediastreams import MediaStreamError
+
+from ._common import REPO, VIDEOS, markdown_table, parse_size
+from .live_loopback import (
+    CODE_H,
+    CODE_W,
+    Namespace,
+    _busy_s,
+    _proc_cpu_s,
+    _raise_exit,
+    _self_cpu_s,
+    load_source,
+    luma_of,
+    parse_metrics,
+    read_code,
+    stamp_code,
+    stop_process,
+)
+from .run_all import cpu_model, load_average
+
+SERVER_ADDR = "10.77.0.1"
+SYSTEM_PYTHON = Path("/usr/bin/python3")  # Debian's: the interpreter that sees the `gi` bindings
+DEFAULT_CLIP = "face_recognition_short_hamilton_clip.mp4"
+CLIP_CACHE = REPO / "bench" / "out" / "cameras"
+KEYFRAME_EVERY_S = 0.5
+CLIP_FORMAT = "v1"  # part of the cached clip's name: bump it when the clip's making changes
+CLIP_MARGIN_S = 25.0  # clip length beyond the planned steps: start-up, connects, slow first frames
+MAX_SOURCE_FRAMES = 600  # distinct source frames held in memory while preparing (~0.5 MB each at 640x480)
+CLOCK_AGREE_S = 0.005  # GStreamer's clock and time.monotonic() must agree this well, else no latency
+
+# The RTSP server: tests/rtsp_server.py plus a probe on each session's payloader that writes, per frame,
+#   F <mount> <session> <pts ns> <scheduled send time ns>
+# (scheduled = the element's base time + the frame's running time: the sink sends it at that clock time), and once
+# per session
+#   C <mount> <session> <GStreamer clock ns> <time.monotonic_ns()>
+# to check that both clocks are CLOCK_MONOTONIC. Frames before PLAYING (preroll, base time 0) are not written.
+GST_SERVER = r'''
+import argparse, signal, sys, time
+import gi
+gi.require_version("Gst", "1.0")
+gi.require_version("GstRtspServer", "1.0")
+from gi.repository import GLib, Gst, GstRtspServer
+
+OK = Gst.PadProbeReturn.OK
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--times", required=True)
+    p.add_argument("mounts", nargs="+")
+    args = p.parse_args()
+    Gst.init(None)
+    out = open(args.times, "a", buffering=1)
+    sessions = {}
+
+    def on_configure(factory, media, name):
+        sessions[name] = sessions.get(name, 0) + 1
+        session = sessions[name]
+        state = {"pts": None, "checked": False}
+
+        def probe(pad, info):
+            if info.type & Gst.PadProbeType.BUFFER_LIST:
+                blist = info.get_buffer_list()
+                if blist is None or blist.length() == 0:
+                    return OK
+                buf = blist.get(0)
+            else:
+                buf = info.get_buffer()
+            if buf is None or buf.pts == Gst.CLOCK_TIME_NONE or buf.pts == state["pts"]:
+                return OK
+            element = pad.get_parent_element()
+            base = element.get_base_time()
+            event = pad.get_sticky_event(Gst.EventType.SEGMENT, 0)
+            if base == 0 or event is None:
+                return OK
+            state["pts"] = buf.pts
+            running = event.parse_segment().to_running_time(Gst.Format.TIME, buf.pts)
+            if not state["checked"]:
+                clock = element.get_clock()
+                if clock is not None:
+                    out.write(f"C {name} {session} {clock.get_time()} {time.monotonic_ns()}\n")
+                    state["checked"] = True
+            out.write(f"F {name} {session} {buf.pts} {base + running}\n")
+            return OK
+
+        pay = media.get_element().get_by_name("pay0")
+        pay.get_static_pad("src").add_probe(Gst.PadProbeType.BUFFER | Gst.PadProbeType.BUFFER_LIST, probe)
+
+    server = GstRtspServer.RTSPServer()
+    server.set_address("127.0.0.1")
+    server.set_service(str(args.port))
+    mounts = server.get_mount_points()
+    for spec in args.mounts:
+        name, _, path = spec.partition("=")
+        factory = GstRtspServer.RTSPMediaFactory()
+        factory.set_launch(f'( filesrc location="{path}" ! qtdemux ! h264parse ! '
+                           "rtph264pay name=pay0 pt=96 config-interval=1 )")
+        factory.set_shared(False)
+        factory.connect("media-configure", on_configure, name)
+        mounts.add_factory("/" + name, factory)
+    if server.attach(None) == 0:
+        print(f"cannot listen on 127.0.0.1:{args.port}", file=sys.stderr)
+        return 1
+    loop = GLib.MainLoop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        GLib.unix_signal_add(GLib.PRIORITY_DEFAULT, sig, loop.quit)
+    print(f"READY {args.port}", flush=True)
+    loop.run()
+    return 0
+
+
+sys.exit(main())
+'''
+
+_GST_PROBE = ("import gi; gi.require_version('Gst', '1.0'); gi.require_version('GstRtspServer', '1.0'); "
+              "from gi.repository import Gst, GstRtspServer; Gst.init(None); "
+              "missing = [e for e in ('filesrc', 'qtdemux', 'h264parse', 'rtph264pay') "
+              "if not Gst.ElementFactory.find(e)]; print(' '.join(missing))")
+
+
+def rtsp_unavailable_reason() -> str | None:
+    """Why GStreamer's RTSP server cannot run here, or None when it can."""
+    if not SYSTEM_PYTHON.exists():
+        return f"{SYSTEM_PYTHON} not found (GStreamer's RTSP server runs under Debian's Python)"
+    try:
+        probe = subprocess.run([str(SYSTEM_PYTHON), "-c", _GST_PROBE], capture_output=True, text=True, timeout=30,
+                               check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"cannot probe GStreamer: {exc}"
+    if probe.returncode != 0:
+        last = (probe.stderr.strip().splitlines() or ["?"])[-1]
+        return (f"GStreamer's RTSP server is not usable ({last}); install gir1.2-gst-rtsp-server-1.0, python3-gi, "
+                "python3-gst-1.0 and the gstreamer1.0-plugins-{base,good,bad} packages")
+    if probe.stdout.strip():
+        return f"GStreamer elements missing: {probe.stdout.strip()}"
+    return None
+
+
+# -------------------------------------------------------------------------------------------------- the clip
+
+
+def prepare_clip(src: Path, width: int, height: int, seconds: float) -> tuple[Path, Fraction, int]:
+    """``src`` centre-cropped and resized, played forward then backward for ``seconds``, each frame stamped with
+    its number, as H.264 MP4 with a keyframe every KEYFRAME_EVERY_S and no B-frames. Cached in CLIP_CACHE: a
+    cached clip of the same source, size and keyframe interval that is long enough is reused.
+    Returns (path, frame rate, frames)."""
+    with av.open(str(src)) as container:
+        stream = container.streams.video[0]
+        rate = Fraction(stream.average_rate or stream.base_rate or 30)
+    frames = math.ceil(seconds * rate)
+    gop = max(1, round(KEYFRAME_EVERY_S * rate))
+    stem = f"{src.stem}-{width}x{height}-g{gop}-{CLIP_FORMAT}"
+    CLIP_CACHE.mkdir(parents=True, exist_ok=True)
+    for cached in sorted(CLIP_CACHE.glob(f"{stem}-*f.mp4")):
+        with contextlib.suppress(ValueError):
+            have = int(cached.stem.rsplit("-", 1)[1][:-1])
+            if have >= frames:
+                return cached, rate, have
+    dst = CLIP_CACHE / f"{stem}-{frames}f.mp4"
+    print(f"[cameras] preparing {dst.name} ({frames} frames) ...", file=sys.stderr, flush=True)
+    source = load_source(src, width, height, min(frames, MAX_SOURCE_FRAMES))
+    part = dst.with_suffix(".part.mp4")
+    with av.open(str(part), "w") as out:
+        vout: Any = out.add_stream("libx264", rate=rate)
+        vout.width, vout.height, vout.pix_fmt = width, height, "yuv420p"
+        vout.options = {"g": str(gop), "keyint_min": str(gop), "sc_threshold": "0", "bf": "0",
+                        "preset": "veryfast", "crf": "20"}
+        for n in range(frames):
+            i420 = source.frames[source.index_for(n)].copy()
+            stamp_code(i420, width, height, n)
+            frame = av.VideoFrame.from_ndarray(i420, format="yuv420p")
+            frame.pts, frame.time_base = n, 1 / rate
+            for packet in vout.encode(frame):
+                out.mux(packet)
+        for packet in vout.encode(None):
+            out.mux(packet)
+    part.replace(dst)
+    return dst, rate, frames
+
+
+# ------------------------------------------------------------------------------------------- viewer process
+
+
+class Viewer:
+    """A receive-only WHEP viewer that reads each decoded frame's number and notes when it arrived, and when its
+    last RTP packet arrived (aiortc's jitter buffer holds a frame until the next frame's first packet)."""
+
+    def __init__(self, base_url: str, camera: str, width: int, height: int) -> None:
+        self.base_url, self.camera, self.width, self.height = base_url, camera, width, height
+        # iceServers=[] always: with no configuration aiortc falls back to a public STUN server.
+        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        self.arrived: dict[int, float] = {}  # frame number -> time.monotonic() of its first decoded copy
+        self.packet_arrived: dict[int, float] = {}  # frame number -> arrival of its last RTP packet
+        self.invalid: list[float] = []  # arrivals of frames without a valid code
+        self.received = 0
+        self.location: str | None = None
+        self.first_frame = asyncio.Event()
+        self._last_packet: dict[int, float] = {}
+        self._rtp_origin: int | None = None
+        self._consumers: list[asyncio.Task[None]] = []
+
+        @self.pc.on("track")
+        def on_track(track: MediaStreamTrack) -> None:
+            if track.kind == "video":
+                self._consumers.append(asyncio.ensure_future(self._consume(track)))
+
+    def _watch_packets(self, receiver: Any) -> None:
+        original = receiver._handle_rtp_packet
+
+        async def handle(packet: Any, arrival_time_ms: int) -> None:
+            if self._rtp_origin is None:  # aiortc's TimestampMapper takes the first frame's timestamp as 0
+                self._rtp_origin = int(packet.timestamp)
+            if packet.marker:
+                self._last_packet.setdefault(int(packet.timestamp), time.monotonic())
+            await original(packet, arrival_time_ms=arrival_time_ms)
+
+        setattr(receiver, "_handle_rtp_packet", handle)  # noqa: B010 (mypy: cannot assign to a method)
+
+    async def _consume(self, track: MediaStreamTrack) -> None:
+        with contextlib.suppress(MediaStreamError):
+            while True:
+                frame = await track.recv()
+                now = time.monotonic()
+                if not isinstance(frame, av.VideoFrame):
+                    continue
+                self.received += 1
+                self.first_frame.set()
+                number = read_code(luma_of(frame), self.width, self.height)
+                if number is None:
+                    self.invalid.append(now)
+                    continue
+                if number in self.arrived:
+                    continue
+                self.arrived[number] = now
+                if frame.pts is not None and self._rtp_origin is not None:
+                    at = self._last_packet.pop((int(frame.pts) + self._rtp_origin) & 0xFFFFFFFF, None)
+                    if at is not None and at <= now:
+                        self.packet_arrived[number] = at
+                if len(self._last_packet) > 300:  # timestamps of frames that never decoded
+                    for key in sorted(self._last_packet)[:-100]:
+                        del self._last_packet[key]
+
+    async def connect(self, http: ClientSession) -> None:
+        transceiver = self.pc.addTransceiver("video", direction="recvonly")
+        self._watch_packets(transceiver.receiver)
+        await self.pc.setLocalDescription(await self.pc.createOffer())
+        for _ in range(400):  # aiortc gathers inside setLocalDescription; bounded wait anyway
+            if self.pc.iceGatheringState == "complete":
+                break
+            await asyncio.sleep(0.05)
+        async with http.post(f"{self.base_url}/whep/{self.camera}", data=self.pc.localDescription.sdp,
+                             headers={"Content-Type": "application/sdp"}) as answer:
+            text = await answer.text()
+            if answer.status != 201:
+                raise RuntimeError(f"POST /whep/{self.camera}: HTTP {answer.status} {text[:300]}")
+            self.location = answer.headers.get("Location")
+        await self.pc.setRemoteDescription(RTCSessionDescription(sdp=text, type="answer"))
+
+    def window(self, t0: float, t1: float) -> dict[str, Any]:
+        frames = [[n, round(t, 6), round(self.packet_arrived[n], 6) if n in self.packet_arrived else None]
+                  for n, t in self.arrived.items() if t0 <= t < t1]
+        return {"camera": self.camera, "frames": frames, "invalid": sum(1 for t in self.invalid if t0 <= t < t1),
+                "got_any": self.first_frame.is_set()}
+
+    async def close(self, http: ClientSession) -> None:
+        if self.location is not None:
+            with contextlib.suppress(Exception):
+                async with http.delete(self.base_url + self.location) as answer:
+                    await answer.read()
+        await self.pc.close()
+        for task in self._consumers:
+            task.cancel()
+        await asyncio.gather(*self._consumers, return_exceptions=True)
+
+
+@dataclass
+class Snap:
+    at: float
+    service_cpu_s: float
+    rtsp_cpu_s: float
+    viewers_cpu_s: float
+    busy_s: float
+    cameras: list[dict[str, Any]]
+    metrics: dict[str, float]
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie, exited but not yet reaped by its parent, does not)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in ("Z", "X")
+
+
+class ViewerRun:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.base_url = f"http://{SERVER_ADDR}:{args.port}"
+        self.cameras = [c for c in args.cameras.split(",") if c]
+        self.counts = [int(v) for v in args.viewers.split(",") if v]
+        self.width, self.height = parse_size(args.size)
+        self.viewers: dict[str, list[Viewer]] = {c: [] for c in self.cameras}
+        self.steps: list[dict[str, Any]] = []
+
+    async def snapshot(self, http: ClientSession) -> Snap:
+        cameras: list[dict[str, Any]] = []
+        metrics: dict[str, float] = {}
+        with contextlib.suppress(Exception):
+            async with http.get(self.base_url + "/cameras") as answer:
+                if answer.status == 200:
+                    cameras = list((await answer.json())["cameras"])
+        with contextlib.suppress(Exception):
+            async with http.get(self.base_url + "/metrics") as answer:
+                if answer.status == 200:
+                    metrics = parse_metrics(await answer.text())
+        return Snap(time.monotonic(), _proc_cpu_s(self.args.server_pid), _proc_cpu_s(self.args.rtsp_pid),
+                    _self_cpu_s(), _busy_s(), cameras, metrics)
+
+    async def wait_ready(self, http: ClientSession) -> None:
+        deadline = time.monotonic() + self.args.ready_timeout
+        last = "no answer"
+        while time.monotonic() < deadline:
+            if not _alive(self.args.server_pid):
+                raise RuntimeError("the service exited before it was ready")
+            try:
+                async with http.get(self.base_url + "/healthz") as answer:
+                    if answer.status == 200:
+                        return
+                    last = f"HTTP {answer.status}"
+            except Exception as exc:  # not listening yet
+                last = f"{type(exc).__name__}: {exc}"
+            await asyncio.sleep(0.25)
+        raise TimeoutError(f"{self.base_url}/healthz not ready after {self.args.ready_timeout:.0f} s ({last})")
+
+    async def add_viewers(self, http: ClientSession, per_camera: int) -> list[Viewer]:
+        new: list[Viewer] = []
+        for camera in self.cameras:
+            while len(self.viewers[camera]) < per_camera:
+                viewer = Viewer(self.base_url, camera, self.width, self.height)
+                self.viewers[camera].append(viewer)
+                new.append(viewer)
+        gate = asyncio.Semaphore(4)
+
+        async def connect(viewer: Viewer) -> None:
+            async with gate:
+                await viewer.connect(http)
+
+        await asyncio.gather(*(connect(v) for v in new))
+        return new
+
+    async def run(self) -> dict[str, Any]:
+        error: str | None = None
+        async with ClientSession(timeout=ClientTimeout(total=30)) as http:
+            try:
+                await self.wait_ready(http)
+                for k, count in enumerate(self.counts):
+                    began = time.monotonic()
+                    new = await self.add_viewers(http, count)
+                    # Cameras start on demand with their first viewer: the first frame can take a few seconds.
+                    waits = [asyncio.wait_for(v.first_frame.wait(), self.args.first_frame_timeout) for v in new]
+                    results = await asyncio.gather(*waits, return_exceptions=True)
+                    missing = sum(1 for r in results if isinstance(r, BaseException))
+                    first_s = time.monotonic() - began
+                    await asyncio.sleep(self.args.warmup if k == 0 else self.args.settle)
+                    a = await self.snapshot(http)
+                    await asyncio.sleep(self.args.seconds)
+                    b = await self.snapshot(http)
+                    self.steps.append(self.step_result(count, a, b, missing, first_s))
+                    print(f"[cameras viewers] {len(self.cameras)} camera(s) x {count} viewer(s) measured",
+                          file=sys.stderr, flush=True)
+            except Exception as exc:
+                error = f"{type(exc).__name__}: {exc}"
+            finally:
+                everyone = [v for vs in self.viewers.values() for v in vs]
+                await asyncio.gather(*(v.close(http) for v in everyone), return_exceptions=True)
+        return {"cameras": self.cameras, "steps": self.steps, "error": error}
+
+    def step_result(self, count: int, a: Snap, b: Snap, missing: int, first_s: float) -> dict[str, Any]:
+        everyone = [v for vs in self.viewers.values() for v in vs]
+        return {
+            "viewers_per_camera": count, "t0": a.at, "t1": b.at, "first_frames_s": round(first_s, 2),
+            "viewers_without_first_frame": missing,
+            "cpu_s": {"service": b.service_cpu_s - a.service_cpu_s, "rtsp": b.rtsp_cpu_s - a.rtsp_cpu_s,
+                      "viewers": b.viewers_cpu_s - a.viewers_cpu_s, "busy": b.busy_s - a.busy_s},
+            "cameras_start": a.cameras, "cameras_end": b.cameras,
+            "inference_s": b.metrics.get("streamer_inference_seconds_sum", 0.0)
+            - a.metrics.get("streamer_inference_seconds_sum", 0.0),
+            "inferences": b.metrics.get("streamer_inference_seconds_count", 0.0)
+            - a.metrics.get("streamer_inference_seconds_count", 0.0),
+            "viewers": [v.window(a.at, b.at) for v in everyone],
+        }
+
+
+def viewers_main(args: argparse.Namespace) -> int:
+    result = asyncio.run(ViewerRun(args).run())
+    print(json.dumps(result))
+    return 0
+
+
+# -------------------------------------------------------------------------------------------- orchestrator
+
+
+class RtspServer:
+    """The GST_SERVER script in the namespace, on its 127.0.0.1."""
+
+    def __init__(self, ns: Namespace, port: int, mounts: dict[str, Path], times: Path, log: Path) -> None:
+        self.cmd = ns.exec(str(SYSTEM_PYTHON), "-c", GST_SERVER, "--port", str(port), "--times", str(times),
+                           *(f"{name}={path}" for name, path in mounts.items()))
+        self.port, self.log = port, log
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 30.0) -> int:
+        with self.log.open("ab") as log:
+            self.proc = subprocess.Popen(self.cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=log)
+        assert self.proc.stdout is not None
+        line = b""
+        deadline = time.monotonic() + timeout
+        with selectors.DefaultSelector() as sel:
+            sel.register(self.proc.stdout, selectors.EVENT_READ)
+            while not line.endswith(b"\n") and time.monotonic() < deadline and self.proc.poll() is None:
+                if sel.select(max(0.0, deadline - time.monotonic())):
+                    chunk = os.read(self.proc.stdout.fileno(), 1)
+                    if not chunk:
+                        break
+                    line += chunk
+        if line.strip() != f"READY {self.port}".encode():
+            self.stop()
+            raise RuntimeError(f"RTSP server did not start ({line!r}):\n{_tail(self.log)}")
+        return self.proc.pid  # `ip netns exec` execs the command: this is the server itself
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop_process(self.proc)
+            if self.proc.stdout is not None:
+                self.proc.stdout.close()
+
+
+@dataclass
+class SendTimes:
+    """Per camera, per RTSP session: frame number -> scheduled send time (s, CLOCK_MONOTONIC)."""
+
+    sessions: dict[str, dict[int, dict[int, float]]]
+    clock_skew_s: float | None  # the largest |GStreamer clock - time.monotonic()| the server saw
+
+    def at(self, camera: str, number: int, arrival: float) -> float | None:
+        """The send time of ``number`` on the session of ``camera`` that sent it last before ``arrival``."""
+        best: float | None = None
+        for times in self.sessions.get(camera, {}).values():
+            sent = times.get(number)
+            if sent is not None and sent <= arrival and (best is None or sent > best):
+                best = sent
+        return best
+
+
+def read_send_times(path: Path, rate: Fraction) -> SendTimes:
+    sessions: dict[str, dict[int, dict[int, float]]] = {}
+    skew: float | None = None
+    with contextlib.suppress(OSError):
+        for line in path.read_text().splitlines():
+            parts = line.split()
+            if len(parts) != 5:
+                continue
+            kind, mount, session = parts[0], parts[1], int(parts[2])
+            if kind == "C":
+                diff = abs(int(parts[3]) - int(parts[4])) / 1e9
+                skew = diff if skew is None else max(skew, diff)
+            elif kind == "F":
+                number = round(Fraction(int(parts[3]), 10**9) * rate)
+                sessions.setdefault(mount, {}).setdefault(session, {})[number] = int(parts[4]) / 1e9
+    return SendTimes(sessions, skew)
+
+
+@dataclass
+class RunResult:
+    cameras: int
+    data: dict[str, Any] | None
+    error: str | None
+    send: SendTimes | None = None
+
+
+def _tail(path: Path, chars: int = 1500) -> str:
+    with contextlib.suppress(OSError):
+        return path.read_text(errors="replace")[-chars:]
+    return ""
+
+
+def service_command(py: str, port: int, rtsp_port: int, names: list[str], args: argparse.Namespace) -> list[str]:
+    max_viewers = len(names) * max(args.viewer_counts) + 4
+    cmd = [py, "-m", "streamer", "serve", "--host", SERVER_ADDR, "--port", str(port), "--device", args.device,
+           "--max-viewers", str(max_viewers)]
+    for name in names:
+        cmd += ["--camera", f"{name}=rtsp://127.0.0.1:{rtsp_port}/{name}"]
+    return cmd + shlex.split(args.server_args)
+
+
+def run_one(ns: Namespace, count: int, clip: Path, rate: Fraction, ports: tuple[int, int],
+            args: argparse.Namespace, logs: Path) -> RunResult:
+    py = sys.executable
+    http_port, rtsp_port = ports
+    names = [f"c{i + 1}" for i in range(count)]
+    times = logs / f"send-times-{count}.txt"
+    rtsp = RtspServer(ns, rtsp_port, dict.fromkeys(names, clip), times, logs / f"rtsp-{count}.log")
+    server_cmd = service_command(py, http_port, rtsp_port, names, args)
+    shown = shlex.join(["ip", "netns", "exec", "NS", *["python" if c == py else c for c in server_cmd]])
+    print(f"[cameras] {count} camera(s): {shown}", file=sys.stderr, flush=True)
+    server_log, viewers_log = logs / f"service-{count}.log", logs / f"viewers-{count}.log"
+    proc: subprocess.Popen[bytes] | None = None
+    try:
+        rtsp_pid = rtsp.start()
+        with server_log.open("wb") as slog:
+            proc = subprocess.Popen(ns.exec(*server_cmd), cwd=REPO, stdout=slog, stderr=subprocess.STDOUT)
+        viewers_cmd = [py, "-m", "bench.cameras", "_viewers", "--port", str(http_port), "--cameras", ",".join(names),
+                       "--viewers", ",".join(str(v) for v in args.viewer_counts), "--size", args.size,
+                       "--server-pid", str(proc.pid), "--rtsp-pid", str(rtsp_pid),
+                       "--warmup", str(args.warmup), "--settle", str(args.settle), "--seconds", str(args.seconds),
+                       "--ready-timeout", str(args.ready_timeout),
+                       "--first-frame-timeout", str(args.first_frame_timeout)]
+        limit = args.ready_timeout + planned_seconds(args) + 120
+        with viewers_log.open("wb") as vlog:
+            done = subprocess.run(ns.exec(*viewers_cmd), cwd=REPO, stdout=subprocess.PIPE, stderr=vlog,
+                                  timeout=limit, check=False)
+    except subprocess.TimeoutExpired:
+        return RunResult(count, None, "viewers timed out\n" + _tail(viewers_log))
+    except RuntimeError as exc:
+        return RunResult(count, None, str(exc))
+    finally:
+        if proc is not None:
+            stop_process(proc)
+        rtsp.stop()
+    lines = done.stdout.decode(errors="replace").strip().splitlines()
+    try:
+        data: dict[str, Any] = json.loads(lines[-1])
+    except (IndexError, json.JSONDecodeError):
+        return RunResult(count, None, f"viewers exited {done.returncode} without a result:\n{_tail(viewers_log)}"
+                                      f"\nservice log:\n{_tail(server_log)}")
+    error = data.get("error")
+    if error:
+        error = f"{error}\nservice log:\n{_tail(server_log)}"
+    return RunResult(count, data, error, read_send_times(times, rate))
+
+
+def planned_seconds(args: argparse.Namespace) -> float:
+    """Seconds of camera playback the steps need (connects and first frames excluded)."""
+    steps = len(args.viewer_counts)
+    return float(args.warmup + args.seconds * steps + args.settle * (steps - 1))
+
+
+# ------------------------------------------------------------------------------------------------ results
+
+
+def _pct(values: list[float], q: float) -> float | None:
+    return float(np.percentile(np.asarray(values), q)) if values else None
+
+
+def _rate_per_camera(step: dict[str, Any], key: str, seconds: float) -> list[float]:
+    start = {c["name"]: c for c in step["cameras_start"]}
+    rates = []
+    for end in step["cameras_end"]:
+        begin = start.get(end["name"])
+        if begin is not None:
+            rates.append((float(end[key]) - float(begin[key])) / seconds)
+    return rates
+
+
+def summarize(run: RunResult) -> list[dict[str, Any]]:
+    """One row of numbers per step of a run."""
+    rows: list[dict[str, Any]] = []
+    if run.data is None:
+        return rows
+    send = run.send
+    use_latency = send is not None and send.clock_skew_s is not None and send.clock_skew_s <= CLOCK_AGREE_S
+    for step in run.data["steps"]:
+        seconds = float(step["t1"]) - float(step["t0"])
+        fps = [len(v["frames"]) / seconds for v in step["viewers"]]
+        decoded: list[float] = []
+        packet: list[float] = []
+        unmatched = 0
+        if use_latency and send is not None:
+            for v in step["viewers"]:
+                for number, t, tp in v["frames"]:
+                    sent = send.at(v["camera"], int(number), float(t))
+                    if sent is None:
+                        unmatched += 1
+                        continue
+                    decoded.append(1000 * (float(t) - sent))
+                    if tp is not None:
+                        packet.append(1000 * (float(tp) - sent))
+        cpu = step["cpu_s"]
+        service, rtsp, viewers = (100 * float(cpu[k]) / seconds for k in ("service", "rtsp", "viewers"))
+        busy = 100 * float(cpu["busy"]) / seconds
+        ends = step["cameras_end"]
+        inferences, inference_s = float(step.get("inferences", 0)), float(step.get("inference_s", 0))
+        rows.append({
+            "cameras": run.cameras, "viewers_per_camera": int(step["viewers_per_camera"]),
+            "viewers": len(step["viewers"]), "window_s": seconds,
+            "fps_median": statistics.median(fps) if fps else None, "fps_min": min(fps) if fps else None,
+            "p50_ms": _pct(decoded, 50), "p95_ms": _pct(decoded, 95),
+            "packet_p50_ms": _pct(packet, 50), "packet_p95_ms": _pct(packet, 95),
+            "latency_frames": len(decoded), "unmatched_frames": unmatched,
+            "cpu_pct": {"service": service, "rtsp": rtsp, "viewers": viewers,
+                        "other": max(0.0, busy - service - rtsp - viewers)},
+            "decode_fps": _rate_per_camera(step, "frames_decoded", seconds),
+            "detections_per_s": _rate_per_camera(step, "detections", seconds),
+            "processed_fps": _rate_per_camera(step, "frames_processed", seconds),
+            "dropped_per_s": _rate_per_camera(step, "frames_dropped", seconds),
+            "detector_busy_pct": 100 * inference_s / seconds,
+            "inference_ms": 1000 * inference_s / inferences if inferences > 0 else None,
+            "hidden_whole": sum(int(c.get("frames_hidden_whole", 0)) for c in ends),
+            "connects": max((int(c.get("connects", 0)) for c in ends), default=0),
+            "states": sorted({str(c.get("state")) for c in ends}),
+            "invalid_codes": sum(int(v["invalid"]) for v in step["viewers"]),
+            "viewers_without_frames": sum(1 for v in step["viewers"] if not v["frames"]),
+            "first_frames_s": step["first_frames_s"],
+        })
+    return rows
+
+
+def _f(value: float | None, digits: int = 1) -> str:
+    return "—" if value is None else f"{value:.{digits}f}"
+
+
+def _mean_range(values: list[float], digits: int = 1) -> str:
+    """The mean per camera, with the range when cameras differ."""
+    if not values:
+        return "—"
+    mean = statistics.fmean(values)
+    lo, hi = min(values), max(values)
+    text = f"{mean:.{digits}f}"
+    return text if len(values) == 1 or hi - lo < 0.5 else f"{text} ({lo:.{digits}f}–{hi:.{digits}f})"
+
+
+def render(results: list[RunResult], args: argparse.Namespace, command: str, machine: str, clip_text: str) -> str:
+    rows = [row for run in results for row in summarize(run)]
+    main_rows = [[
+        str(r["cameras"]), f"{r['viewers_per_camera']} ({r['viewers']})",
+        f"{_f(r['fps_median'])} ({_f(r['fps_min'])})",
+        f"{_f(r['p50_ms'], 0)} / {_f(r['p95_ms'], 0)}",
+        f"{_f(r['packet_p50_ms'], 0)} / {_f(r['packet_p95_ms'], 0)}",
+        f"{r['cpu_pct']['service']:.0f}",
+        _mean_range(r["decode_fps"]), _mean_range(r["detections_per_s"]),
+    ] for r in rows]
+    headers = ["cameras", "viewers per camera (total)", "fps per viewer, median (min)",
+               "latency p50 / p95 ms, decoded", "latency p50 / p95 ms, last packet", "service CPU %",
+               "decoded fps per camera", "detections/s per camera"]
+    out = [markdown_table(headers, main_rows), ""] if main_rows else []
+    if not main_rows:
+        out += ["No results.", ""]
+    detail_rows = [[
+        str(r["cameras"]), str(r["viewers_per_camera"]),
+        f"{r['cpu_pct']['viewers']:.0f} / {r['cpu_pct']['rtsp']:.0f} / {r['cpu_pct']['other']:.0f}",
+        _mean_range(r["processed_fps"]), _mean_range(r["dropped_per_s"]),
+        f"{r['detector_busy_pct']:.0f} / {_f(r['inference_ms'])}", str(r["hidden_whole"]),
+        str(r["invalid_codes"]), str(r["viewers_without_frames"]), f"{r['first_frames_s']:.1f}",
+        str(r["connects"]), ",".join(r["states"]),
+    ] for r in rows]
+    if detail_rows:
+        out += ["Details (per step, over its window):", "",
+                markdown_table(["cameras", "viewers per camera", "CPU % viewers / RTSP server / other",
+                                "processed fps per camera", "dropped/s per camera",
+                                "detector busy % / ms per inference", "frames hidden whole (total)",
+                                "frames back without code", "viewers with no frame", "s to first frames",
+                                "camera connects (max)", "camera state"], detail_rows), ""]
+    for run in results:
+        if run.error:
+            out += [f"**{run.cameras} camera(s) failed:**", "", "```", run.error.strip()[-1500:], "```", ""]
+        if run.data is not None and run.data["steps"] and run.send is not None and (
+                run.send.clock_skew_s is None or run.send.clock_skew_s > CLOCK_AGREE_S):
+            out += [f"**{run.cameras} camera(s): no latency**: the RTSP server's clock check "
+                    f"({_f(run.send.clock_skew_s, 4)} s apart) failed.", ""]
+    skews = [r.send.clock_skew_s for r in results if r.send is not None and r.send.clock_skew_s is not None]
+    out += [
+        f"- Command: `{command}`" + (" (a SMOKE RUN, not numbers to quote)" if args.quick else ""),
+        f"- Machine: {machine}",
+        f"- Clip: {clip_text}. Each camera is an RTSP mount of GStreamer's RTSP server playing it in real time from "
+        "its start; every camera plays the same clip, started when the service first pulls it.",
+        "- Processes in a network namespace made for the run: the RTSP server (127.0.0.1 there), the service "
+        f"(`ip netns exec NS python -m streamer serve --host 10.77.0.1 --port P --device {args.device} "
+        "--max-viewers N --camera c1=rtsp://127.0.0.1:RP/c1 ...`"
+        + (f" plus `{args.server_args}`" if args.server_args else "") + "; cameras on demand), and one process "
+        "with every viewer (aiortc, receive-only WHEP, VP8 from the service, one encoder per viewer).",
+        f"- Steps: viewers per camera are added in turn ({', '.join(str(v) for v in args.viewer_counts)}), earlier "
+        f"ones staying; {args.warmup:g} s after the first frames of the first step, {args.settle:g} s after the "
+        f"first frames of the others, then {args.seconds:g} s measured.",
+        "- fps per viewer: distinct frames (by their barcode number) that arrived in the window, per second. "
+        "Latency: arrival at the viewer minus the time the RTSP server's sink was scheduled to send that frame "
+        "(pipeline base time + running time, GStreamer's clock = CLOCK_MONOTONIC, checked against the viewers' "
+        "clock at each session start" + (f": at most {1e6 * max(skews):.0f} µs apart" if skews else "")
+        + "); pooled over every frame of every viewer in the window. *Decoded*: aiortc "
+        "hands the frame over only once the next frame's first packet is in, one output interval of the service "
+        "later; *last packet*: the frame's last RTP packet in (when a browser can decode it).",
+        "- Service CPU %: of one core (`/proc/<pid>/stat` utime+stime over the window); *other* is the rest of the "
+        "machine. Decoded fps, detections/s, processed fps, dropped/s: from `GET /cameras` at both ends of the "
+        "window, mean per camera (range when they differ). One decode and one detection per camera: neither "
+        "grows with the viewers. Detector busy: inference seconds (`/metrics`, all cameras share one detector that "
+        "runs one inference at a time) per second of window.",
+    ]
+    return "\n".join(out) + "\n"
+
+
+# -------------------------------------------------------------------------------------------------- main
+
+
+def _counts(text: str, what: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError as exc:
+        raise SystemExit(f"--{what} takes comma-separated numbers, not {text!r}") from exc
+    if not values or min(values) < 1 or values != sorted(set(values)):
+        raise SystemExit(f"--{what} takes increasing positive numbers, not {text!r}")
+    return values
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m bench.cameras", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true",
+                   help="smoke run: 1 and 2 cameras, 1 and 2 viewers each, 4 s measured per step")
+    p.add_argument("--cameras", default=None, help="camera counts, comma-separated (default 1,2,4; quick 1,2)")
+    p.add_argument("--viewers", default=None,
+                   help="viewers per camera, increasing, comma-separated (default 1,3,5; quick 1,2)")
+    p.add_argument("--seconds", type=float, default=None, help="measured seconds per step (default 15; quick 4)")
+    p.add_argument("--warmup", type=float, default=None,
+                   help="seconds after the first frames before the first step (default 4; quick 2)")
+    p.add_argument("--settle", type=float, default=None,
+                   help="seconds after added viewers' first frames before the next step (default 3; quick 2)")
+    p.add_argument("--size", default="640x480", help="frame size of the cameras (default: %(default)s)")
+    p.add_argument("--clip", type=Path, default=None, help=f"source clip (default: {DEFAULT_CLIP})")
+    p.add_argument("--device", choices=("cpu", "cuda", "auto"), default="cpu", help="the service's device")
+    p.add_argument("--server-args", default="", help="extra arguments for the service, as one string")
+    p.add_argument("--ready-timeout", type=float, default=180.0, help="seconds to wait for /healthz 200")
+    p.add_argument("--first-frame-timeout", type=float, default=30.0,
+                   help="seconds a new viewer may wait for its first frame")
+    p.add_argument("--json", type=Path, default=None, help="also write the summarized numbers here")
+    return p
+
+
+def internal_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m bench.cameras _viewers")
+    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--cameras", required=True)
+    p.add_argument("--viewers", required=True)
+    p.add_argument("--size", required=True)
+    p.add_argument("--server-pid", type=int, required=True)
+    p.add_argument("--rtsp-pid", type=int, required=True)
+    p.add_argument("--warmup", type=float, required=True)
+    p.add_argument("--settle", type=float, required=True)
+    p.add_argument("--seconds", type=float, required=True)
+    p.add_argument("--ready-timeout", type=float, default=180.0)
+    p.add_argument("--first-frame-timeout", type=float, default=30.0)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "_viewers":
+        return viewers_main(internal_parser().parse_args(argv[1:]))
+    args = build_parser().parse_args(argv)
+    args.camera_counts = _counts(args.cameras or ("1,2" if args.quick else "1,2,4"), "cameras")
+    args.viewer_counts = _counts(args.viewers or ("1,2" if args.quick else "1,3,5"), "viewers")
+    args.seconds = args.seconds if args.seconds is not None else (4.0 if args.quick else 15.0)
+    args.warmup = args.warmup if args.warmup is not None else (2.0 if args.quick else 4.0)
+    args.settle = args.settle if args.settle is not None else (2.0 if args.quick else 3.0)
+    width, height = parse_size(args.size)
+    if width % 2 or height % 2 or width < CODE_W or height < CODE_H:
+        raise SystemExit(f"--size must be even and at least {CODE_W}x{CODE_H}")
+    if os.geteuid() != 0:
+        raise SystemExit("needs root: it creates a network namespace (aioice never uses 127.0.0.1)")
+    reason = rtsp_unavailable_reason()
+    if reason:
+        raise SystemExit(f"cannot run the RTSP cameras: {reason}")
+    src = args.clip or VIDEOS / DEFAULT_CLIP
+    if not src.is_file():
+        raise SystemExit(f"clip not found: {src}")
+    command = shlex.join(["python", "-m", "bench.cameras", *argv])
+    cores = os.cpu_count() or 0
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else cores
+    machine = f"{cpu_model()}, {cores} logical cores ({usable} usable); load average at start {load_average()}"
+
+    signal.signal(signal.SIGTERM, _raise_exit)
+    started = time.perf_counter()
+    # Every step's connects and first frames take a few seconds more than planned: CLIP_MARGIN_S covers them.
+    clip, rate, frames = prepare_clip(src, width, height,
+                                      planned_seconds(args) + len(args.viewer_counts) * 5 + CLIP_MARGIN_S)
+    clip_text = (f"`{src.name}` centre-cropped and resized to {width}x{height}, played forward then backward to "
+                 f"{frames} frames ({float(frames / rate):.0f} s at {float(rate):.2f} fps), H.264 with a keyframe "
+                 f"every {KEYFRAME_EVERY_S:g} s and no B-frames, each frame's number as a barcode in its bottom-left "
+                 "corner")
+    ns = Namespace(f"fscam-{os.getpid()}")
+    results: list[RunResult] = []
+    with tempfile.TemporaryDirectory(prefix="bench-cameras-") as tmp:
+        try:
+            ns.create()
+            for k, count in enumerate(args.camera_counts):
+                results.append(run_one(ns, count, clip, rate, (9300 + k, 8600 + k), args, Path(tmp)))
+        finally:
+            ns.delete()
+    machine += f", at end {load_average()}"
+    if args.json is not None:
+        args.json.write_text(json.dumps([{"cameras": r.cameras, "error": r.error, "steps": summarize(r)}
+                                         for r in results], indent=1))
+    print(render(results, args, command, machine, clip_text), end="")
+    print(f"[cameras] done in {time.perf_counter() - started:.0f} s", file=sys.stderr)
+    return 1 if any(r.error for r in results) else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
