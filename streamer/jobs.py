@@ -14,7 +14,6 @@ import os
 import re
 import secrets
 import shutil
-import struct
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -25,14 +24,12 @@ from typing import Any, Literal
 from .detection_service import DetectionService
 from .offline import (
     IMAGE_SUFFIXES,
-    MAX_IMAGE_PIXELS,
     Cancelled,
     InputError,
     Progress,
     anonymize_image,
     anonymize_video,
     check_image_size,
-    check_input,
 )
 from .processor import FrameProcessor
 from .settings import AnonymizeSettings
@@ -55,75 +52,6 @@ def display_stem(filename: str) -> str:
     """A harmless name for the download (Content-Disposition), never a path on disk."""
     stem = Path(filename.replace("\\", "/")).stem
     return re.sub(r"[^A-Za-z0-9._-]+", "_", stem).strip("._")[:80] or "upload"
-
-
-def declared_image_size(path: Path) -> tuple[int, int] | None:
-    """Width and height as the image's own header declares them (PNG, JPEG, WebP, BMP, told apart by their
-    signature), or None when the header is not one of those. Nothing is decoded: ffmpeg's probe decodes a whole
-    PNG to learn its size (and reports 0x0 above ~268 megapixels), so it cannot guard against a decompression bomb.
-    """
-    with path.open("rb") as f:
-        head = f.read(64)
-        if head.startswith(b"\x89PNG\r\n\x1a\n") and head[12:16] == b"IHDR":
-            width, height = struct.unpack(">II", head[16:24])
-            return int(width), int(height)
-        if head.startswith(b"RIFF") and head[8:12] == b"WEBP":
-            chunk = head[12:16]
-            if chunk == b"VP8X":
-                return 1 + int.from_bytes(head[24:27], "little"), 1 + int.from_bytes(head[27:30], "little")
-            if chunk == b"VP8 " and head[23:26] == b"\x9d\x01\x2a":
-                width, height = struct.unpack("<HH", head[26:30])
-                return int(width) & 0x3FFF, int(height) & 0x3FFF
-            if chunk == b"VP8L" and head[20] == 0x2F:
-                bits = int.from_bytes(head[21:25], "little")
-                return 1 + (bits & 0x3FFF), 1 + ((bits >> 14) & 0x3FFF)
-            return None
-        if head.startswith(b"BM") and len(head) >= 26:
-            if struct.unpack("<I", head[14:18])[0] == 12:  # OS/2 BITMAPCOREHEADER
-                width, height = struct.unpack("<HH", head[18:22])
-                return int(width), int(height)
-            width, height = struct.unpack("<ii", head[18:26])
-            return abs(int(width)), abs(int(height))
-        if head.startswith(b"\xff\xd8"):
-            f.seek(2)
-            while True:  # walk the segments up to the first start-of-frame
-                byte = f.read(1)
-                if not byte:
-                    return None
-                if byte != b"\xff":
-                    continue
-                marker = f.read(1)
-                while marker == b"\xff":  # fill bytes
-                    marker = f.read(1)
-                if not marker:
-                    return None
-                code = marker[0]
-                if code == 0x01 or 0xD0 <= code <= 0xD9:  # no length field
-                    continue
-                length_bytes = f.read(2)
-                if len(length_bytes) < 2:
-                    return None
-                length = struct.unpack(">H", length_bytes)[0]
-                if length < 2:
-                    return None
-                if 0xC0 <= code <= 0xCF and code not in (0xC4, 0xC8, 0xCC):
-                    frame = f.read(5)
-                    if len(frame) < 5:
-                        return None
-                    height, width = struct.unpack(">HH", frame[1:5])
-                    return int(width), int(height)
-                f.seek(length - 2, os.SEEK_CUR)
-    return None
-
-
-def check_declared_size(path: Path) -> None:
-    """Refuse an upload whose header declares more than MAX_IMAGE_PIXELS, or that is no image at all."""
-    size = declared_image_size(path)
-    if size is None:
-        raise InputError(f"{path}: not a readable image (corrupt, or a format other than jpg/png/webp/bmp)")
-    width, height = size
-    if width * height > MAX_IMAGE_PIXELS:
-        raise InputError(f"{path}: image of {width}x{height} is over the {MAX_IMAGE_PIXELS // 1_000_000} MP limit")
 
 
 @dataclass
@@ -256,8 +184,6 @@ class JobManager:
 
         try:
             if job.kind == "image":
-                check_input(job.input)
-                check_declared_size(job.input)
                 check_image_size(job.input)
                 output = job.directory / f"output{job.suffix if job.suffix != '.bmp' else '.png'}"
                 anonymize_image(job.input, output, processor)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import queue
+import struct
 import tempfile
 import threading
 import time
@@ -97,9 +98,75 @@ def check_input(path: Path) -> None:
         raise InputError(f"{path}: file is empty")
 
 
+def declared_image_size(path: Path) -> tuple[int, int] | None:
+    """Width and height as the image's own header declares them (PNG, JPEG, WebP, BMP, told apart by their
+    signature), or None when the header is not one of those. Nothing is decoded: ffmpeg's probe decodes a whole
+    PNG to learn its size (and reports 0x0 above ~268 megapixels), so it cannot guard against a decompression bomb.
+    """
+    with path.open("rb") as f:
+        head = f.read(64)
+        if head.startswith(b"\x89PNG\r\n\x1a\n") and head[12:16] == b"IHDR":
+            width, height = struct.unpack(">II", head[16:24])
+            return int(width), int(height)
+        if head.startswith(b"RIFF") and head[8:12] == b"WEBP":
+            chunk = head[12:16]
+            if chunk == b"VP8X":
+                return 1 + int.from_bytes(head[24:27], "little"), 1 + int.from_bytes(head[27:30], "little")
+            if chunk == b"VP8 " and head[23:26] == b"\x9d\x01\x2a":
+                width, height = struct.unpack("<HH", head[26:30])
+                return int(width) & 0x3FFF, int(height) & 0x3FFF
+            if chunk == b"VP8L" and head[20] == 0x2F:
+                bits = int.from_bytes(head[21:25], "little")
+                return 1 + (bits & 0x3FFF), 1 + ((bits >> 14) & 0x3FFF)
+            return None
+        if head.startswith(b"BM") and len(head) >= 26:
+            if struct.unpack("<I", head[14:18])[0] == 12:  # OS/2 BITMAPCOREHEADER
+                width, height = struct.unpack("<HH", head[18:22])
+                return int(width), int(height)
+            width, height = struct.unpack("<ii", head[18:26])
+            return abs(int(width)), abs(int(height))
+        if head.startswith(b"\xff\xd8"):
+            f.seek(2)
+            while True:  # walk the segments up to the first start-of-frame
+                byte = f.read(1)
+                if not byte:
+                    return None
+                if byte != b"\xff":
+                    continue
+                marker = f.read(1)
+                while marker == b"\xff":  # fill bytes
+                    marker = f.read(1)
+                if not marker:
+                    return None
+                code = marker[0]
+                if code == 0x01 or 0xD0 <= code <= 0xD9:  # no length field
+                    continue
+                length_bytes = f.read(2)
+                if len(length_bytes) < 2:
+                    return None
+                length = struct.unpack(">H", length_bytes)[0]
+                if length < 2:
+                    return None
+                if 0xC0 <= code <= 0xCF and code not in (0xC4, 0xC8, 0xCC):
+                    frame = f.read(5)
+                    if len(frame) < 5:
+                        return None
+                    height, width = struct.unpack(">HH", frame[1:5])
+                    return int(width), int(height)
+                f.seek(length - 2, os.SEEK_CUR)
+    return None
+
+
 def check_image_size(path: Path) -> None:
     """Refuse an image whose header declares more than MAX_IMAGE_PIXELS, before anything decodes it whole."""
     check_input(path)
+    declared = declared_image_size(path)
+    if declared is not None:
+        width, height = declared
+        if width * height > MAX_IMAGE_PIXELS:
+            raise InputError(f"{path}: image of {width}x{height} is over the {MAX_IMAGE_PIXELS // 1_000_000} MP "
+                             "limit")
+        return
     try:
         with av.open(str(path)) as container:
             if not container.streams.video:

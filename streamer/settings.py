@@ -18,7 +18,8 @@ class AnonymizeSettings:
 
     strength 0..1: mosaic goes from 14 to 6 blocks across the face (0.5 -> 10), blur from a sigma of 1/8 to 1/3 of
     the face width; solid ignores it. padding scales each box about its centre before hiding (1.3 = 30% larger).
-    scramble: mosaic cells are shuffled within each face, so the mosaic keeps no facial layout (see anonymize.py).
+    scramble: mosaic cells are reordered by brightness within each face, so the mosaic keeps no facial layout
+    (see anonymize.py).
     """
 
     mode: Mode = "mosaic"

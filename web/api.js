@@ -126,3 +126,57 @@ export async function fetchSnapshot(url) {
   }
   return blob;
 }
+
+// Upload jobs ------------------------------------------------------------------------------------------------
+
+function parseRetryAfter(header) {
+  return header !== null && /^\d+$/.test(header.trim()) ? Number(header.trim()) : null;
+}
+
+// POST /jobs as multipart/form-data (mode, strength, then the file), through XMLHttpRequest because fetch reports
+// no upload progress. Returns {promise, abort}: the promise resolves with the job object of the 202 answer and
+// rejects with an ApiError ("http" with the server's {"error"} text and Retry-After, "network", "format") or, after
+// abort(), with a DOMException named AbortError. onProgress(loaded, total) follows the bytes sent.
+export function postJob(file, { mode, strength }, onProgress) {
+  const xhr = new XMLHttpRequest();
+  const promise = new Promise((resolve, reject) => {
+    const form = new FormData();
+    if (mode) form.append("mode", String(mode));
+    if (strength !== undefined && strength !== null) form.append("strength", String(strength));
+    form.append("file", file, file.name);
+    xhr.open("POST", "/jobs");
+    xhr.responseType = "text";
+    xhr.upload.addEventListener("progress", (ev) => {
+      if (onProgress) onProgress(ev.loaded, ev.lengthComputable ? ev.total : file.size);
+    });
+    xhr.addEventListener("load", () => {
+      let body = null;
+      try {
+        body = JSON.parse(xhr.responseText);
+      } catch {
+        body = null;
+      }
+      if (xhr.status === 202) {
+        if (body && typeof body.id === "string") resolve(body);
+        else reject(new ApiError("format", { status: xhr.status, detail: "the answer has no job id" }));
+        return;
+      }
+      const detail = body && typeof body.error === "string" ? body.error : xhr.statusText || `HTTP ${xhr.status}`;
+      reject(new ApiError("http", {
+        status: xhr.status, detail, retryAfter: parseRetryAfter(xhr.getResponseHeader("Retry-After")),
+      }));
+    });
+    xhr.addEventListener("error", () => {
+      reject(new ApiError("network", { detail: "the connection failed or was closed during the upload" }));
+    });
+    xhr.addEventListener("timeout", () => reject(new ApiError("network", { detail: "timed out" })));
+    xhr.addEventListener("abort", () => reject(new DOMException("upload aborted", "AbortError")));
+    xhr.send(form);
+  });
+  return { promise, abort: () => xhr.abort() };
+}
+
+export const getJob = (id, signal) => request("GET", `/jobs/${encodeURIComponent(id)}`, { signal });
+export const deleteJob = (id) => request("DELETE", `/jobs/${encodeURIComponent(id)}`, { expectJson: false });
+export const jobEventsUrl = (id) => `/jobs/${encodeURIComponent(id)}/events`;
+export const jobResultUrl = (id) => `/jobs/${encodeURIComponent(id)}/result`;

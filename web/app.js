@@ -4,13 +4,14 @@
 // Hooks for tests: <body data-state="idle|connecting|live|error" data-connection="<pc.connectionState>"
 // data-session="<id>" data-recording="true|false">, #start, #stop, #output, #error, stat values #stat-* with the
 // raw number in data-value. The Cameras view (network cameras over WHEP) is cameras.js; the webcam view stays the
-// default.
+// default. The Upload view (photos and videos as server jobs) is upload.js.
 
 import { LANGUAGES, dictionaries, getLang, onLangChange, setLang, t, translatePage } from "./i18n.js";
 import { ApiError, deleteSession, getConfig, getSession, postOffer, postSettings } from "./api.js";
 import { checkHealth, startHealthPolling } from "./status.js";
 import { waitForIceGathering } from "./webrtc.js";
 import { initCameras } from "./cameras.js";
+import { initUpload } from "./upload.js";
 
 const ICE_GATHER_TIMEOUT_MS = 5000;
 const CONNECT_TIMEOUT_MS = 20000;
@@ -874,6 +875,7 @@ function init() {
   });
 
   startHealthPolling();
+  initUpload(); // before initCameras: the Upload tab reads #upload in the address before the Cameras view resets it
   initCameras();
   refreshCameras();
   getConfig().then(applyConfig).catch(() => {}); // defaults and modes; Start asks again and reports errors
