@@ -281,11 +281,11 @@ class Camera:
         t = float(frame.time) if frame.time is not None else time.monotonic()
         self._collect(processor, detection, block=False)
         if self._inflight is None:
-            self._inflight = (detection.submit_live(processor, image.copy(), t), t)
-        if processor.needs_fresh(t, self.max_mask_age_s):
+            self._detect(processor, detection, image, t)
+        if processor.needs_fresh(t, self.max_mask_age_s, image):
             self._collect(processor, detection, block=True)
-            if processor.needs_fresh(t, self.max_mask_age_s):
-                self._inflight = (detection.submit_live(processor, image.copy(), t), t)
+            if processor.needs_fresh(t, self.max_mask_age_s, image):
+                self._detect(processor, detection, image, t)
                 self._collect(processor, detection, block=True)
         processor.apply_tracked(image, t)
         h, w = image.shape[:2]
@@ -300,6 +300,11 @@ class Camera:
         self.fps.tick()
         if self._loop is not None:
             self._loop.call_soon_threadsafe(self._wake_viewers)
+
+    def _detect(self, processor: FrameProcessor, detection: DetectionService, image: npt.NDArray[np.uint8],
+                t: float) -> None:
+        processor.detecting(image, t)
+        self._inflight = (detection.submit_live(processor, image.copy(), t), t)
 
     def _collect(self, processor: FrameProcessor, detection: DetectionService, block: bool) -> None:
         if self._inflight is None:

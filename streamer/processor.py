@@ -11,6 +11,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+import cv2
 import numpy as np
 import numpy.typing as npt
 
@@ -23,6 +24,15 @@ from .tracking import FaceTracker
 logger = logging.getLogger(__name__)
 
 WIDEN_ON_FAILURE = 1.5
+# Mean absolute difference (grey levels, on a 32x24 thumbnail) between a frame and the frame the newest detection
+# was made on, above which the picture is taken to have changed (a cut, a camera switch, lights): masks from
+# before the change say nothing about the faces after it, so that frame waits for its own detection.
+SCENE_CHANGE = 25.0
+
+
+def thumbnail(frame: npt.NDArray[np.uint8]) -> npt.NDArray[np.int16]:
+    small = cv2.resize(frame, (32, 24), interpolation=cv2.INTER_AREA)
+    return np.asarray(cv2.cvtColor(small, cv2.COLOR_BGR2GRAY), np.int16)
 
 
 @dataclass
@@ -74,6 +84,8 @@ class FrameProcessor:
         self.upscale = True
         self.last_boxes: npt.NDArray[np.float32] = np.zeros((0, 4), np.float32)  # hidden in the last frame
         self.last_detection_t: float | None = None
+        self._thumbs: dict[float, npt.NDArray[np.int16]] = {}  # frames handed to the detector, by media time
+        self._detected_thumb: npt.NDArray[np.int16] | None = None
         self.stats = ProcessorStats()
 
     def process(self, frame: npt.NDArray[np.uint8], t: float) -> FrameOutcome:
@@ -125,14 +137,30 @@ class FrameProcessor:
         hidden now (live streams hide each frame with the newest result instead of waiting for its own)."""
         self.tracker.update(detections.boxes, t)
         self.last_detection_t = t
+        self._detected_thumb = self._thumbs.pop(t, None)
+        for older in [k for k in self._thumbs if k <= t]:
+            del self._thumbs[older]
         with self.stats._lock:
             self.stats.faces_detected += len(detections)
             self.stats.detect_ms_total += detect_ms
 
-    def needs_fresh(self, t: float, max_age_s: float) -> bool:
-        """Whether the newest detection is too old (or missing) to hide the frame at ``t`` with its tracks."""
+    def detecting(self, frame: npt.NDArray[np.uint8], t: float) -> None:
+        """Note that ``frame`` (at ``t``) goes to the detector, so later frames can tell whether the picture
+        changed since."""
+        self._thumbs[t] = thumbnail(frame)
+        while len(self._thumbs) > 8:
+            del self._thumbs[min(self._thumbs)]
+
+    def needs_fresh(self, t: float, max_age_s: float, frame: npt.NDArray[np.uint8] | None = None) -> bool:
+        """Whether the newest detection is too old (or missing), or the picture changed too much since the frame
+        it was made on, to hide the frame at ``t`` with its tracks."""
         last = self.last_detection_t
-        return last is None or not 0.0 <= t - last <= max_age_s
+        if last is None or not 0.0 <= t - last <= max_age_s:
+            return True
+        if frame is not None and self._detected_thumb is not None:
+            change = float(np.abs(thumbnail(frame) - self._detected_thumb).mean())
+            return change > SCENE_CHANGE
+        return False
 
     def apply_tracked(self, frame: npt.NDArray[np.uint8], t: float) -> FrameOutcome:
         """Hide faces at ``t`` where the face tracks of the newest detection put them: predicted forward by their

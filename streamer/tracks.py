@@ -224,9 +224,9 @@ class AnonymizedTrack(MediaStreamTrack):
         await self._collect(block=False)
         if self._inflight is None:
             self._start_detection(image, t)
-        if self._processor.needs_fresh(t, self.max_mask_age_s):
+        if self._processor.needs_fresh(t, self.max_mask_age_s, image):
             await self._collect(block=True)
-            if self._processor.needs_fresh(t, self.max_mask_age_s):
+            if self._processor.needs_fresh(t, self.max_mask_age_s, image):
                 self._start_detection(image, t)
                 await self._collect(block=True)
         out, whole = await loop.run_in_executor(self._executor, self._finish, image, t, frame.pts, frame.time_base)
@@ -234,6 +234,7 @@ class AnonymizedTrack(MediaStreamTrack):
 
     def _start_detection(self, image: npt.NDArray[np.uint8], t: float) -> None:
         # Its own copy: the frame is hidden in place while the detector may still be reading it.
+        self._processor.detecting(image, t)
         self._inflight = (asyncio.ensure_future(self._detection.detect(self._processor, image.copy(), t)), t)
 
     async def _collect(self, block: bool) -> None:
