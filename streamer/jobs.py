@@ -61,6 +61,7 @@ class Job:
     suffix: str
     settings: AnonymizeSettings
     directory: Path
+    title: str = ""  # the uploaded file's own stem (any script, no path), only ever percent-encoded in a header
     state: JobState = "queued"
     kind: Literal["image", "video"] = "video"
     frames_done: int = 0
@@ -150,6 +151,7 @@ class JobManager:
             job_id = secrets.token_urlsafe(9)
             suffix = safe_suffix(filename)
             job = Job(job_id, display_stem(filename), suffix, settings, self.directory / job_id,
+                      title=Path(filename.replace("\\", "/")).stem[:120],
                       kind="image" if suffix in IMAGE_SUFFIXES else "video")
             job.directory.mkdir()
             self._jobs[job_id] = job

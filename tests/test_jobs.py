@@ -446,7 +446,8 @@ def test_photo_job_hides_every_face(service: Service, detector: CenterFaceDetect
     assert (done["percent"], done["frames_done"], done["result"]) == (100.0, 1, f"/jobs/{job['id']}/result")
     result = service.request("GET", done["result"])
     assert result.status == 200
-    assert result.headers["Content-Disposition"] == 'attachment; filename="2008_002470-anonymized.jpg"'
+    assert result.headers["Content-Disposition"] == ('attachment; filename="2008_002470-anonymized.jpg"; '
+                                                     "filename*=UTF-8''2008_002470-anonymized.jpg")
     assert_photo_hidden(src, decode_image(result.body), detector)
     check_layout(service)
 
@@ -470,7 +471,7 @@ def test_video_job_hides_faces_and_keeps_frames_and_duration(service: Service, d
     assert service.job(job_id).json()["state"] == "done"  # and GET agrees
     result = service.request("GET", f"/jobs/{job_id}/result")
     assert result.status == 200
-    assert result.headers["Content-Disposition"] == 'attachment; filename="talk-anonymized.mp4"'
+    assert result.headers["Content-Disposition"].startswith('attachment; filename="talk-anonymized.mp4"')
     out = tmp_path / "out.mp4"
     out.write_bytes(result.body)
     assert_video_hidden(src, out, detector, every=25)
@@ -604,11 +605,17 @@ def test_uploaded_names_never_reach_the_disk(service: Service, tmp_path: Path,
         assert jobs[name]["state"] == "done", jobs[name]
         result = service.request("GET", f"/jobs/{jobs[name]['id']}/result")
         assert result.status == 200
-        match = re.fullmatch(r'attachment; filename="([A-Za-z0-9_-][A-Za-z0-9._-]*)"',
-                             result.headers["Content-Disposition"])
+        match = re.fullmatch(r'attachment; filename="([A-Za-z0-9_-][A-Za-z0-9._-]*)"; '
+                             r"filename\*=UTF-8''([A-Za-z0-9._~%-]+)", result.headers["Content-Disposition"])
         assert match, result.headers["Content-Disposition"]
-        assert ".." not in match.group(1)
+        assert ".." not in match.group(1) and "%2F" not in match.group(2) and "%5C" not in match.group(2)
     assert jobs["..\\x.mp4"]["kind"] == "video"
+    # A name in another script keeps its own letters in the download (RFC 5987), never on disk.
+    answer = service.post_job("../사진 1.jpg", photo.read_bytes())
+    assert answer.status == 202, answer.body
+    done = service.wait(answer.json()["id"])
+    result = service.request("GET", f"/jobs/{done['id']}/result")
+    assert result.headers["Content-Disposition"].endswith("filename*=UTF-8''%EC%82%AC%EC%A7%84%201-anonymized.jpg")
     check_layout(service)
     # Nothing was written anywhere else: not beside the jobs directory, not in the test's tree, not in the checkout.
     base = tmp_path_factory.getbasetemp()

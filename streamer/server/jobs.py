@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from urllib.parse import quote
 
 from aiohttp import BodyPartReader, web
 
@@ -124,7 +125,10 @@ async def job_result(request: web.Request) -> web.StreamResponse:
     if job.state != "done" or job.output is None or not job.output.exists():
         return error_response(409, f"the job is {job.state}; the result is available once it is done")
     filename = f"{job.name}-anonymized{job.output.suffix}"
-    return web.FileResponse(job.output, headers={"Content-Disposition": f'attachment; filename="{filename}"',
+    # RFC 6266/5987: an ASCII name for old clients, the real (percent-encoded, so header-safe) one for the rest.
+    utf8 = quote(f"{job.title or job.name}-anonymized{job.output.suffix}", safe="")
+    disposition = f"attachment; filename=\"{filename}\"; filename*=UTF-8''{utf8}"
+    return web.FileResponse(job.output, headers={"Content-Disposition": disposition,
                                                  "Cache-Control": "no-store"})
 
 
