@@ -62,6 +62,8 @@ from aiohttp import ClientSession, ClientTimeout, web
 from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 
+from streamer.tracks import LatestFrameTrack, StreamCounters
+
 from ._common import REPO, VIDEOS, Frame, fit_frame, markdown_table, parse_size
 from .run_all import cpu_model, load_average
 
@@ -562,67 +564,35 @@ def client_main(args: argparse.Namespace) -> int:
 # ------------------------------------------------------------------------------------------- echo server
 
 
-class RelayTrack(MediaStreamTrack):
-    """The remote video, newest frame only (aiortc's receive queue is unbounded), for re-encoding."""
+class RelayTrack(LatestFrameTrack):
+    """The remote video sent straight back: the service's own latest-frame-wins reader (aiortc's receive queue is
+    unbounded), with no detection or hiding, so the echo differs from the service only by the anonymizing."""
 
-    kind = "video"
-
-    def __init__(self, source: MediaStreamTrack, counters: dict[str, int]) -> None:
-        super().__init__()
-        self._source = source
-        self._counters = counters
-        self._latest: av.VideoFrame | None = None
-        self._ready = asyncio.Event()
-        self._ended = False
-        self._pump_task = asyncio.ensure_future(self._pump())
-
-    async def _pump(self) -> None:
-        try:
-            while True:
-                frame = await self._source.recv()
-                if not isinstance(frame, av.VideoFrame):
-                    continue
-                self._counters["frames_in"] += 1
-                if self._latest is not None:
-                    self._counters["frames_dropped"] += 1
-                self._latest = frame
-                self._ready.set()
-        except MediaStreamError:
-            pass
-        finally:
-            self._ended = True
-            self._ready.set()
+    def __init__(self, source: MediaStreamTrack, counters: StreamCounters, session: str) -> None:
+        super().__init__(source, counters, session)
+        self.counters = counters
 
     async def recv(self) -> av.VideoFrame:
-        while self._latest is None:
-            if self._ended or self.readyState != "live":
-                raise MediaStreamError
-            self._ready.clear()
-            await self._ready.wait()
-        frame, self._latest = self._latest, None
-        self._counters["frames_out"] += 1
+        frame = await super().recv()
+        self.counters.frames_out += 1
         return frame
-
-    def stop(self) -> None:
-        super().stop()
-        self._pump_task.cancel()
 
 
 class EchoApp:
     def __init__(self) -> None:
-        self.peers: dict[str, tuple[RTCPeerConnection, dict[str, int]]] = {}
+        self.peers: dict[str, tuple[RTCPeerConnection, StreamCounters]] = {}
 
     async def offer(self, request: web.Request) -> web.Response:
         body = await request.json()
         pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         session = f"echo-{len(self.peers) + 1}"
-        counters = {"frames_in": 0, "frames_out": 0, "frames_dropped": 0}
+        counters = StreamCounters()
         self.peers[session] = (pc, counters)
 
         @pc.on("track")
         def on_track(track: MediaStreamTrack) -> None:
             if track.kind == "video":
-                pc.addTrack(RelayTrack(track, counters))
+                pc.addTrack(RelayTrack(track, counters, session))
 
         await pc.setRemoteDescription(RTCSessionDescription(sdp=body["sdp"], type=body["type"]))
         await pc.setLocalDescription(await pc.createAnswer())
@@ -635,7 +605,8 @@ class EchoApp:
             return web.json_response({"error": "no such session"}, status=404)
         pc, counters = found
         return web.json_response({"session": request.match_info["session"], "state": pc.connectionState,
-                                  **counters})
+                                  "frames_in": counters.frames_in, "frames_out": counters.frames_out,
+                                  "frames_dropped": counters.frames_dropped})
 
     async def healthz(self, request: web.Request) -> web.Response:
         return web.json_response({"status": "ok", "ready": True, "sessions": len(self.peers)})

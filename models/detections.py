@@ -50,6 +50,3 @@ class FaceDetections:
         out = self.boxes.copy()
         out[:, 2:] -= out[:, :2]
         return out
-
-    def filter(self, keep: npt.NDArray[np.bool_] | npt.NDArray[np.intp]) -> FaceDetections:
-        return FaceDetections(self.boxes[keep], self.scores[keep], self.landmarks[keep])

@@ -45,7 +45,6 @@ class DetectionService:
         self._queue: queue.PriorityQueue[tuple[int, int, Any]] = queue.PriorityQueue()
         self._order = itertools.count()
         self._closed = False
-        self.busy_s = 0.0  # total time spent inferring, for load reporting
         self._thread = threading.Thread(target=self._run, name="detect", daemon=True)
         self._thread.start()
 
@@ -61,13 +60,10 @@ class DetectionService:
             future, fn, args = item
             if not future.set_running_or_notify_cancel():
                 continue
-            started = time.perf_counter()
             try:
                 future.set_result(fn(*args))
             except BaseException as exc:
                 future.set_exception(exc)
-            finally:
-                self.busy_s += time.perf_counter() - started
 
     def submit(self, priority: int, fn: Callable[..., Any], *args: Any) -> Future[Any]:
         future: Future[Any] = Future()
