@@ -12,6 +12,7 @@ WORKDIR /app
 RUN useradd --system --uid 10001 --user-group --home-dir /app --shell /usr/sbin/nologin streamer
 COPY pyproject.toml README.md ./
 COPY scripts/install-image.sh scripts/
+COPY requirements requirements
 COPY models models
 COPY streamer streamer
 COPY web web

@@ -1,7 +1,7 @@
 """Live WebRTC loopback: a real clip sent over WebRTC to our server and to a plain aiortc echo, same machine.
 
     python -m bench.live_loopback [--quick] [--sizes 640x480,1280x720] [--seconds 20] [--warmup 3]
-                                  [--clip PATH] [--device cpu]
+                                  [--clip PATH] [--device cpu] [--ramp-max 6] [--ramp-seconds 15] [--no-ramp]
 
 Everything runs inside a network namespace this benchmark creates and deletes itself (``fsbench-<pid>``: ``lo``
 plus one veth pair, ``v0`` 10.77.0.1/24 and ``v1`` 10.77.0.2/24, both ends inside, no route out; aioice never
@@ -28,7 +28,13 @@ pushes the window's last frames out of the jitter buffers): frames/s that came b
 p50/p95, frames back without a valid code, and CPU use of server, client and everything else. For ours, the
 session counters (``GET /sessions/{id}``), the mean inference and processing times over the window (``/metrics``),
 and a check on the wire: faces found beforehand in the clean source frames (score >= 0.5) must come back changed
-(luma correlation with the source below 0.5).
+(luma correlation with the source below 0.5); the fresh detection rate, from ``detections_per_s`` of the session read
+every second of the window.
+
+Then the ramp: N concurrent 640x480 webcam sessions from one client process (N peer connections), N = 1, 2, ...
+until ours no longer holds 25 fps per session (median) with detections >= 15 Hz and no frame hidden whole, or N =
+``--ramp-max``; then the echo at the same N, as the baseline. Per step: fps per session, detections/s per session,
+latency p50/p95 pooled over the sessions, server CPU, frames hidden whole.
 """
 
 from __future__ import annotations
@@ -103,7 +109,15 @@ FACE_MIN_PX = 24
 # mosaic over a face of luma contrast ~2 changes it by only ~2 levels.)
 FACE_UNCHANGED_CORR = 0.5
 
-TARGETS = {"640x480": (25.0, 60.0), "1280x720": (15.0, None)}  # ours fps >= x; added p50 latency <= y ms
+# Ours: fps out >= x; added p50 latency <= y ms (None: not a target); fresh detections per second >= z (issue #7: one
+# 640x480 webcam on 2 cores, 30 fps in, every frame anonymized, detections at 15 Hz or more).
+TARGETS: dict[str, tuple[float, float | None, float | None]] = {"640x480": (25.0, 60.0, 15.0),
+                                                                  "1280x720": (15.0, None, None)}
+SESSION_POLL_S = 1.0
+# The ramp: concurrent 640x480 webcam sessions at 30 fps, one more per step, until ours no longer holds this median
+# fps per session (or --ramp-max).
+RAMP_MIN_FPS = 25.0
+RAMP_MIN_DETECTIONS = 15.0
 
 
 # ------------------------------------------------------------------------------------------------ barcode
@@ -329,6 +343,8 @@ class Client:
         self.dump_dir: Path | None = None
         self.snapshots: list[Snapshot] = []
         self.session_id: str | None = None
+        # ``detections_per_s`` of our session (its 2 s rate meter), read about once a second during the window.
+        self.detect_rates: list[float] = []
         # When the last packet of each returned frame arrived (RTP timestamp -> perf_counter), and per frame number.
         # aiortc's jitter buffer hands a frame to the decoder only once the first packet of the *next* frame is in,
         # so a decoded frame reaches us one frame interval of the sender late; a browser decodes on the marker bit.
@@ -422,11 +438,23 @@ class Client:
     async def _window(self, http: ClientSession) -> None:
         await self.track.started.wait()
         assert self.track.started_at is not None
-        for at in (self.warmup, self.warmup + self.seconds):
-            delay = self.track.started_at + at - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            self.snapshots.append(await self._snapshot(http))
+        start = self.track.started_at + self.warmup
+        end = start + self.seconds
+        await asyncio.sleep(max(0.0, start - time.perf_counter()))
+        self.snapshots.append(await self._snapshot(http))
+        while time.perf_counter() + SESSION_POLL_S < end:
+            await asyncio.sleep(SESSION_POLL_S)
+            await self._sample_session(http)
+        await asyncio.sleep(max(0.0, end - time.perf_counter()))
+        self.snapshots.append(await self._snapshot(http))
+
+    async def _sample_session(self, http: ClientSession) -> None:
+        if self.session_id is None:
+            return
+        with contextlib.suppress(Exception):
+            session = await self._get_json(http, f"/sessions/{self.session_id}")
+            if isinstance(session, dict) and session.get("detections_per_s") is not None:
+                self.detect_rates.append(float(session["detections_per_s"]))
 
     async def wait_ready(self, http: ClientSession, limit_s: float) -> None:
         deadline = time.monotonic() + limit_s
@@ -485,6 +513,10 @@ class Client:
                 if window is not None:
                     window.cancel()
                 await pc.close()
+                if self.session_id is not None:  # free the slot now (a ramp reuses the server); echo has no DELETE
+                    with contextlib.suppress(Exception):
+                        async with http.delete(f"{self.base_url}/sessions/{self.session_id}"):
+                            pass
                 for task in consumers:
                     task.cancel()
                 await asyncio.gather(*consumers, return_exceptions=True)
@@ -523,6 +555,8 @@ class Client:
             "frames_with_unchanged_face": len(self.face_frames_unchanged),
             "unchanged_faces": self.unchanged,
             "session": session,
+            "detections_per_s": statistics.mean(self.detect_rates) if self.detect_rates else None,
+            "detections_per_s_min": min(self.detect_rates) if self.detect_rates else None,
         }
         if len(self.snapshots) == 2:
             a, b = self.snapshots
@@ -539,6 +573,8 @@ class Client:
                     f"streamer_{name}_seconds_sum", 0)
                 if count > 0:
                     result[f"{name}_ms_mean"] = 1000 * total / count
+                if name == "inference" and b.metrics:
+                    result["inferences_per_s"] = count / span  # the whole server, every session
         return result
 
 
@@ -551,13 +587,18 @@ def client_main(args: argparse.Namespace) -> int:
     source = load_source(path, width, height, needed)
     if args.check_faces:
         find_faces(source, args.device, args.face_score)
-    client = Client(f"http://{SERVER_ADDR}:{args.port}", source, args.seconds, args.warmup, args.tail,
-                    args.server_pid)
+    clients = [Client(f"http://{SERVER_ADDR}:{args.port}", source, args.seconds, args.warmup, args.tail,
+                      args.server_pid) for _ in range(args.clients)]
     if args.dump_dir:
-        client.dump_dir = Path(args.dump_dir)
-        client.dump_dir.mkdir(parents=True, exist_ok=True)
-    result = asyncio.run(client.run(args.ready_timeout))
-    print(json.dumps(result))
+        clients[0].dump_dir = Path(args.dump_dir)
+        clients[0].dump_dir.mkdir(parents=True, exist_ok=True)
+
+    async def run_all() -> list[dict[str, Any]]:
+        # All sessions in this one process, started together: each is a camera and a viewer of its own.
+        return list(await asyncio.gather(*(c.run(args.ready_timeout) for c in clients)))
+
+    results = asyncio.run(run_all())
+    print(json.dumps(results[0] if args.clients == 1 else {"clients": results}))
     return 0
 
 
@@ -734,6 +775,160 @@ def run_one(ns: Namespace, size: str, server: str, clip: Path, port: int, args: 
     return RunResult(size, server, shown, data, None)
 
 
+# ------------------------------------------------------------------------------------------------- ramp
+
+
+@dataclass
+class RampStep:
+    server: str
+    sessions: int
+    clients: list[dict[str, Any]]
+    error: str | None
+
+
+def _median_fps(step: RampStep) -> float:
+    return statistics.median(float(c["fps"]) for c in step.clients) if step.clients else 0.0
+
+
+def _holds(step: RampStep, min_fps: float, detect_min: float) -> bool:
+    """Whether the step held the target: median fps per session and, for ours, every session with fresh
+    detections at ``detect_min`` per second or more and no frame hidden whole."""
+    if step.error or not step.clients or _median_fps(step) < min_fps:
+        return False
+    if step.server != "ours":
+        return True
+    return all((c.get("detections_per_s") or 0.0) >= detect_min
+               and int((c.get("session") or {}).get("frames_hidden_whole", 0) or 0) == 0 for c in step.clients)
+
+
+def run_ramp(ns: Namespace, args: argparse.Namespace, clip: Path, port: int, logs: Path) -> list[RampStep]:
+    """N concurrent webcam sessions (one client process, N peer connections), N = 1, 2, ... until ours no longer
+    holds ``--ramp-min-fps`` median fps per session or N = ``--ramp-max``; then the echo at the same N. One server
+    process per server kind for its whole ramp; every session is deleted at the end of its step."""
+    py = sys.executable
+    steps: list[RampStep] = []
+    order = [s for s in ("ours", "echo") if s in args.server_list]
+    counts = list(range(1, args.ramp_max + 1))
+    for server in order:
+        port += 1
+        if server == "echo":
+            server_cmd = [py, "-m", "bench.live_loopback", "_echo", "--host", SERVER_ADDR, "--port", str(port)]
+        else:
+            # Room for every step's sessions (the default --max-sessions is 4); the user's --server-args come last.
+            server_cmd = [py, "-m", "streamer", "serve", "--host", SERVER_ADDR, "--port", str(port), "--device",
+                          args.device, "--max-sessions", str(args.ramp_max + 2), *shlex.split(args.server_args)]
+        shown = shlex.join(["ip", "netns", "exec", "NS", *["python" if c == py else c for c in server_cmd]])
+        print(f"[live] ramp {server}: {shown}", file=sys.stderr, flush=True)
+        server_log = logs / f"ramp-{server}-server.log"
+        ran: list[int] = []
+        with server_log.open("wb") as slog:
+            proc = subprocess.Popen(ns.exec(*server_cmd), cwd=REPO, stdout=slog, stderr=subprocess.STDOUT)
+            try:
+                for n in counts:
+                    step = _ramp_step(ns, args, clip, port, proc.pid, server, n, logs, server_log)
+                    steps.append(step)
+                    ran.append(n)
+                    holds = _holds(step, args.ramp_min_fps, args.ramp_min_detections)
+                    print(f"[live] ramp {server} x{n}: median fps {_median_fps(step):.1f}"
+                          + (f" ({step.error.splitlines()[0]})" if step.error else ""), file=sys.stderr, flush=True)
+                    if step.error or (server == "ours" and not holds) or (
+                            server == "echo" and "ours" not in order and not holds):
+                        break
+                    time.sleep(1.0)  # let the server close the step's sessions
+            finally:
+                stop_process(proc)
+        if server == "ours":
+            counts = ran  # the echo baseline at the same N
+    return steps
+
+
+def _ramp_step(ns: Namespace, args: argparse.Namespace, clip: Path, port: int, server_pid: int, server: str,
+               n: int, logs: Path, server_log: Path) -> RampStep:
+    py = sys.executable
+    client_log = logs / f"ramp-{server}-{n}-client.log"
+    client_cmd = [py, "-m", "bench.live_loopback", "_client", "--size", args.ramp_size, "--clip", str(clip),
+                  "--port", str(port), "--server-pid", str(server_pid), "--seconds", str(args.ramp_seconds),
+                  "--warmup", str(args.ramp_warmup), "--tail", str(args.tail), "--device", args.device,
+                  "--ready-timeout", str(args.ready_timeout), "--clients", str(n)]
+    limit = args.ready_timeout + args.ramp_warmup + args.ramp_seconds + args.tail + 120
+    try:
+        with client_log.open("wb") as clog:
+            done = subprocess.run(ns.exec(*client_cmd), cwd=REPO, stdout=subprocess.PIPE, stderr=clog,
+                                  timeout=limit, check=False)
+    except subprocess.TimeoutExpired:
+        return RampStep(server, n, [], "client timed out\n" + _tail(client_log))
+    if done.returncode != 0:
+        return RampStep(server, n, [], f"client exited {done.returncode}:\n{_tail(client_log)}\nserver log:\n"
+                                       f"{_tail(server_log)}")
+    try:
+        data: dict[str, Any] = json.loads(done.stdout.decode(errors="replace").strip().splitlines()[-1])
+    except (IndexError, json.JSONDecodeError):
+        return RampStep(server, n, [], "client printed no result:\n" + _tail(client_log))
+    clients: list[dict[str, Any]] = data.get("clients", [data])
+    return RampStep(server, n, clients, None)
+
+
+def render_ramp(steps: list[RampStep], args: argparse.Namespace, clip: Path) -> str:
+    rows = []
+    for step in sorted(steps, key=lambda s: (s.sessions, s.server != "echo")):
+        cs = step.clients
+        if not cs:
+            rows.append([str(step.sessions), step.server, "failed", "—", "—", "—", "—", "—", "—"])
+            continue
+        fps = [float(c["fps"]) for c in cs]
+        rates = [float(c["detections_per_s"]) for c in cs if c.get("detections_per_s") is not None]
+        latencies = [v for c in cs for v in c.get("latency_ms", [])]
+        cpu = [c["cpu_pct"] for c in cs if c.get("cpu_pct")]
+        cpu_text = "—" if not cpu else " / ".join(
+            f"{statistics.median(float(x[k]) for x in cpu):.0f}" for k in ("server", "client", "other"))
+        sessions = [c.get("session") or {} for c in cs]
+        ours = step.server == "ours"
+        rows.append([
+            str(step.sessions), step.server, f"{statistics.median(fps):.1f} ({min(fps):.1f})",
+            f"{statistics.median(rates):.1f} ({min(rates):.1f})" if rates else "—",
+            f"{np.percentile(latencies, 50):.0f} / {np.percentile(latencies, 95):.0f}" if latencies else "—",
+            cpu_text,
+            str(sum(int(x.get("frames_hidden_whole", 0) or 0) for x in sessions)) if ours else "—",
+            str(sum(int(x.get("frames_dropped", 0) or 0) for x in sessions)),
+            str(sum(int(c.get("invalid_codes", 0)) + int(c.get("lost", 0)) for c in cs)),
+        ])
+    out = [markdown_table(["sessions", "server", "fps per session, median (min)",
+                           "detections/s per session, median (min)", "latency p50 / p95 ms, pooled",
+                           "CPU % server / clients / other", "frames hidden whole (total)",
+                           "frames dropped by the server (total)", "frames never back or without code"], rows), ""]
+
+    def held(server: str) -> str:
+        ok = [s.sessions for s in steps
+              if s.server == server and _holds(s, args.ramp_min_fps, args.ramp_min_detections)]
+        run = [s.sessions for s in steps if s.server == server]
+        if not run:
+            return "not run"
+        best = 0
+        for n in sorted(run):  # the largest N such that every step up to it held
+            if n not in ok:
+                break
+            best = n
+        return f"{best} session(s) (ran {min(run)}..{max(run)})"
+
+    out += [
+        f"- **Sustained: ours {held('ours')}; echo {held('echo')}.** Held: median fps per session ≥ "
+        f"{args.ramp_min_fps:g} and, for ours, every session with detections ≥ "
+        f"{args.ramp_min_detections:g}/s and no frame hidden whole.",
+        f"- {args.ramp_size} webcam sessions at the clip's rate (`{clip.name}`), all from one client process "
+        f"(one aiortc peer connection, VP8 encoder and decoder each); N = 1, 2, ... up to {args.ramp_max}, "
+        f"stopping after the first N at which ours does not hold; the echo then at the same N. Per step "
+        f"{args.ramp_warmup:g} s warm-up, then {args.ramp_seconds:g} s measured; one server process per ramp "
+        "(ours with `--max-sessions` raised to fit), every session deleted at the end of its step.",
+        "- fps, latency, CPU %, detections/s: as in the table above, per session; latency percentiles pool every "
+        "session's frames. Frames hidden whole and dropped: the sessions' own counters over their whole life.",
+    ]
+    for step in steps:
+        if step.error:
+            out += ["", f"**ramp {step.server} x{step.sessions} failed:**", "", "```", step.error.strip()[-1500:],
+                    "```"]
+    return "\n".join(out) + "\n"
+
+
 def _f(value: float | None, digits: int = 1) -> str:
     return "—" if value is None else f"{value:.{digits}f}"
 
@@ -769,16 +964,27 @@ def anonymized_all(ours: dict[str, Any]) -> tuple[bool, str]:
 
 def verdict(size: str, ours: dict[str, Any] | None, echo: dict[str, Any] | None) -> tuple[str, str]:
     """(target text, result text) for one frame size."""
-    fps_min, added_max = TARGETS.get(size, (None, None))
-    if fps_min is None:
+    if size not in TARGETS:
         return "—", "—"
-    target = f"≥ {fps_min:.0f} fps" + (", every frame anonymized, p50 added ≤ "
-                                       f"{added_max:.0f} ms" if added_max is not None else "")
+    fps_min, added_max, detect_min = TARGETS[size]
+    target = f"≥ {fps_min:.0f} fps out"
+    if added_max is not None:
+        target += ", every frame anonymized"
+    if detect_min is not None:
+        target += f", detections ≥ {detect_min:.0f} Hz"
+    if added_max is not None:
+        target += f", p50 added ≤ {added_max:.0f} ms"
     if ours is None:
         return target, "**fail** (no result)"
     fails = []
     if float(ours["fps"]) < fps_min:
         fails.append(f"{ours['fps']:.1f} fps")
+    if detect_min is not None:
+        rate = _get(ours, "detections_per_s")
+        if rate is None:
+            fails.append("no detection rate")
+        elif rate < detect_min:
+            fails.append(f"detections {rate:.1f}/s")
     if added_max is not None:
         ok, why = anonymized_all(ours)
         if not ok:
@@ -806,13 +1012,13 @@ def render(results: list[RunResult], args: argparse.Namespace, command: str, mac
                                                            "frames_hidden_whole")) if s else "—"
         target, result = verdict(size, ours, echo)
         rows.append([
-            size, _f(_get(echo, "fps")), _f(_get(ours, "fps")),
+            size, _f(_get(echo, "fps")), _f(_get(ours, "fps")), _f(_get(ours, "detections_per_s")),
             f"{_f(_get(echo, 'p50_ms'), 0)} / {_f(_get(echo, 'p95_ms'), 0)}",
             f"{_f(_get(ours, 'p50_ms'), 0)} / {_f(_get(ours, 'p95_ms'), 0)}",
             f"{_f(_added(ours, echo, 'p50_ms'), 0)} / {_f(_added(ours, echo, 'p95_ms'), 0)}",
             counters, target, result,
         ])
-    out = [markdown_table(["frame", "echo fps", "ours fps", "echo latency p50 / p95 ms",
+    out = [markdown_table(["frame", "echo fps", "ours fps", "ours detections/s", "echo latency p50 / p95 ms",
                            "ours latency p50 / p95 ms", "added p50 / p95 ms",
                            "ours frames_in/out/dropped/hidden_whole", "target", "result"], rows), ""]
 
@@ -828,13 +1034,15 @@ def render(results: list[RunResult], args: argparse.Namespace, command: str, mac
         detail_rows.append([
             r.size, r.server, f"{d['sent_fps']:.1f}", str(d["skipped_by_client"]), str(d["lost"]),
             str(d["invalid_codes"]), f"{_f(_get(d, 'packet_p50_ms'), 0)} / {_f(_get(d, 'packet_p95_ms'), 0)}",
-            cpu_text, f"{_f(d.get('inference_ms_mean'))} / {_f(d.get('processing_ms_mean'))}", faces,
+            cpu_text, f"{_f(d.get('inference_ms_mean'))} / {_f(d.get('processing_ms_mean'))}",
+            _f(d.get("inferences_per_s")), faces,
         ])
     if detail_rows:
         out += ["Details (frames sent in the window after the warm-up):", "",
                 markdown_table(["frame", "server", "sent fps", "skipped by client", "never back",
                                 "back without code", "last packet back p50 / p95 ms",
                                 "CPU % server / client / other", "inference / processing ms (ours, mean)",
+                                "detector runs/s (ours, /metrics)",
                                 "faces checked / highest correlation / frames with a face unchanged"],
                                detail_rows),
                 ""]
@@ -863,6 +1071,9 @@ def render(results: list[RunResult], args: argparse.Namespace, command: str, mac
         "frames before the run; a face counts as unchanged when the luma of its inner 80% correlates with the "
         f"source at ≥ {FACE_UNCHANGED_CORR:g}. *Every frame anonymized*: no frame hidden whole, no detector "
         "error or late detection, no face back unchanged, every returned frame still carrying its code.",
+        "- Detections/s: fresh detection results per second for the session, the mean of its "
+        "`detections_per_s` (`GET /sessions/{id}`, a 2 s rate) read every second of the window; *detector "
+        "runs/s*: inferences counted by `/metrics` (`streamer_inference_seconds_count`) over the window.",
         "- CPU % is of one core over the window; *other* is the rest of the machine (other people's work).",
     ]
     return "\n".join(out) + "\n"
@@ -890,6 +1101,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="faces found in the source at this score or more must come back changed "
                         "(default: %(default)s)")
     p.add_argument("--json", type=Path, default=None, help="also write every run's raw result here")
+    p.add_argument("--no-ramp", action="store_true", help="skip the ramp of concurrent sessions")
+    p.add_argument("--ramp-size", default="640x480", help="frame size of the ramp's sessions (default: %(default)s)")
+    p.add_argument("--ramp-max", type=int, default=None, help="most concurrent sessions (default 6; quick 2)")
+    p.add_argument("--ramp-seconds", type=float, default=None,
+                   help="measured seconds per ramp step (default 15; quick 5)")
+    p.add_argument("--ramp-warmup", type=float, default=2.0, help="seconds per ramp step before measuring")
+    p.add_argument("--ramp-min-fps", type=float, default=RAMP_MIN_FPS,
+                   help="the ramp stops after the first step where ours falls below this median fps per session "
+                        "(default: %(default)s)")
+    p.add_argument("--ramp-min-detections", type=float, default=RAMP_MIN_DETECTIONS,
+                   help="... or where any of our sessions gets fewer fresh detections per second "
+                        "(default: %(default)s)")
     p.add_argument("--dump-dir", type=Path, default=None,
                    help="save source|returned luma side by side for faces that came back unchanged")
     return p
@@ -912,6 +1135,7 @@ def internal_parser(role: str) -> argparse.ArgumentParser:
     p.add_argument("--check-faces", action="store_true")
     p.add_argument("--face-score", type=float, default=FACE_SCORE)
     p.add_argument("--dump-dir", default=None)
+    p.add_argument("--clients", type=int, default=1, help="concurrent sessions from this one process")
     return p
 
 
@@ -934,6 +1158,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     servers = [s.strip() for s in args.servers.split(",") if s.strip()]
     if not set(servers) <= {"echo", "ours"}:
         raise SystemExit("--servers takes echo and/or ours")
+    args.server_list = servers
+    args.ramp_max = args.ramp_max if args.ramp_max is not None else (2 if args.quick else 6)
+    args.ramp_seconds = args.ramp_seconds if args.ramp_seconds is not None else (5.0 if args.quick else 15.0)
+    parse_size(args.ramp_size)
+    if args.ramp_max < 1:
+        raise SystemExit("--ramp-max must be at least 1")
+    ramp_clip = args.clip or VIDEOS / DEFAULT_CLIPS.get(args.ramp_size, FALLBACK_CLIP)
     if os.geteuid() != 0:
         raise SystemExit("needs root: it creates a network namespace (aioice never uses 127.0.0.1)")
     clips = {size: args.clip or VIDEOS / DEFAULT_CLIPS.get(size, FALLBACK_CLIP) for size in args.sizes}
@@ -948,6 +1179,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _raise_exit)
     ns = Namespace(f"fsbench-{os.getpid()}")
     results: list[RunResult] = []
+    ramp: list[RampStep] = []
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="live-loopback-") as tmp:
         try:
@@ -957,14 +1189,20 @@ def main(argv: Sequence[str] | None = None) -> int:
                 for server in servers:
                     port += 1
                     results.append(run_one(ns, size, server, clips[size], port, args, Path(tmp)))
+            if not args.no_ramp:
+                ramp = run_ramp(ns, args, ramp_clip, port, Path(tmp))
         finally:
             ns.delete()
     machine += f", at end {load_average()}"
     if args.json is not None:
-        args.json.write_text(json.dumps([r.__dict__ for r in results], indent=1))
+        args.json.write_text(json.dumps({"runs": [r.__dict__ for r in results],
+                                         "ramp": [r.__dict__ for r in ramp]}, indent=1))
     print(render(results, args, command, machine, clips), end="")
+    if ramp:
+        print(f"\n### Concurrent {args.ramp_size} webcam sessions, ramped until fps drops\n")
+        print(render_ramp(ramp, args, ramp_clip), end="")
     print(f"[live] done in {time.perf_counter() - started:.0f} s", file=sys.stderr)
-    return 1 if any(r.error for r in results) else 0
+    return 1 if any(r.error for r in results) or any(s.error for s in ramp) else 0
 
 
 if __name__ == "__main__":

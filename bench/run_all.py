@@ -4,10 +4,12 @@
     python -m bench --quick     # smoke run, written to bench/out/BENCHMARKS.quick.md
 
 Steps: ``bash bench/deface_env.sh`` (idempotent), then ``python -m bench.detector_latency``,
-``python -m bench.file_throughput``, ``python -m bench.live_loopback`` (WebRTC in a network namespace of its
-own; needs root) and ``python -m bench.cameras`` (RTSP cameras x WHEP viewers, in a namespace of its own too; needs
-root and GStreamer's RTSP server), each in its own process; their Markdown goes into the file under a header that
-describes the machine. Rerunning replaces the generated part; text after the END marker is kept.
+``python -m bench.file_throughput``, ``python -m bench.live_profile`` (where the time goes per live frame, stage by
+stage, in one process), ``python -m bench.live_loopback`` (WebRTC in a network namespace of its own, one session
+per size, then concurrent 640x480 sessions ramped until fps drops; needs root) and ``python -m bench.cameras``
+(RTSP cameras x WHEP viewers, in a namespace of its own too; needs root and GStreamer's RTSP server), each in its
+own process; their Markdown goes into the file under a header that describes the machine. Rerunning replaces the
+generated part; text after the END marker is kept.
 """
 
 from __future__ import annotations
@@ -190,14 +192,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="detector device for the latency table and the recall check (default: %(default)s)")
     p.add_argument("--no-setup", action="store_true", help="do not run bench/deface_env.sh first")
     p.add_argument("--skip-latency", action="store_true")
+    p.add_argument("--skip-batch", action="store_true", help="skip detector batching across streams")
     p.add_argument("--skip-throughput", action="store_true")
-    p.add_argument("--skip-live", action="store_true", help="skip the live WebRTC loopback (needs root)")
+    p.add_argument("--skip-profile", action="store_true", help="skip the per-stage profile of the live loop")
+    p.add_argument("--skip-live", action="store_true",
+                   help="skip the live WebRTC loopback and its session ramp (needs root)")
     p.add_argument("--skip-cameras", action="store_true",
                    help="skip RTSP cameras x viewers (needs root and GStreamer's RTSP server)")
     p.add_argument("--latency-args", default="",
                    help="extra arguments for bench.detector_latency, as one string")
     p.add_argument("--throughput-args", default="",
                    help="extra arguments for bench.file_throughput, as one string")
+    p.add_argument("--profile-args", default="",
+                   help="extra arguments for bench.live_profile, as one string")
     p.add_argument("--live-args", default="",
                    help="extra arguments for bench.live_loopback, as one string")
     p.add_argument("--cameras-args", default="",
@@ -220,10 +227,17 @@ def main(argv: list[str] | None = None) -> int:
         cmd = [sys.executable, "-m", "bench.detector_latency", "--device", args.device, *quick,
                *shlex.split(args.latency_args)]
         sections.append(run_section(f"Detector latency ({args.device})", cmd))
+    if not args.skip_batch:
+        cmd = [sys.executable, "-m", "bench.detector_batch", "--device", args.device, *quick]
+        sections.append(run_section(f"Detector batching ({args.device})", cmd))
     if not args.skip_throughput:
         cmd = [sys.executable, "-m", "bench.file_throughput", "--device", args.device, *quick,
                *shlex.split(args.throughput_args)]
         sections.append(run_section("File throughput and recall", cmd))
+    if not args.skip_profile:
+        cmd = [sys.executable, "-m", "bench.live_profile", "--device", args.device, *quick,
+               *shlex.split(args.profile_args)]
+        sections.append(run_section("Live loop, stage by stage (where the time goes per frame)", cmd))
     if not args.skip_live:
         cmd = [sys.executable, "-m", "bench.live_loopback", "--device", args.device, *quick,
                *shlex.split(args.live_args)]

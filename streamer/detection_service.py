@@ -1,10 +1,21 @@
-"""The one detector of the process, shared by every stream: inference on one thread, live work first.
+"""The one detector of the process, shared by every stream: inference on one thread, live work first, batched
+across streams where the device gains from it.
 
 One model copy serves all live sessions, cameras and upload jobs. Inference runs on its own thread (never on the
-event loop), one frame at a time, taking the most urgent request first: live sessions and cameras before upload
-jobs, so a long job never makes a live stream wait for more than the one inference already running. Each live
-stream has at most one frame in flight (latest frame wins upstream), so a slow detector shows up as dropped
-frames or fail-closed frames, never as a queue.
+event loop), taking the most urgent requests first: live sessions and cameras before upload jobs, so a long job
+never makes a live stream wait for more than the one inference already running. Each live stream has at most one
+frame in flight (latest frame wins upstream), so a slow detector shows up as dropped frames or fail-closed frames,
+never as a queue.
+
+Batching: on a GPU one inference of 16 frames costs little more than one of a single frame, so the thread gathers
+the frames of different streams into one batch, waiting at most ``BatchPolicy.wait_s`` for streams that are known
+to be active and have not sent theirs yet. On a CPU a batch only makes every frame in it wait for the others, so
+the default there is one frame per inference (latency first).
+
+Device failure: when inferences on CUDA keep failing (a lost device, an illegal memory access that poisons the
+context), the service reloads the model on the CPU and carries on, loudly, or, with ``require_gpu``, stops
+detecting: every live frame then fails closed and ``failed`` says why, so the service reports itself unhealthy
+instead of quietly serving on the wrong device.
 """
 
 from __future__ import annotations
@@ -15,16 +26,18 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import CancelledError, Future
 from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from models import DetectorConfig, FaceDetections
-from models.centerface import CenterFaceDetector
+from models.centerface import CenterFaceDetector, DetectRequest
+from models.runtime import CUDA
 
 from .processor import FrameProcessor
 
@@ -32,19 +45,76 @@ logger = logging.getLogger(__name__)
 
 LIVE = 0  # webcam sessions and cameras
 BACKGROUND = 1  # upload jobs
+ACTIVE_WINDOW_S = 1.0  # a stream that asked for a detection this recently is expected to ask again
+DEVICE_FAILURES = 3  # consecutive failed inferences on CUDA that count as a failed device
+
+
+@dataclass(frozen=True)
+class BatchPolicy:
+    """How many frames one inference may take, and how long the first of them may wait for the rest."""
+
+    max_batch: int = 1
+    wait_s: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.max_batch <= 256:
+            raise ValueError(f"max_batch must be within 1..256, not {self.max_batch}")
+        if not 0.0 <= self.wait_s <= 0.1:
+            raise ValueError(f"batch wait must be within 0..100 ms, not {self.wait_s * 1000:g} ms")
+
+    @classmethod
+    def for_provider(cls, provider: str, max_batch: int | None = None, wait_ms: float | None = None) -> BatchPolicy:
+        """Defaults by device: batches of up to 32 with a 3 ms wait on CUDA, one frame at a time elsewhere."""
+        gpu = provider == CUDA
+        return cls(max_batch if max_batch is not None else (32 if gpu else 1),
+                   (wait_ms if wait_ms is not None else (3.0 if gpu else 0.0)) / 1000)
+
+
+@dataclass
+class _Detect:
+    request: DetectRequest
+    future: Future[tuple[FaceDetections, float]]
+    stream: str
+
+
+@dataclass(frozen=True)
+class PendingDetection:
+    """A live detection started from a thread; ``DetectionService.collect`` gives its result."""
+
+    future: Future[tuple[FaceDetections, float]]
+    started: float
+    t: float
+
+
+@dataclass
+class _Call:
+    fn: Callable[..., Any]
+    args: tuple[Any, ...]
+    future: Future[Any]
 
 
 class DetectionService:
     def __init__(self, detector: CenterFaceDetector, deadline_s: float = 1.0,
                  on_inference: Callable[[float], None] | None = None,
-                 on_error: Callable[[], None] | None = None) -> None:
+                 on_error: Callable[[], None] | None = None, *,
+                 batch: BatchPolicy | None = None, on_batch: Callable[[int], None] | None = None,
+                 require_gpu: bool = False, on_fallback: Callable[[str], None] | None = None) -> None:
         self.detector = detector
         self.deadline_s = deadline_s
-        self._on_inference = on_inference  # seconds per inference, for a histogram
+        self.batch = batch or BatchPolicy.for_provider(detector.provider)
+        self.require_gpu = require_gpu
+        self.failed: str | None = None  # why the service no longer detects at all (a GPU lost with require_gpu)
+        self.fallback: str | None = None  # why it moved from CUDA to the CPU
+        self._on_inference = on_inference  # seconds per inference run (one batch), for a histogram and busy time
         self._on_error = on_error
-        self._queue: queue.PriorityQueue[tuple[int, int, Any]] = queue.PriorityQueue()
+        self._on_batch = on_batch  # frames per inference run
+        self._on_fallback = on_fallback
+        self._queue: queue.PriorityQueue[tuple[int, int, _Detect | _Call | None]] = queue.PriorityQueue()
         self._order = itertools.count()
         self._closed = False
+        self._active: dict[str, float] = {}  # stream -> when it last asked for a live detection
+        self._active_lock = threading.Lock()
+        self._device_failures = 0
         self._thread = threading.Thread(target=self._run, name="detect", daemon=True)
         self._thread.start()
 
@@ -52,25 +122,131 @@ class DetectionService:
     def provider(self) -> str:
         return self.detector.provider
 
+    # -- the inference thread --------------------------------------------------------------------------------
+
     def _run(self) -> None:
         while True:
-            _, _, item = self._queue.get()
+            priority, _, item = self._queue.get()
             if item is None:
                 return
-            future, fn, args = item
-            if not future.set_running_or_notify_cancel():
+            if not item.future.set_running_or_notify_cancel():
                 continue
+            if isinstance(item, _Call):
+                try:
+                    item.future.set_result(item.fn(*item.args))
+                except BaseException as exc:
+                    item.future.set_exception(exc)
+                continue
+            batch = [item]
+            if self.batch.max_batch > 1:
+                self._gather(batch, priority)
+            self._infer(batch)
+
+    def _gather(self, batch: list[_Detect], priority: int) -> None:
+        """Add queued frames of the same priority to ``batch``; for live frames, wait up to the policy's wait for
+        streams known to be active that have not sent theirs yet."""
+        wait = self.batch.wait_s if priority == LIVE else 0.0
+        deadline = time.perf_counter() + wait
+        expected = self._active_streams() if priority == LIVE else self.batch.max_batch
+        while len(batch) < self.batch.max_batch:
+            timeout = deadline - time.perf_counter()
+            if len(batch) >= expected:
+                timeout = 0.0  # everyone active is in: take only what is already queued
             try:
-                future.set_result(fn(*args))
-            except BaseException as exc:
-                future.set_exception(exc)
+                entry = self._queue.get(timeout=timeout) if timeout > 0 else self._queue.get_nowait()
+            except queue.Empty:
+                return
+            item = entry[2]
+            if not isinstance(item, _Detect) or entry[0] != priority:
+                self._queue.put(entry)  # a sentinel, a call or other-priority work: it goes first next time
+                return
+            if item.future.set_running_or_notify_cancel():
+                batch.append(item)
+
+    def _active_streams(self) -> int:
+        now = time.monotonic()
+        with self._active_lock:
+            for stream in [s for s, t in self._active.items() if now - t > ACTIVE_WINDOW_S]:
+                del self._active[stream]
+            return max(1, len(self._active))
+
+    def _infer(self, batch: list[_Detect]) -> None:
+        if self.failed is not None:
+            error = RuntimeError(self.failed)
+            for item in batch:
+                item.future.set_exception(error)
+            return
+        started = time.perf_counter()
+        try:
+            results = self.detector.detect_many([item.request for item in batch])
+        except BaseException as exc:
+            self._device_trouble(exc)  # first, so whoever sees this failure sees the service's new state
+            for item in batch:
+                item.future.set_exception(exc)
+            return
+        self._device_failures = 0
+        elapsed = time.perf_counter() - started
+        for item, result in zip(batch, results, strict=True):
+            item.future.set_result((result, elapsed * 1000))
+        if self._on_inference is not None:
+            self._on_inference(elapsed)
+        if self._on_batch is not None:
+            self._on_batch(len(batch))
+
+    def _device_trouble(self, exc: BaseException) -> None:
+        """After repeated failures on CUDA, move to the CPU, or (``require_gpu``) stop detecting."""
+        if self.detector.provider != CUDA or isinstance(exc, ValueError):
+            return  # a bad frame, or trouble the CPU would have too: each frame fails closed on its own
+        self._device_failures += 1
+        if self._device_failures < DEVICE_FAILURES:
+            return
+        reason = f"{DEVICE_FAILURES} inferences in a row failed on {CUDA}: {exc}"
+        if self.require_gpu:
+            self.failed = f"the GPU failed and --require-gpu forbids running on the CPU ({reason})"
+            logger.critical("[detector] %s; every live frame is now hidden whole and /healthz reports the failure",
+                            self.failed)
+            if self._on_fallback is not None:
+                self._on_fallback("refused")
+            return
+        logger.critical("[detector] %s; reloading the model on the CPU (much slower: expect fewer detections "
+                        "per second and more dropped frames)", reason)
+        try:
+            cpu = CenterFaceDetector(self.detector.model_path, "cpu", self.detector.config)
+        except Exception as load_error:
+            self.failed = f"the GPU failed ({reason}) and the CPU fallback did not load: {load_error}"
+            logger.critical("[detector] %s", self.failed)
+            return
+        self.detector = cpu
+        self.batch = BatchPolicy.for_provider(cpu.provider)
+        self.fallback = reason
+        self._device_failures = 0
+        logger.error("[detector] now running on %s after the GPU failed", cpu.provider)
+        if self._on_fallback is not None:
+            self._on_fallback(cpu.provider)
+
+    # -- submitting work ---------------------------------------------------------------------------------------
+
+    def _put(self, priority: int, item: _Detect | _Call) -> None:
+        if self._closed:
+            item.future.set_exception(RuntimeError("the detection service is closed"))
+            return
+        self._queue.put((priority, next(self._order), item))
 
     def submit(self, priority: int, fn: Callable[..., Any], *args: Any) -> Future[Any]:
+        """Run ``fn(*args)`` on the inference thread (not batched)."""
         future: Future[Any] = Future()
-        if self._closed:
-            future.set_exception(RuntimeError("the detection service is closed"))
-            return future
-        self._queue.put((priority, next(self._order), (future, fn, args)))
+        self._put(priority, _Call(fn, args, future))
+        return future
+
+    def submit_detect(self, priority: int, request: DetectRequest,
+                      stream: str = "-") -> Future[tuple[FaceDetections, float]]:
+        """Detect faces for ``request``; the future gives the detections and the inference time in ms (of the
+        whole batch it ran in). Raises through the future when the detector fails."""
+        future: Future[tuple[FaceDetections, float]] = Future()
+        if priority == LIVE:
+            with self._active_lock:
+                self._active[stream] = time.monotonic()
+        self._put(priority, _Detect(request, future, stream))
         return future
 
     async def detect(self, processor: FrameProcessor, image: npt.NDArray[np.uint8],
@@ -78,26 +254,30 @@ class DetectionService:
         """Detections for a live frame, or ``None`` when the detector failed or missed the deadline (the caller
         then fails closed). Never raises for detector trouble."""
         started = time.perf_counter()
-        future = asyncio.wrap_future(self.submit(LIVE, processor.detect, image, t))
+        future = self.submit_detect(LIVE, processor.detect_request(image), processor.stream_id)
         try:
-            detections, detect_ms = await asyncio.wait_for(future, self.deadline_s)
+            detections, detect_ms = await asyncio.wait_for(asyncio.wrap_future(future), self.deadline_s)
         except TimeoutError:
             return self._late(processor, started)
-        except RuntimeError:  # closed under us
-            return None, 0.0
-        self._report(detections, detect_ms)
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise  # our caller is being cancelled
+            return None, 0.0  # the service closed and cancelled the queued request
+        except Exception as exc:
+            return self._failed(processor, t, exc)
         return detections, detect_ms
 
-    def submit_live(self, processor: FrameProcessor, image: npt.NDArray[np.uint8],
-                    t: float) -> tuple[Future[Any], float]:
+    def submit_live(self, processor: FrameProcessor, image: npt.NDArray[np.uint8], t: float) -> PendingDetection:
         """Start a live detection from a non-asyncio thread (a camera); collect it with ``collect``."""
-        return self.submit(LIVE, processor.detect, image, t), time.perf_counter()
+        future = self.submit_detect(LIVE, processor.detect_request(image), processor.stream_id)
+        return PendingDetection(future, time.perf_counter(), t)
 
-    def collect(self, processor: FrameProcessor, pending: tuple[Future[Any], float],
+    def collect(self, processor: FrameProcessor, pending: PendingDetection,
                 block: bool = True) -> tuple[FaceDetections | None, float] | None:
         """The result of ``submit_live``: ``None`` while it runs (``block=False``), else detections (``None`` for
         a failure or a missed deadline) and the inference time."""
-        future, started = pending
+        future, started, t = pending.future, pending.started, pending.t
         if not block and not future.done():
             return None
         try:
@@ -105,9 +285,10 @@ class DetectionService:
         except FutureTimeout:
             future.cancel()
             return self._late(processor, started)
-        except (RuntimeError, CancelledError):
+        except CancelledError:
             return None, 0.0
-        self._report(detections, detect_ms)
+        except Exception as exc:
+            return self._failed(processor, t, exc)
         return detections, detect_ms
 
     def _late(self, processor: FrameProcessor, started: float) -> tuple[None, float]:
@@ -118,12 +299,13 @@ class DetectionService:
             processor.stats.detections_late += 1
         return None, (time.perf_counter() - started) * 1000
 
-    def _report(self, detections: FaceDetections | None, detect_ms: float) -> None:
-        if detections is None:
-            if self._on_error is not None:
-                self._on_error()
-        elif self._on_inference is not None:
-            self._on_inference(detect_ms / 1000)
+    def _failed(self, processor: FrameProcessor, t: float, exc: Exception) -> tuple[None, float]:
+        if self._closed:
+            return None, 0.0
+        processor.detect_failed(t, exc)
+        if self._on_error is not None:
+            self._on_error()
+        return None, 0.0
 
     def background_detector(self) -> BackgroundDetector:
         return BackgroundDetector(self)
@@ -139,21 +321,28 @@ class DetectionService:
             except queue.Empty:
                 break
             if item is not None:
-                item[0].cancel()
+                item.future.cancel()
         self._queue.put((-1, -1, None))
 
 
 class BackgroundDetector:
     """The shared detector as upload jobs see it: the same interface as a Detector, but every inference waits
-    behind any live request."""
+    behind any live request (and, on a GPU, batches with other jobs' frames)."""
 
     def __init__(self, service: DetectionService) -> None:
         self._service = service
-        self.provider: str = service.detector.provider
         self.config: DetectorConfig = service.detector.config
+
+    @property
+    def provider(self) -> str:
+        return self._service.provider
 
     def detect(self, frame_bgr: npt.NDArray[np.uint8], threshold: float | None = None,
                detect_size: int | None = None) -> FaceDetections:
-        result: FaceDetections = self._service.submit(BACKGROUND, self._service.detector.detect, frame_bgr,
-                                                      threshold, detect_size).result()
-        return result
+        return self.detect_batch([frame_bgr], threshold, detect_size)[0]
+
+    def detect_batch(self, frames_bgr: Sequence[npt.NDArray[np.uint8]], threshold: float | None = None,
+                     detect_size: int | None = None) -> list[FaceDetections]:
+        futures = [self._service.submit_detect(BACKGROUND, DetectRequest(f, threshold, detect_size), "job")
+                   for f in frames_bgr]
+        return [future.result()[0] for future in futures]

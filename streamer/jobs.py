@@ -9,6 +9,7 @@ failure, cancel, expiry and shutdown; a directory left by a crashed instance is 
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import re
@@ -207,9 +208,22 @@ class JobManager:
             self._discard(job, "cancelled", None)
         except InputError as exc:
             self._discard(job, "failed", str(exc).replace(str(job.input), job.name + (job.suffix or "")))
+        except OSError as exc:
+            logger.exception("[job %s] failed", job.id)
+            # The message of a full disk quotes the temporary file's path on the server: say what it means.
+            reason = "no space left on the server's disk for the result" if exc.errno == errno.ENOSPC else str(exc)
+            self._discard(job, "failed", f"processing failed: {reason}")
         except Exception as exc:
             logger.exception("[job %s] failed", job.id)
-            self._discard(job, "failed", f"processing failed: {exc}")
+            # One line, without the server's paths: OpenCV's and FFmpeg's messages span lines and quote files.
+            reason = " ".join(str(exc).replace(str(job.directory), job.name).split())
+            self._discard(job, "failed", f"processing failed: {reason}")
+        except BaseException as exc:
+            # The worker itself is dying (SystemExit, MemoryError, an exception raised into its thread): the job
+            # must not stay 'running' forever, holding a queue slot and its files.
+            logger.critical("[job %s] its worker stopped (%s); job failed", job.id, type(exc).__name__)
+            self._discard(job, "failed", f"the job's worker stopped unexpectedly ({type(exc).__name__})")
+            raise
 
     def _discard(self, job: Job, state: JobState, error: str | None) -> None:
         shutil.rmtree(job.directory, ignore_errors=True)

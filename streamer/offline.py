@@ -3,14 +3,23 @@
 Video runs as three stages on their own threads so both cores work: PyAV demux+decode -> detect+hide -> H.264
 encode+mux. Output is written to a temporary file beside OUTPUT and renamed only when complete, so a failure or a
 cancel never leaves a half-written OUTPUT.
+
+Hostile input is refused before it costs memory or time: image and video sizes are checked against their headers
+before anything is decoded whole, and an MP4/MOV whose index points past the end of the file is reported truncated
+at once instead of after decoding everything that is there. A video's display matrix (a phone's rotation metadata)
+is applied to the pixels, so faces are detected upright and the output, which carries no rotation, displays as the
+input did; photos get the same from OpenCV, which applies the EXIF orientation when it decodes.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
+import math
 import os
 import queue
 import struct
+import sys
 import tempfile
 import threading
 import time
@@ -35,7 +44,13 @@ logger = logging.getLogger(__name__)
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp"})
 VIDEO_SUFFIXES = frozenset({".mp4", ".mkv", ".mov", ".m4v", ".webm", ".avi"})
 MAX_IMAGE_PIXELS = 100_000_000
+# 8K UHD (7680x4320) fits. A bigger frame is refused before it is decoded: each one held in the pipeline's queues
+# costs width*height*3 bytes, and a header can claim any size for a few bytes of file.
+MAX_VIDEO_PIXELS = 36_000_000
 QUEUE_DEPTH = 8
+# Packets read before the first video frame (audio ahead of it, decoder delay); beyond that the file has no usable
+# video, and holding more would let a hostile file grow memory.
+HEAD_PACKETS = 2000
 
 
 class InputError(ValueError):
@@ -80,6 +95,8 @@ def atomic_output(output: Path) -> Iterator[Path]:
     """A temporary path beside ``output`` that replaces it on success and is removed on any failure."""
     output.parent.mkdir(parents=True, exist_ok=True)
     fd, name = tempfile.mkstemp(prefix=f".{output.stem}.", suffix=f".partial{output.suffix}", dir=output.parent)
+    # mkstemp makes the file 0600; the result is the user's file and gets the mode any file they create gets.
+    os.fchmod(fd, 0o666 & ~_umask())
     os.close(fd)
     tmp = Path(name)
     try:
@@ -87,6 +104,17 @@ def atomic_output(output: Path) -> Iterator[Path]:
         os.replace(tmp, output)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _umask() -> int:
+    """The process umask, read without setting it (os.umask would change it for every thread for a moment)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    return 0o022
 
 
 def check_input(path: Path) -> None:
@@ -179,12 +207,44 @@ def check_image_size(path: Path) -> None:
         raise InputError(f"{path}: image of {width}x{height} is over the {MAX_IMAGE_PIXELS // 1_000_000} MP limit")
 
 
+@contextmanager
+def _native_stderr(said: list[str]) -> Iterator[None]:
+    """Collect what C libraries print straight to file descriptor 2 (libpng's "IDAT: CRC error", libjpeg's
+    "Corrupt JPEG data") into ``said``, so a command-line failure stays one line that includes the reason. Only
+    while no other Python thread runs: fd 2 belongs to the whole process, and a server's log lines written meanwhile
+    must not vanish into it (there the libraries' lines simply reach the log)."""
+    if threading.active_count() > 1:
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with tempfile.TemporaryFile() as sink:
+            os.dup2(sink.fileno(), 2)
+            try:
+                yield
+            finally:
+                os.dup2(saved, 2)
+                sink.seek(0)
+                said.extend(line.strip() for line in sink.read(4096).decode(errors="replace").splitlines()
+                            if line.strip())
+    finally:
+        os.close(saved)
+
+
 def read_image(path: Path) -> npt.NDArray[np.uint8]:
+    """The image as BGR in its display orientation: IMREAD_COLOR applies the EXIF orientation tag, so faces are
+    detected upright, and the output (written without EXIF) displays as the input did."""
     check_image_size(path)
     data = np.fromfile(path, dtype=np.uint8)
-    image = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    said: list[str] = []
+    with _native_stderr(said):
+        image = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    if said:
+        logger.info("%s: the decoder said: %s", path.name, "; ".join(said))
     if image is None:
-        raise InputError(f"{path}: not a readable image (corrupt, or a format other than jpg/png/webp/bmp)")
+        reason = said[-1] if said else "corrupt, or a format other than jpg/png/webp/bmp"
+        raise InputError(f"{path}: not a readable image ({reason})")
     if image.shape[0] * image.shape[1] > MAX_IMAGE_PIXELS:
         raise InputError(f"{path}: image of {image.shape[1]}x{image.shape[0]} is over the "
                          f"{MAX_IMAGE_PIXELS // 1_000_000} MP limit")
@@ -244,16 +304,90 @@ def _get(q: queue.Queue[Any], stop: threading.Event) -> Any:
     return _END
 
 
+def _reason(exc: BaseException) -> str:
+    """FFmpeg's own words for an error, without the errno and the call that PyAV adds to them."""
+    return str(getattr(exc, "strerror", None) or exc)
+
+
 def open_video(path: Path) -> Any:
+    """The opened container, once its first video stream has a size within limits and, where the container has an
+    index (MP4, MOV), the index does not point past the end of the file."""
     check_input(path)
     try:
         container = av.open(str(path), mode="r", timeout=(10.0, 10.0))
     except (av.FFmpegError, OSError) as exc:
-        raise InputError(f"{path}: not a readable video ({exc.__class__.__name__}: {exc})") from exc
-    if not container.streams.video:
+        raise InputError(f"{path}: not a readable video (corrupt, truncated, or not a video format: "
+                         f"{_reason(exc).lower()})") from exc
+    try:
+        if not container.streams.video:
+            raise InputError(f"{path}: has no video stream")
+        vin = container.streams.video[0]
+        _check_video_size(path, vin.codec_context.width, vin.codec_context.height)
+        # An MP4 with its index first ("faststart", as phones and web tools write it) opens fine when cut short;
+        # without this its end would only show after every frame that is there was decoded and hidden.
+        ends = [entry.pos + entry.size for entry in vin.index_entries if entry.pos >= 0]
+        if ends and max(ends) > path.stat().st_size:
+            have = sum(1 for end in ends if end <= path.stat().st_size)
+            raise InputError(f"{path}: video is truncated: the file holds {have} of its {len(ends)} frames")
+    except BaseException:
         container.close()
-        raise InputError(f"{path}: has no video stream")
+        raise
     return container
+
+
+def _check_video_size(path: Path, width: int, height: int) -> None:
+    if width * height > MAX_VIDEO_PIXELS:
+        raise InputError(f"{path}: video of {width}x{height} is over the {MAX_VIDEO_PIXELS // 1_000_000} MP "
+                         "limit")
+
+
+Image = npt.NDArray[np.uint8]
+
+
+def _same(image: Image) -> Image:
+    return image
+
+
+def _turn(op: Callable[..., Any], *args: Any) -> Callable[[Image], Image]:
+    return lambda image: np.asarray(op(image, *args), np.uint8)
+
+
+def display_transform(frame: Any) -> tuple[Callable[[Image], Image], bool]:
+    """How to turn a decoded frame's pixels into its display orientation, from the frame's display matrix (phones
+    record sideways with a 90/180/270 rotation in the track header), and whether it swaps width and height.
+
+    The rules are FFmpeg's own autorotate (fftools/ffmpeg_filter.c): the same matrix gives the same picture as
+    ffmpeg, ffplay and browsers show. Rotations that are not a multiple of 90 degrees go to the nearest one."""
+    matrix: tuple[int, ...] | None = None
+    for side in frame.side_data:
+        if getattr(side.type, "name", "") == "DISPLAYMATRIX" and len(bytes(side)) >= 36:
+            matrix = struct.unpack("=9i", bytes(side)[:36])
+    if matrix is None:
+        return _same, False
+    # av_display_rotation_get(): the counterclockwise angle of the 16.16 fixed-point 2x2 part.
+    a, b, c, d = (v / 65536 for v in (matrix[0], matrix[1], matrix[3], matrix[4]))
+    if math.hypot(a, c) == 0 or math.hypot(b, d) == 0:
+        return _same, False
+    theta = -round(-math.degrees(math.atan2(b / math.hypot(b, d), a / math.hypot(a, c))))
+    theta = (round(theta / 90) * 90) % 360  # ffmpeg's get_rotation(), then to a quarter turn
+    if theta == 90:
+        if matrix[3] > 0:
+            return _turn(cv2.transpose), True
+        return _turn(cv2.rotate, cv2.ROTATE_90_CLOCKWISE), True
+    if theta == 270:
+        if matrix[3] < 0:
+            return _turn(lambda image: cv2.flip(cv2.transpose(image), -1)), True
+        return _turn(cv2.rotate, cv2.ROTATE_90_COUNTERCLOCKWISE), True
+    if theta == 180:
+        flip = {(True, True): -1, (True, False): 1, (False, True): 0, (False, False): None}[
+            (matrix[0] < 0, matrix[4] < 0)]
+        if flip is None:
+            return _same, False
+        # hflip then vflip as ffmpeg inserts them: both together are a half turn.
+        return _turn(cv2.flip, flip), False
+    if matrix[4] < 0:
+        return _turn(cv2.flip, 0), False
+    return _same, False
 
 
 def anonymize_video(src: Path, dst: Path, processor: FrameProcessor, *, keep_audio: bool = False,
@@ -272,9 +406,30 @@ def anonymize_video(src: Path, dst: Path, processor: FrameProcessor, *, keep_aud
         vin = container.streams.video[0]
         vin.thread_type = "AUTO"
         ain = container.streams.audio[0] if keep_audio and container.streams.audio else None
-        width, height = vin.codec_context.width, vin.codec_context.height
+        source = _demux_decode(container, vin, ain)
+        # The first frame is decoded before the output is set up: its display matrix says which way up the
+        # picture goes, and so the output's size. Audio ahead of it waits in `head`, in order.
+        head: list[tuple[str, Any]] = []
+        try:
+            for item in source:
+                head.append(item)
+                if item[0] == "video":
+                    break
+                if len(head) >= HEAD_PACKETS:
+                    raise InputError(f"{src}: no video frame in the first {HEAD_PACKETS} packets")
+        except av.FFmpegError as exc:
+            raise InputError(f"{src}: video could not be decoded ({_reason(exc)})") from exc
+        if not head or head[-1][0] != "video":
+            raise InputError(f"{src}: video has no decodable frames")
+        first = head[-1][1]
+        _check_video_size(src, first.width, first.height)
+        orient, swaps = display_transform(first)
+        width, height = (first.height, first.width) if swaps else (first.width, first.height)
         if width < 2 or height < 2:
             raise InputError(f"{src}: video stream has no usable size ({width}x{height})")
+        if orient is not _same:
+            logger.info("[%s] display matrix applied: the picture is anonymized and written as shown, %dx%d",
+                        src.name, width, height)
         # yuv420p needs even dimensions; drop the last odd row/column rather than rescale the whole picture.
         ew, eh = width - width % 2, height - height % 2
         total = vin.frames or None
@@ -285,29 +440,34 @@ def anonymize_video(src: Path, dst: Path, processor: FrameProcessor, *, keep_aud
         counts = {"frames": 0, "faces": 0, "whole": 0}
 
         def decode() -> None:
-            streams = [vin] + ([ain] if ain is not None else [])
             index = 0
             try:
-                for packet in container.demux(streams):
+                for kind, payload in itertools.chain(head, source):
                     if stop.is_set():
                         return
-                    if packet.stream is ain:
-                        if packet.dts is not None and not _put(decoded, ("audio", packet), stop):
+                    if kind == "audio":
+                        if not _put(decoded, ("audio", payload), stop):
                             return
                         continue
-                    for frame in packet.decode():
-                        t = float(frame.pts * time_base) if frame.pts is not None else index / float(rate)
-                        pts = frame.pts if frame.pts is not None else round(index / float(rate) / time_base)
-                        image = frame.to_ndarray(format="bgr24")[:eh, :ew]
-                        index += 1
-                        if not _put(decoded, ("video", (image, pts, t)), stop):
-                            return
+                    frame = payload
+                    # Refused before to_ndarray: a stream may switch to a size its header never declared.
+                    _check_video_size(src, frame.width, frame.height)
+                    t = float(frame.pts * time_base) if frame.pts is not None else index / float(rate)
+                    pts = frame.pts if frame.pts is not None else round(index / float(rate) / time_base)
+                    image = orient(frame.to_ndarray(format="bgr24"))
+                    if image.shape[:2] != (height, width):
+                        # A mid-stream size change (a spliced or adaptive stream): the encoder has one size.
+                        image = np.asarray(cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA), np.uint8)
+                    index += 1
+                    if not _put(decoded, ("video", (image[:eh, :ew], pts, t)), stop):
+                        return
                 # A container that promised more frames than it gave is truncated: fail rather than hand back a
                 # silently shorter video (a small slack covers edit lists and rounding in frame counts).
                 if total and index < total * 0.99 - 1:
                     raise InputError(f"{src}: video ends after {index} of {total} frames (truncated or corrupt)")
             except av.FFmpegError as exc:
-                raise InputError(f"{src}: video could not be decoded after {index} frame(s) ({exc})") from exc
+                raise InputError(f"{src}: video could not be decoded after {index} frame(s) ({_reason(exc)})") \
+                    from exc
             finally:
                 _put(decoded, _END, stop)
 
@@ -395,6 +555,17 @@ def anonymize_video(src: Path, dst: Path, processor: FrameProcessor, *, keep_aud
     finally:
         stop.set()
         container.close()
+
+
+def _demux_decode(container: Any, vin: Any, ain: Any) -> Iterator[tuple[str, Any]]:
+    """("video", frame) and ("audio", packet) in file order; FFmpeg's errors pass through as they are."""
+    for packet in container.demux([vin] + ([ain] if ain is not None else [])):
+        if packet.stream is ain:
+            if packet.dts is not None:
+                yield "audio", packet
+            continue
+        for frame in packet.decode():
+            yield "video", frame
 
 
 def _muxer_for(dst: Path) -> str:

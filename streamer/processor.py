@@ -16,6 +16,7 @@ import numpy as np
 import numpy.typing as npt
 
 from models import Detector, FaceDetections
+from models.centerface import DetectRequest
 
 from .anonymize import anonymize, hide_frame
 from .settings import AnonymizeSettings, FailPolicy, HoldSettings
@@ -86,6 +87,7 @@ class FrameProcessor:
         self.last_detection_t: float | None = None
         self._thumbs: dict[float, npt.NDArray[np.int16]] = {}  # frames handed to the detector, by media time
         self._detected_thumb: npt.NDArray[np.int16] | None = None
+        self._last_thumb: tuple[int, float, npt.NDArray[np.int16]] | None = None  # (id(frame), t, thumbnail)
         self.stats = ProcessorStats()
 
     def process(self, frame: npt.NDArray[np.uint8], t: float) -> FrameOutcome:
@@ -93,19 +95,28 @@ class FrameProcessor:
         detections, detect_ms = self.detect(frame, t)
         return self.apply(frame, t, detections, detect_ms)
 
+    def detect_request(self, frame: npt.NDArray[np.uint8]) -> DetectRequest:
+        """What to ask the detector for this stream's ``frame``: its threshold and network size."""
+        size = self.detect_size
+        if not self.upscale:
+            size = min(size or self.detector.config.detect_size, max(frame.shape[:2]))
+        return DetectRequest(frame, self.threshold, size)
+
+    def detect_failed(self, t: float, exc: BaseException) -> None:
+        """Count (and log) a detector failure on the frame at ``t``; the caller fails that frame closed."""
+        logger.error("[%s] detector failed at t=%.3f; failing closed", self.stream_id, t, exc_info=exc)
+        with self.stats._lock:
+            self.stats.detector_errors += 1
+
     def detect(self, frame: npt.NDArray[np.uint8], t: float) -> tuple[FaceDetections | None, float]:
         """Run the detector on ``frame``; ``None`` when it failed (counted). Safe to call from several threads
         for different frames, so detection can run ahead while ``apply`` keeps frame order."""
         started = time.perf_counter()
+        request = self.detect_request(frame)
         try:
-            size = self.detect_size
-            if not self.upscale:
-                size = min(size or self.detector.config.detect_size, max(frame.shape[:2]))
-            detections: FaceDetections | None = self.detector.detect(frame, self.threshold, size)
-        except Exception:
-            logger.exception("[%s] detector failed at t=%.3f; failing closed", self.stream_id, t)
-            with self.stats._lock:
-                self.stats.detector_errors += 1
+            detections: FaceDetections | None = self.detector.detect(frame, request.threshold, request.detect_size)
+        except Exception as exc:
+            self.detect_failed(t, exc)
             detections = None
         return detections, (time.perf_counter() - started) * 1000
 
@@ -147,7 +158,7 @@ class FrameProcessor:
     def detecting(self, frame: npt.NDArray[np.uint8], t: float) -> None:
         """Note that ``frame`` (at ``t``) goes to the detector, so later frames can tell whether the picture
         changed since."""
-        self._thumbs[t] = thumbnail(frame)
+        self._thumbs[t] = self._thumbnail(frame, t)
         while len(self._thumbs) > 8:
             del self._thumbs[min(self._thumbs)]
 
@@ -158,9 +169,18 @@ class FrameProcessor:
         if last is None or not 0.0 <= t - last <= max_age_s:
             return True
         if frame is not None and self._detected_thumb is not None:
-            change = float(np.abs(thumbnail(frame) - self._detected_thumb).mean())
+            change = float(np.abs(self._thumbnail(frame, t) - self._detected_thumb).mean())
             return change > SCENE_CHANGE
         return False
+
+    def _thumbnail(self, frame: npt.NDArray[np.uint8], t: float) -> npt.NDArray[np.int16]:
+        # A live frame is both handed to the detector and checked for a scene change: one thumbnail serves both.
+        cached = self._last_thumb
+        if cached is not None and cached[0] == id(frame) and cached[1] == t:
+            return cached[2]
+        thumb = thumbnail(frame)
+        self._last_thumb = (id(frame), t, thumb)
+        return thumb
 
     def apply_tracked(self, frame: npt.NDArray[np.uint8], t: float) -> FrameOutcome:
         """Hide faces at ``t`` where the face tracks of the newest detection put them: predicted forward by their

@@ -303,7 +303,7 @@ def test_session_state_while_live(clip_run: ClipRun, clip: SourceClip) -> None:
     state = clip_run.live_state
     assert state["session"] == clip_run.result.answer["session"]
     assert state["state"] == "connected"
-    assert state["settings"] == {"mode": "mosaic", "strength": 0.5, "padding": 1.3, "threshold": 0.3,
+    assert state["settings"] == {"mode": "mosaic", "strength": 0.5, "padding": 1.3, "threshold": 0.2,
                                  "debug": False, "ellipse": False}
     assert (state["width"], state["height"]) == (clip.width, clip.height)
     assert state["provider"] == "CPUExecutionProvider"
@@ -535,7 +535,7 @@ async def test_settings_change_live_and_bad_settings_change_nothing(server: Serv
 
     result, changed_at, changed, bad, state, deleted = await ns_loop.call(scenario())
     assert changed.status == 200, changed.text
-    assert changed.json() == {"mode": "solid", "strength": 0.5, "padding": 1.3, "threshold": 0.3, "debug": False,
+    assert changed.json() == {"mode": "solid", "strength": 0.5, "padding": 1.3, "threshold": 0.2, "debug": False,
                               "ellipse": False}
     for body, answer in zip([*bad_settings, "not json"], bad, strict=True):
         assert answer.status == 400, (body, answer.status, answer.text)

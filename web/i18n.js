@@ -7,6 +7,7 @@ export const dictionaries = {
     "app.title": "Face Streamer",
     "app.tagline": "Your webcam, with every face hidden before the picture leaves the server.",
     "lang.label": "Language",
+    "auth.logout": "Log out",
 
     "service.label": "Service",
     "service.checking": "checking…",
@@ -224,6 +225,7 @@ export const dictionaries = {
     "app.title": "Face Streamer",
     "app.tagline": "웹캠 영상의 모든 얼굴을 서버에서 가린 뒤에만 내보냅니다.",
     "lang.label": "언어",
+    "auth.logout": "로그아웃",
 
     "service.label": "서비스",
     "service.checking": "확인 중…",

@@ -23,10 +23,12 @@ from models import DetectorConfig, load_detector
 from models.centerface import CenterFaceDetector
 
 from ..cameras import CameraManager, load_cameras_file, parse_camera_arg
-from ..detection_service import DetectionService
+from ..detection_service import BatchPolicy, DetectionService
 from ..jobs import JobManager
 from ..settings import MODES, LiveSettings
 from ..sources.rtsp import RtspOptions
+from . import auth
+from .capacity import DetectorLoad
 from .config import ServerConfig, parse_ice_server
 from .jobs import add_routes as add_job_routes
 from .jobs import expire_loop
@@ -38,6 +40,7 @@ from .state import (
     CONFIG,
     DETECTION,
     DETECTOR_ERROR,
+    DETECTOR_LOAD,
     EXECUTOR,
     JOBS,
     METRICS,
@@ -53,6 +56,7 @@ WEB_DIR = Path(__file__).resolve().parents[2] / "web"
 PRELOADED = web.AppKey("preloaded_detector", CenterFaceDetector)
 CSP = ("default-src 'self'; img-src 'self' data: blob:; media-src 'self' blob:; style-src 'self'; "
        "script-src 'self'; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'")
+PERMISSIONS = "camera=(self), microphone=(self), display-capture=(), geolocation=(), usb=(), payment=()"
 
 
 @web.middleware
@@ -62,6 +66,12 @@ async def security_headers(request: web.Request, handler: Any) -> web.StreamResp
     response.headers.setdefault("X-Content-Type-Options", "nosniff")
     response.headers.setdefault("Referrer-Policy", "no-referrer")
     response.headers.setdefault("X-Frame-Options", "DENY")
+    # Only this page may use the camera and microphone (--audio passthrough sends the microphone); nothing else.
+    response.headers.setdefault("Permissions-Policy", PERMISSIONS)
+    response.headers.setdefault("Cross-Origin-Opener-Policy", "same-origin")
+    response.headers.setdefault("Cross-Origin-Resource-Policy", "same-origin")
+    if not request.path.startswith("/static/"):
+        response.headers.setdefault("Cache-Control", "no-store")  # API answers and pages are never cached
     return response
 
 
@@ -70,12 +80,24 @@ async def json_errors(request: web.Request, handler: Any) -> web.StreamResponse:
     """Every error leaves as {"error": "..."}; an unexpected exception is logged and answered 500, never a crash."""
     try:
         response: web.StreamResponse = await handler(request)
+        filename = request.match_info.get("filename")
+        if isinstance(response, web.FileResponse) and filename is not None:
+            # A missing static file is only found when aiohttp sends it, as an empty 404: say so here instead.
+            path = WEB_DIR / filename
+            if not await asyncio.get_running_loop().run_in_executor(None, path.is_file):
+                return error_response(404, f"no such file: /static/{filename}")
         return response
     except web.HTTPException as exc:
         if exc.status < 400 or exc.content_type == "application/json":
             raise
         if exc.status == 413:
             return error_response(413, f"request body too large: at most {request.app[CONFIG].max_offer_bytes} bytes")
+        if exc.status == 405:
+            # RFC 9110: a 405 must list what the path takes; the JSON answer replaces aiohttp's, headers included.
+            allow = exc.headers.get("Allow", "")
+            answer = error_response(405, f"{request.method} is not allowed here; use {allow or 'another method'}")
+            answer.headers["Allow"] = allow
+            return answer
         return error_response(exc.status, exc.reason)
     except asyncio.CancelledError:
         raise
@@ -91,21 +113,31 @@ async def index(request: web.Request) -> web.FileResponse:
 async def healthz(request: web.Request) -> web.Response:
     app = request.app
     detection = app.get(DETECTION)
-    error = app.get(DETECTOR_ERROR)
-    ready = detection is not None
+    # A detector that stopped for good (the GPU failed under --require-gpu) is an error, not a slow start.
+    error = app.get(DETECTOR_ERROR) or (detection.failed if detection is not None else None)
+    ready = detection is not None and error is None
     body = {
         "status": "ok" if ready else ("error" if error else "starting"),
         "ready": ready,
         "provider": detection.provider if detection is not None else None,
         "error": error,
+        # Why the detector moved from the GPU to the CPU at run time, if it did.
+        "fallback": detection.fallback if detection is not None else None,
         "sessions": len(app[SESSIONS]),
         "viewers": len(app[VIEWERS]),
         "cameras": {c.name: {k: c.status()[k] for k in ("state", "error", "fps", "last_frame_age_s")}
                     for c in app[CAMERAS]},
         # For operators and leak tests: these return to their idle values when sessions end.
         "runtime": {"threads": threading.active_count(), "tasks": len(asyncio.all_tasks())},
+        # Busy share and mean run time over the last few seconds: what admission by capacity decides on.
+        "detector": {"busy": round(app[DETECTOR_LOAD].busy_fraction(), 3),
+                     "inference_ms": _ms(app[DETECTOR_LOAD].mean_inference_s())},
     }
     return web.json_response(body, status=200 if ready else 503)
+
+
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds * 1000, 1)
 
 
 async def client_config(request: web.Request) -> web.Response:
@@ -117,6 +149,7 @@ async def client_config(request: web.Request) -> web.Response:
         "maxSessions": config.max_sessions,
         "maxOfferBytes": config.max_offer_bytes,
         "audio": config.audio,
+        "auth": config.token is not None,  # the page shows its log-out button
         "provider": detection.provider if detection is not None else None,
         "modes": list(MODES),
         "defaults": LiveSettings().as_dict(),
@@ -133,7 +166,8 @@ async def _start(app: web.Application) -> None:
     m = app[METRICS]
 
     def load() -> CenterFaceDetector:
-        return load_detector(config.device, config.model, config.detector)
+        return load_detector(config.device, config.model, config.detector, require_gpu=config.require_gpu,
+                             precision=config.precision)
 
     detector: CenterFaceDetector | None = app.get(PRELOADED)
     if detector is None:
@@ -143,12 +177,27 @@ async def _start(app: web.Application) -> None:
             logger.error("[server] the face detector failed to load: %s", exc)
             app[DETECTOR_ERROR] = str(exc)
             return
-    app[DETECTION] = DetectionService(detector, config.detect_deadline_s, on_inference=m.inference.observe,
-                                      on_error=m.detector_errors.inc)
+    def fell_back(provider: str) -> None:
+        m.detector_fallbacks.labels(to=provider).inc()
+        if provider != "refused":
+            m.provider.clear()
+            m.provider.labels(provider=provider).set(1)
+
+    busy = app[DETECTOR_LOAD]
+
+    def on_inference(seconds: float) -> None:  # on the inference thread
+        m.inference.observe(seconds)
+        busy.observe(seconds)
+
+    batch = BatchPolicy.for_provider(detector.provider, config.batch_size, config.batch_wait_ms)
+    app[DETECTION] = DetectionService(detector, config.detect_deadline_s, on_inference=on_inference,
+                                      on_error=m.detector_errors.inc, batch=batch, on_batch=m.batch_size.observe,
+                                      require_gpu=config.require_gpu, on_fallback=fell_back)
     m.provider.labels(provider=detector.provider).set(1)
     app[CAMERAS].bind(asyncio.get_running_loop(), app[DETECTION])
     app[JOBS].bind(app[DETECTION])
-    logger.info("[server] detector ready on %s (warm-up %.0f ms)", detector.provider, detector.warmup_ms)
+    logger.info("[server] detector ready on %s (warm-up %.0f ms; up to %d frames per inference, %.1f ms batch wait)",
+                detector.provider, detector.warmup_ms, batch.max_batch, batch.wait_s * 1000)
 
 
 async def _background(app: web.Application) -> Any:
@@ -174,11 +223,15 @@ async def _cleanup(app: web.Application) -> None:
 def create_app(config: ServerConfig | None = None, detector: CenterFaceDetector | None = None) -> web.Application:
     """The service; ``detector`` (already loaded and checked) skips loading it at start-up."""
     config = config or ServerConfig()
-    app = web.Application(middlewares=[security_headers, json_errors], client_max_size=config.max_offer_bytes)
+    # Outermost first: every answer, refusals included, gets the security headers and the JSON error shape.
+    app = web.Application(middlewares=[security_headers, json_errors, auth.same_origin, auth.require_token],
+                          client_max_size=config.max_offer_bytes)
     app[CONFIG] = config
     if detector is not None:
         app[PRELOADED] = detector
     app[METRICS] = ServerMetrics()
+    app[DETECTOR_LOAD] = DetectorLoad()
+    app[METRICS].watch_runtime(app[DETECTOR_LOAD])
     app[SESSIONS] = SessionRegistry(on_count=app[METRICS].active_sessions.set)
     app[VIEWERS] = SessionRegistry(on_count=app[METRICS].active_viewers.set)
     cameras = CameraManager(config.cameras, RtspOptions(read_timeout_s=config.rtsp_timeout_s),
@@ -197,6 +250,7 @@ def create_app(config: ServerConfig | None = None, detector: CenterFaceDetector 
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/config", client_config)
     app.router.add_get("/metrics", metrics)
+    auth.setup(app)
     add_routes(app)
     add_whep_routes(app)
     add_job_routes(app)
@@ -206,18 +260,20 @@ def create_app(config: ServerConfig | None = None, detector: CenterFaceDetector 
 
 def config_from_args(args: argparse.Namespace) -> ServerConfig:
     return ServerConfig(
-        host=args.host, port=args.port, device=args.device, model=args.model,
+        host=args.host, port=args.port, device=args.device, model=args.model, precision=args.precision,
         detector=DetectorConfig(detect_size=args.detect_size, threshold=args.threshold, threads=args.threads,
                                 spin_wait=False),
         ice_servers=tuple(parse_ice_server(u) for u in args.ice_server),
         audio=args.audio, max_sessions=args.max_sessions, max_viewers=args.max_viewers,
+        max_detector_load=args.max_detector_load,
         cameras=tuple(load_cameras_file(args.config) if args.config else ())
         + tuple(dataclasses.replace(parse_camera_arg(c), always_on=args.always_on) for c in args.camera),
         rtsp_timeout_s=args.rtsp_timeout,
-        detect_deadline_s=args.detect_deadline, max_mask_age_s=args.max_mask_age, max_upload_mb=args.max_upload_mb,
+        detect_deadline_s=args.detect_deadline, batch_size=args.batch_size, batch_wait_ms=args.batch_wait_ms,
+        require_gpu=args.require_gpu, max_mask_age_s=args.max_mask_age, max_upload_mb=args.max_upload_mb,
         max_queued_jobs=args.max_queued_jobs, job_workers=args.job_workers, job_ttl_s=args.job_ttl,
         **({"jobs_dir": args.jobs_dir} if args.jobs_dir else {}),
-        tls_cert=args.tls_cert, tls_key=args.tls_key,
+        tls_cert=args.tls_cert, tls_key=args.tls_key, token=auth.token_from_args(args),
     )
 
 
@@ -226,7 +282,8 @@ def run(args: argparse.Namespace) -> None:
     detector = None
     if args.require_gpu:
         # Refuse to start at all (non-zero exit, clear message) rather than serve on the wrong device.
-        detector = load_detector(config.device, config.model, config.detector, require_gpu=True)
+        detector = load_detector(config.device, config.model, config.detector, require_gpu=True,
+                                 precision=config.precision)
         logger.info("[server] --require-gpu: warm-up inference ran on %s", detector.provider)
     ssl_context = None
     if config.tls_cert is not None and config.tls_key is not None:
@@ -235,5 +292,10 @@ def run(args: argparse.Namespace) -> None:
     scheme = "https" if ssl_context else "http"
     logger.info("[server] listening on %s://%s:%d (max %d sessions, ICE servers: %s)", scheme, config.host,
                 config.port, config.max_sessions, json.dumps([s.url for s in config.ice_servers]))
+    if config.token is None and config.host not in ("127.0.0.1", "::1", "localhost"):
+        logger.warning("[server] no access token: anyone who can reach %s:%d may use the service (--token)",
+                       config.host, config.port)
+    elif config.token is not None:
+        logger.info("[server] access token required on everything but /healthz (log in at /login)")
     web.run_app(create_app(config, detector), host=config.host, port=config.port, ssl_context=ssl_context, print=None,
                 shutdown_timeout=5.0)

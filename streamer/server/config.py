@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import math
+import re
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from models import DetectorConfig
+from models.precision import PrecisionChoice
 from models.runtime import Device
 
 from ..cameras import CameraSettings
 
 AudioPolicy = Literal["drop", "passthrough"]
 ICE_SCHEMES = ("stun", "stuns", "turn", "turns")
+ICE_URL = re.compile(r"(?P<host>[^?:@/\s\[\]]+)(?::(?P<port>[0-9]{1,5}))?(?:\?transport=(?P<transport>udp|tcp))?")
 
 
 @dataclass(frozen=True)
@@ -50,7 +54,26 @@ def parse_ice_server(text: str) -> IceServer:
         raise ValueError(f"--ice-server {scheme}:...: no host")
     if scheme.startswith("turn") and username is None:
         raise ValueError(f"--ice-server {scheme}:{rest}: a TURN server needs USER:PASSWORD@")
+    # Checked here, once, in aiortc's own syntax: a URL it cannot parse would otherwise fail every offer's ICE
+    # gathering, long after start-up.
+    match = ICE_URL.fullmatch(rest)
+    if match is None:
+        raise ValueError(f"--ice-server {scheme}:{rest}: expected HOST[:PORT] (a host name or IPv4 address, no "
+                         "IPv6), then nothing but ?transport=udp|tcp")
+    port, transport = match["port"], match["transport"]
+    if port is not None and not 1 <= int(port) <= 65535:
+        raise ValueError(f"--ice-server {scheme}:{rest}: the port must be within 1..65535")
+    if transport is not None and (scheme.startswith("stun") or (scheme == "turns" and transport != "tcp")):
+        raise ValueError(f"--ice-server {scheme}:{rest}: {scheme} does not take ?transport={transport}")
     return IceServer(f"{scheme}:{rest}", username, credential)
+
+
+def _check_token(token: str) -> None:
+    """A token travels in headers and form fields: printable ASCII without spaces, and not trivially short."""
+    if not token.isascii() or not token.isprintable() or any(c.isspace() for c in token):
+        raise ValueError("the access token must be printable ASCII without spaces")
+    if len(token) < 8:
+        raise ValueError("the access token must be at least 8 characters (16 or more random ones are better)")
 
 
 @dataclass(frozen=True)
@@ -59,15 +82,20 @@ class ServerConfig:
     port: int = 9002
     device: Device = "auto"
     model: Path | None = None
+    precision: PrecisionChoice = "auto"  # auto: int8 on the CPU, fp32 on CUDA (models.precision)
     detector: DetectorConfig = field(default_factory=DetectorConfig)
     ice_servers: tuple[IceServer, ...] = ()
     audio: AudioPolicy = "drop"
     max_sessions: int = 4
     max_viewers: int = 16
+    max_detector_load: float = 0.9  # refuse a stream that would push the shared detector past this (0: off)
     cameras: tuple[CameraSettings, ...] = ()
     max_offer_bytes: int = 256 * 1024
     max_mask_age_s: float = 0.1  # live frames are hidden with detections at most this old, else they wait
     detect_deadline_s: float = 1.0  # a frame whose detection takes longer is hidden whole
+    batch_size: int | None = None  # frames per inference across streams; None: by device (CUDA 32, CPU 1)
+    batch_wait_ms: float | None = None  # how long a batch waits for active streams; None: by device (CUDA 3, CPU 0)
+    require_gpu: bool = False  # never fall back to the CPU: refuse to start, or stop detecting if CUDA fails
     connect_timeout_s: float = 30.0  # a peer that never connects is closed after this
     rtsp_timeout_s: float = 5.0  # a camera that sends nothing this long is reconnected
     max_upload_mb: int = 500
@@ -77,22 +105,35 @@ class ServerConfig:
     jobs_dir: Path = field(default_factory=lambda: Path(tempfile.gettempdir()) / "face-streamer-jobs")
     tls_cert: Path | None = None
     tls_key: Path | None = None
+    token: str | None = field(default=None, repr=False)  # --token: kept out of repr, so out of any log line
 
     def __post_init__(self) -> None:
+        if self.token is not None:
+            _check_token(self.token)
         if self.max_sessions < 1:
             raise ValueError("--max-sessions must be at least 1")
         if self.max_viewers < 1:
             raise ValueError("--max-viewers must be at least 1")
+        if not 0.0 <= self.max_detector_load <= 10.0:
+            raise ValueError("--max-detector-load must be within 0..10 (0 turns the check off)")
         names = [c.name for c in self.cameras]
         if len(set(names)) != len(names):
             raise ValueError(f"camera names must be unique: {', '.join(sorted(names))}")
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ValueError("--tls-cert and --tls-key go together")
-        if self.max_upload_mb < 1 or self.max_queued_jobs < 1 or self.job_workers < 1 or self.job_ttl_s <= 0:
+        if not 0 <= self.port <= 65535:
+            raise ValueError(f"--port must be within 0..65535, not {self.port}")
+        if self.max_upload_mb < 1 or self.max_queued_jobs < 1 or self.job_workers < 1 or not self.job_ttl_s > 0:
             raise ValueError("--max-upload-mb, --max-queued-jobs, --job-workers and --job-ttl must be positive")
+        if not math.isfinite(self.job_ttl_s):
+            raise ValueError("--job-ttl must be a finite number of seconds")
         if not 0.5 <= self.rtsp_timeout_s <= 120:
             raise ValueError("--rtsp-timeout must be within 0.5..120 s")
         if not 0.0 <= self.max_mask_age_s <= 0.5:
             raise ValueError("--max-mask-age must be within 0..0.5 s (0: every frame waits for its own detection)")
         if not 0.05 <= self.detect_deadline_s <= 10:
             raise ValueError("--detect-deadline must be within 0.05..10 s")
+        if self.batch_size is not None and not 1 <= self.batch_size <= 256:
+            raise ValueError("--batch-size must be within 1..256")
+        if self.batch_wait_ms is not None and not 0 <= self.batch_wait_ms <= 100:
+            raise ValueError("--batch-wait-ms must be within 0..100")

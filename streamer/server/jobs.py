@@ -4,11 +4,14 @@ the result, and DELETE to cancel and remove."""
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 import logging
+import zlib
 from urllib.parse import quote
 
 from aiohttp import BodyPartReader, web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from ..jobs import TERMINAL, Job, QueueFull
 from ..settings import AnonymizeSettings
@@ -41,7 +44,10 @@ async def post_job(request: web.Request) -> web.Response:
         return error_response(413, f"the upload is larger than the {config.max_upload_mb} MB limit")
     if not request.content_type.startswith("multipart/"):
         return error_response(415, "send the file as multipart/form-data with a field named 'file'")
-    reader = await request.multipart()
+    try:
+        reader = await request.multipart()
+    except ValueError as exc:  # no boundary, or one that is not ASCII or too long
+        return error_response(400, f"the multipart body cannot be read: {exc}")
     fields: dict[str, str] = {}
     job: Job | None = None
     try:
@@ -64,7 +70,10 @@ async def post_job(request: web.Request) -> web.Response:
                         # Disk writes off the event loop: a slow disk must not stall live sessions.
                         await asyncio.get_running_loop().run_in_executor(None, out.write, chunk)
             elif part.name in ("mode", "strength"):
-                fields[part.name] = (await part.text())[:64]
+                try:
+                    fields[part.name] = (await part.text())[:64]
+                except (RuntimeError, zlib.error) as exc:  # aiohttp: an unknown or corrupt Content-Encoding
+                    raise ValueError(f"field {part.name!r} cannot be decoded: {exc}") from exc
             else:
                 raise ValueError(f"unknown field {part.name!r}; send file, mode, strength")
         if job is None:
@@ -72,10 +81,22 @@ async def post_job(request: web.Request) -> web.Response:
         job.settings = _settings(fields)  # fields may come before or after the file
     except QueueFull as exc:
         return error_response(429, f"too many jobs waiting: {exc}; try again later", retry_after=30)
-    except (ValueError, LookupError) as exc:  # LookupError: a part declared a charset that does not exist
+    except (ValueError, LookupError, HttpProcessingError) as exc:
+        # LookupError: a part declared a charset that does not exist; HttpProcessingError: a part's headers are
+        # malformed (aiohttp's message is "400, message: ...": say it plainly).
+        if isinstance(exc, HttpProcessingError):
+            exc = ValueError(f"a part of the multipart body has malformed headers ({exc.message})")
         if job is not None:
             jobs.cancel(job)
         return error_response(400, str(exc))
+    except OSError as exc:
+        if job is not None:
+            jobs.cancel(job)
+        if exc.errno != errno.ENOSPC:
+            raise
+        logger.error("[job %s] upload refused: the jobs directory is full", job.id if job else "-")
+        return error_response(507, "no space left on the server's disk for this upload; try a smaller file or "
+                                   "again later")
     except BaseException:
         # Whatever else went wrong (the client went away, the body was cut off, a bug), a job registered for this
         # upload must go with its files: left queued, it would never run, never expire and keep a queue slot.

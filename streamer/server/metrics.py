@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import threading
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -28,6 +30,11 @@ class ServerMetrics:
         self.processing = Histogram("streamer_processing_seconds",
                                     "From a frame's arrival to its anonymized copy", buckets=LATENCY_BUCKETS,
                                     registry=r)
+        self.batch_size = Histogram("streamer_inference_batch_frames", "Frames per inference (batched across streams)",
+                                    buckets=(1, 2, 4, 8, 16, 32, 64, 128), registry=r)
+        self.detector_fallbacks = Counter("streamer_detector_fallbacks",
+                                          "The GPU failed at run time: moved to the CPU, or refused (--require-gpu)",
+                                          ["to"], registry=r)
         self.active_sessions = Gauge("streamer_active_sessions", "Open live sessions", registry=r)
         self.active_viewers = Gauge("streamer_active_viewers", "Open camera viewers (WHEP)", registry=r)
         self.provider = Gauge("streamer_provider_info", "The ONNX Runtime execution provider in use (always 1)",
@@ -36,8 +43,36 @@ class ServerMetrics:
     def watch_cameras(self, cameras: Iterable[Any]) -> None:
         self.registry.register(_CameraCollector(cameras))
 
+    def watch_runtime(self, load: Any) -> None:
+        """Threads, asyncio tasks and the detector's recent busy share, read at scrape time (``load``: a
+        capacity.DetectorLoad)."""
+        self.registry.register(_RuntimeCollector(load))
+
     def render(self) -> bytes:
         return bytes(generate_latest(self.registry))
+
+
+class _RuntimeCollector(Collector):
+    """Gauges that return to their idle values when sessions end (what a leak shows up in), and the detector's
+    busy share that admission by capacity reads."""
+
+    def __init__(self, load: Any) -> None:
+        self._load = load
+
+    def collect(self) -> Iterator[Any]:
+        yield GaugeMetricFamily("streamer_threads", "Python threads alive", value=threading.active_count())
+        try:
+            tasks = len(asyncio.all_tasks())
+        except RuntimeError:  # scraped off the event loop (a test's own registry read): no loop to count
+            tasks = 0
+        yield GaugeMetricFamily("streamer_asyncio_tasks", "asyncio tasks pending on the event loop", value=tasks)
+        yield GaugeMetricFamily("streamer_detector_busy_ratio",
+                                "Share of the last few seconds the detector spent in inference",
+                                value=self._load.busy_fraction())
+        mean = self._load.mean_inference_s()
+        if mean is not None:
+            yield GaugeMetricFamily("streamer_detector_recent_inference_seconds",
+                                    "Mean inference run time over the last few seconds", value=mean)
 
 
 class _CameraCollector(Collector):

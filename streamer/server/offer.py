@@ -10,8 +10,9 @@ from aiohttp import web
 from aiortc import RTCSessionDescription
 
 from ..settings import LiveSettings
+from .capacity import refusal
 from .sessions import LiveSession
-from .state import CONFIG, DETECTION, EXECUTOR, METRICS, SESSIONS, error_response
+from .state import CAMERAS, CONFIG, DETECTION, DETECTOR_LOAD, EXECUTOR, METRICS, SESSIONS, error_response
 
 logger = logging.getLogger(__name__)
 
@@ -28,6 +29,27 @@ async def _read_json(request: web.Request) -> Any:
         return json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ValueError(f"body is not valid JSON: {exc}") from exc
+    except RecursionError:  # json's decoder recurses per level: "[" * 100000 fits in the size limit
+        raise ValueError("body is not valid JSON: arrays or objects nested too deeply") from None
+
+
+def sdp_error(exc: Exception) -> ValueError:
+    """aiortc refuses some SDP with a bare assert or a KeyError: say at least that, never "malformed SDP: "."""
+    detail = str(exc) if isinstance(exc, ValueError) and str(exc) else f"the WebRTC stack refused it ({exc!r})"
+    return ValueError(f"malformed SDP: {detail}")
+
+
+def capacity_refused(app: web.Application, label: str) -> web.Response | None:
+    """503 + Retry-After when one more detecting stream would push the shared detector past
+    --max-detector-load (see capacity.py), so that the streams already served keep their frame rate."""
+    config, detection = app[CONFIG], app[DETECTION]
+    streams = len(app[SESSIONS]) + sum(1 for c in app[CAMERAS] if c.status()["state"] != "stopped")
+    why = refusal(app[DETECTOR_LOAD], streams, config.max_mask_age_s, config.max_detector_load,
+                  detection.batch.max_batch)
+    if why is None:
+        return None
+    logger.warning("[%s] refused: %s", label, why)
+    return error_response(503, why, retry_after=RETRY_AFTER_S)
 
 
 async def post_offer(request: web.Request) -> web.Response:
@@ -36,10 +58,15 @@ async def post_offer(request: web.Request) -> web.Response:
     detection = app.get(DETECTION)
     if detection is None:
         return error_response(503, "the face detector is not ready yet", retry_after=RETRY_AFTER_S)
+    if detection.failed is not None:
+        return error_response(503, f"the face detector has stopped: {detection.failed}")
     if len(sessions) >= config.max_sessions:
         logger.warning("[offer] refused: %d of %d sessions in use", len(sessions), config.max_sessions)
         return error_response(503, f"server is full ({config.max_sessions} live sessions); try again shortly",
                               retry_after=RETRY_AFTER_S)
+    refused = capacity_refused(app, "offer")
+    if refused is not None:
+        return refused
     try:
         body = await _read_json(request)
         if not isinstance(body, dict):
@@ -70,7 +97,7 @@ async def post_offer(request: web.Request) -> web.Response:
         try:
             await session.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
         except Exception as exc:
-            raise ValueError(f"malformed SDP: {exc}") from exc
+            raise sdp_error(exc) from exc
         if session.video is None:
             raise ValueError("the offer does not send video (its video is recvonly or inactive)")
         await session.pc.setLocalDescription(await session.pc.createAnswer())

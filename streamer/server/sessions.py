@@ -87,7 +87,21 @@ class PeerSession:
         for task in list(self._tasks):
             if task is not current:
                 task.cancel()
-        await self.pc.close()
+        try:
+            await self.pc.close()
+        except Exception as exc:
+            # aiortc's close stops at the first transceiver that never got a transport (an offer whose BUNDLE
+            # names a mid it lacks): stop what it skipped, or their ICE sockets would stay open for good.
+            logger.warning("[%s %s] aiortc could not close the connection (%r); stopping its transports", self.label,
+                           self.id, exc)
+            dtls: list[Any] = [t.receiver.transport for t in self.pc.getTransceivers()]
+            if self.pc.sctp is not None:
+                dtls.append(self.pc.sctp.transport)
+            for transport in {t for t in dtls if t is not None}:
+                with contextlib.suppress(Exception):
+                    await transport.stop()
+                with contextlib.suppress(Exception):
+                    await transport.transport.stop()
         logger.info("[%s %s] closed after %.0f s", self.label, self.id, time.monotonic() - self.created)
 
 

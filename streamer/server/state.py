@@ -9,12 +9,14 @@ from aiohttp import web
 from ..cameras import CameraManager
 from ..detection_service import DetectionService
 from ..jobs import JobManager
+from .capacity import DetectorLoad
 from .config import ServerConfig
 from .metrics import ServerMetrics
 from .sessions import SessionRegistry
 
 CAMERAS = web.AppKey("cameras", CameraManager)
 CONFIG = web.AppKey("config", ServerConfig)
+DETECTOR_LOAD = web.AppKey("detector_load", DetectorLoad)
 DETECTION = web.AppKey("detection", DetectionService)
 DETECTOR_ERROR = web.AppKey("detector_error", str)
 EXECUTOR = web.AppKey("executor", ThreadPoolExecutor)

@@ -11,7 +11,7 @@ from aiohttp import web
 from aiortc import RTCSessionDescription
 
 from ..cameras import Camera
-from .offer import RETRY_AFTER_S, _has_media
+from .offer import RETRY_AFTER_S, _has_media, capacity_refused, sdp_error
 from .sessions import ViewerSession
 from .state import CAMERAS, CONFIG, EXECUTOR, VIEWERS, error_response
 
@@ -37,6 +37,10 @@ async def post_whep(request: web.Request) -> web.Response:
     if len(viewers) >= config.max_viewers:
         return error_response(503, f"server is full ({config.max_viewers} viewers); try again shortly",
                               retry_after=RETRY_AFTER_S)
+    if camera.status()["state"] == "stopped":  # a viewer of a running camera adds no detection
+        refused = capacity_refused(app, f"viewer of {camera.name}")
+        if refused is not None:
+            return refused
     raw = await request.read()
     try:
         sdp = raw.decode("utf-8")
@@ -51,7 +55,7 @@ async def post_whep(request: web.Request) -> web.Response:
         try:
             await viewer.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
         except Exception as exc:
-            raise ValueError(f"malformed SDP: {exc}") from exc
+            raise sdp_error(exc) from exc
         if not viewer.attach():
             raise ValueError("the offer has no video the server may send on")
         await viewer.pc.setLocalDescription(await viewer.pc.createAnswer())

@@ -1,0 +1,130 @@
+"""Detector throughput by batch size, and streams sharing one detector with and without cross-stream batching.
+
+    python -m bench.detector_batch [--device cpu|cuda|auto] [--seconds 6] [--quick]
+
+Part 1 times ``detector.detect_batch(frames)`` (resize + pad, one inference, decode + NMS per frame) for batches
+of 1 to 32 real frames of one size; batch 1 in the same run is the baseline. Part 2 runs N simulated live streams
+(threads, each with one frame in flight, as the service's webcam sessions and cameras are) against one
+``DetectionService``: first one frame per inference (the CPU default, the baseline), then batches of up to N
+frames with a 3 ms wait (the CUDA default). A Markdown report goes to stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import threading
+import time
+from collections.abc import Sequence
+
+import numpy as np
+
+from models import DetectorConfig, ModelError, ProviderError, load_detector
+from models.centerface import CenterFaceDetector, DetectRequest
+from streamer.detection_service import LIVE, BatchPolicy, DetectionService
+
+from ._common import VIDEOS, Frame, Timing, fit_frame, markdown_table, read_frames
+
+CLIP = VIDEOS / "facenet_pytorch_street.mp4"
+
+
+def batch_rows(detector: CenterFaceDetector, frames: Sequence[Frame], size: str, batches: Sequence[int],
+               runs: int) -> list[list[str]]:
+    rows: list[list[str]] = []
+    base_fps = None
+    for b in batches:
+        batch = [frames[i % len(frames)] for i in range(b)]
+        for _ in range(2):
+            detector.detect_batch(batch)
+        samples = []
+        for _ in range(runs):
+            started = time.perf_counter()
+            detector.detect_batch(batch)
+            samples.append((time.perf_counter() - started) * 1000)
+        t = Timing(tuple(samples))
+        fps = b / (t.median / 1000)
+        base_fps = base_fps or fps
+        rows.append([size, str(b), f"{t.median:.1f}", f"{t.p95:.1f}", f"{t.median / b:.2f}", f"{fps:.0f}",
+                     f"{fps / base_fps:.2f}×"])
+    return rows
+
+
+def run_streams(detector: CenterFaceDetector, frames: Sequence[Frame], streams: int, policy: BatchPolicy,
+                seconds: float) -> tuple[float, Timing, float]:
+    """Detections per second over all streams, per-frame latency (submit to result) and mean frames per inference."""
+    batches: list[int] = []
+    service = DetectionService(detector, deadline_s=30, batch=policy, on_batch=batches.append)
+    latencies: list[float] = []
+    lock = threading.Lock()
+    stop = time.perf_counter() + seconds
+
+    def stream(k: int) -> None:
+        i = k
+        while time.perf_counter() < stop:
+            started = time.perf_counter()
+            service.submit_detect(LIVE, DetectRequest(frames[i % len(frames)]), f"s{k}").result(timeout=60)
+            with lock:
+                latencies.append((time.perf_counter() - started) * 1000)
+            i += streams
+
+    # Warm the batch shapes first, so a session's first run at a new batch size is not timed.
+    stream_threads = [threading.Thread(target=stream, args=(k,)) for k in range(streams)]
+    started = time.perf_counter()
+    for t in stream_threads:
+        t.start()
+    for t in stream_threads:
+        t.join()
+    elapsed = time.perf_counter() - started
+    service.close()
+    return len(latencies) / elapsed, Timing(tuple(latencies)), float(np.mean(batches)) if batches else 0.0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.detector_batch", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda", "auto"))
+    parser.add_argument("--seconds", type=float, default=6.0, help="per stream-count step (default: %(default)s)")
+    parser.add_argument("--quick", action="store_true", help="fewer batch sizes and steps (a smoke run)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    try:
+        # As the server loads it: no spinning, so the codecs get the cores between inferences.
+        detector = load_detector(args.device, config=DetectorConfig(spin_wait=False))
+    except (ModelError, ProviderError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    gpu = detector.provider != "CPUExecutionProvider"
+    sizes = [(640, 480), (1280, 720)]
+    batches = [1, 4, 16] if args.quick else ([1, 2, 4, 8, 16, 32] if gpu else [1, 2, 4, 8, 16])
+    stream_counts = [1, 4] if args.quick else ([1, 4, 8, 16, 32] if gpu else [1, 2, 4, 8])
+    runs = 5 if args.quick else (50 if gpu else 10)
+    raw = read_frames(CLIP, 8)
+    frames = {s: [fit_frame(f, *s) for f in raw] for s in sizes}
+    print(f"Provider: `{detector.provider}`; clip `{CLIP.name}`, 8 frames centre-cropped and resized; detect_size "
+          f"{detector.config.detect_size} (so 1280x720 runs the network at 640x384).\n")
+    print("### Batch size (one `detect_batch` call)\n")
+    rows: list[list[str]] = []
+    for (w, h), fs in frames.items():
+        rows += batch_rows(detector, fs, f"{w}x{h}", batches, runs)
+    print(markdown_table(["frame", "batch", "median ms", "p95 ms", "ms per frame", "frames/s",
+                          "frames/s ÷ batch 1"], rows))
+    print(f"\n{runs} timed calls per row after 2 warm-up calls; frames/s = batch ÷ median.\n")
+    print("### Streams sharing one detector (640x480, one frame in flight per stream)\n")
+    rows = []
+    fs = frames[(640, 480)]
+    for n in stream_counts:
+        base_rate, base_lat, _ = run_streams(detector, fs, n, BatchPolicy(1, 0.0), args.seconds)
+        rate, lat, mean_batch = run_streams(detector, fs, n, BatchPolicy(min(max(n, 1), 256), 0.003), args.seconds)
+        rows.append([str(n), f"{base_rate:.1f}", f"{base_lat.median:.1f} / {base_lat.p95:.1f}", f"{rate:.1f}",
+                     f"{lat.median:.1f} / {lat.p95:.1f}", f"{mean_batch:.1f}", f"{rate / base_rate:.2f}×"])
+    print(markdown_table(["streams", "batch 1: detections/s", "batch 1: latency p50 / p95 ms",
+                          "batched: detections/s", "batched: latency p50 / p95 ms", "frames per inference",
+                          "batched ÷ batch 1 (detections/s)"], rows))
+    print(f"\n{args.seconds:g} s per cell; each stream submits its next frame as soon as the last result is back; "
+          "latency is submit to result. Batched: up to N frames per inference, 3 ms wait for active streams "
+          "(`--batch-size N --batch-wait-ms 3`).")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,180 @@
+"""fp32 against int8 and fp16 CenterFace on this machine's CPU: latency, recall, and agreement with fp32.
+
+    python -m bench.quantized [--runs 40] [--frames-per-clip 12] [--out FILE] [--quick]
+
+- Latency: ``detector.detect(frame)`` end to end (resize + pad, inference, decode + NMS) on frames of the street
+  clip centre-cropped and resized to each size, the network seeing the frame at its own size (detect_size = long
+  side), with 2 and 1 intra-op threads. Within each (size, threads) cell the variants take turns run by run, so
+  drift from other load on the machine hits them alike. Median and p95 of --runs runs after warm-up.
+- Recall: the annotated photos of ../shared/testdata/images (43 faces), threshold 0.3, detect_size 640, one-to-one
+  matching at IoU >= 0.3 (models.evaluate.match); false positives per image over-count (unannotated faces).
+- Agreement: frames spread over every clip of ../shared/testdata/videos; of the faces fp32 finds with score >= 0.5
+  (detect_size 640), the fraction the variant finds (its default threshold 0.3) at IoU >= 0.5.
+The int8 model is calibrated on the photos of the scikit-image wheel (models.quantize), none of which is used here.
+fp16 is built for CUDA; on the CPU it only shows that the converted graph is correct.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from models import PRECISIONS, DetectorConfig, ModelError, Precision, ProviderError, load_detector
+from models.centerface import CenterFaceDetector
+from models.evaluate import annotated_images, iou_matrix, load_truth, match
+from models.quantize import build_variant
+
+from ._common import IMAGES, VIDEOS, Frame, Timing, fit_frame, markdown_table, read_frames
+
+LATENCY_CLIP = VIDEOS / "facenet_pytorch_street.mp4"
+SIZES = ((640, 480), (480, 384), (320, 256))
+THREADS = (2, 1)
+RECALL_THRESHOLD = 0.3
+RECALL_DETECT_SIZE = 640
+REFERENCE_SCORE = 0.5
+AGREEMENT_IOU = 0.5
+
+
+@dataclass
+class Result:
+    precision: Precision
+    provider: str = ""
+    size_mb: float = 0.0
+    latency: dict[tuple[str, int], Timing] = field(default_factory=dict)
+    faces: int = 0
+    found: int = 0
+    false_positives: int = 0
+    images: int = 0
+    reference_faces: int = 0
+    agreed: int = 0
+
+
+def detector_for(precision: Precision, threads: int) -> CenterFaceDetector:
+    return load_detector("cpu", None, DetectorConfig(threads=threads), precision=precision)
+
+
+def measure_latency(results: dict[Precision, Result], runs: int, warmup: int) -> None:
+    source = read_frames(LATENCY_CLIP, 8)
+    for threads in THREADS:
+        detectors = {p: detector_for(p, threads) for p in results}
+        for width, height in SIZES:
+            label = f"{width}x{height}"
+            print(f"[quantized] latency {label}, {threads} thread(s)", file=sys.stderr, flush=True)
+            frames = [fit_frame(f, width, height) for f in source]
+            native = max(width, height)
+            samples: dict[Precision, list[float]] = {p: [] for p in detectors}
+            for i in range(warmup + runs):
+                frame = frames[i % len(frames)]
+                for precision, detector in detectors.items():
+                    started = time.perf_counter()
+                    detector.detect(frame, detect_size=native)
+                    if i >= warmup:
+                        samples[precision].append((time.perf_counter() - started) * 1000.0)
+            for precision, values in samples.items():
+                results[precision].latency[(label, threads)] = Timing(tuple(values))
+        for precision, detector in detectors.items():
+            results[precision].provider = detector.provider
+        del detectors
+
+
+def measure_quality(results: dict[Precision, Result], frames_per_clip: int) -> None:
+    print("[quantized] recall and agreement", file=sys.stderr, flush=True)
+    photos = [(np.asarray(cv2.imread(str(img), cv2.IMREAD_COLOR), np.uint8), load_truth(js))
+              for img, js in annotated_images(IMAGES)]
+    clips = sorted(VIDEOS.glob("*.mp4"))
+    frames: list[Frame] = [f for clip in clips for f in read_frames(clip, frames_per_clip)]
+    detectors = {p: detector_for(p, 0) for p in results}
+    reference = [detectors["fp32"].detect(f, REFERENCE_SCORE, RECALL_DETECT_SIZE).boxes for f in frames]
+    for precision, detector in detectors.items():
+        r = results[precision]
+        for image, truth in photos:
+            m = match(truth, detector.detect(image, RECALL_THRESHOLD, RECALL_DETECT_SIZE).boxes, iou=0.3)
+            r.faces, r.found, r.images = r.faces + m.faces, r.found + m.found, r.images + 1
+            r.false_positives += m.false_positives
+        for frame, ref in zip(frames, reference, strict=True):
+            found = detector.detect(frame, RECALL_THRESHOLD, RECALL_DETECT_SIZE).boxes
+            overlap = iou_matrix(ref, found)
+            r.reference_faces += len(ref)
+            r.agreed += int((overlap.max(axis=1) >= AGREEMENT_IOU).sum()) if overlap.size else 0
+    for precision in results:
+        print(f"[quantized] {precision}: {results[precision].found}/{results[precision].faces} faces, "
+              f"agreement {results[precision].agreed}/{results[precision].reference_faces}", file=sys.stderr)
+
+
+def render(results: dict[Precision, Result], args: argparse.Namespace, clips: int) -> str:
+    base = results["fp32"]
+    speed_rows = []
+    for width, height in SIZES:
+        label = f"{width}x{height}"
+        for r in results.values():
+            row = [label, r.precision]
+            for threads in THREADS:
+                t = r.latency[(label, threads)]
+                row += [f"{t.median:.1f}", f"{t.p95:.1f}",
+                        f"{base.latency[(label, threads)].median / t.median:.2f}×"]
+            speed_rows.append(row)
+    speed_headers = ["frame = net input", "precision"]
+    for threads in THREADS:
+        speed_headers += [f"t{threads} median ms", f"t{threads} p95 ms", f"t{threads} fp32 ÷ this"]
+    quality_rows = [[r.precision, r.provider, f"{r.size_mb:.1f}", f"{r.found}/{r.faces}",
+                     f"{r.false_positives / max(r.images, 1):.2f}",
+                     f"{r.agreed}/{r.reference_faces}", f"{r.agreed / max(r.reference_faces, 1):.3f}"]
+                    for r in results.values()]
+    quality_headers = ["precision", "provider", "file MB", "annotated faces found", "false positives / image",
+                       "fp32 video faces found", "agreement"]
+    notes = [
+        f"Latency: `{LATENCY_CLIP.name}` frames fitted to each size, network input = frame size, "
+        f"{args.runs} timed runs after {args.warmup} warm-up per cell, variants interleaved run by run; "
+        "t2 / t1 = 2 / 1 intra-op threads.",
+        f"Recall: {base.images} annotated photos, threshold {RECALL_THRESHOLD}, detect_size {RECALL_DETECT_SIZE}, "
+        "IoU >= 0.3.",
+        f"Agreement: {args.frames_per_clip} frames from each of {clips} clips; fp32 faces with score >= "
+        f"{REFERENCE_SCORE} found by the variant (threshold {RECALL_THRESHOLD}) at IoU >= {AGREEMENT_IOU}.",
+        "int8: QDQ, per-channel, calibrated on the scikit-image wheel's photos (none used here); stem and heads "
+        "in float. fp16: built for CUDA; on the CPU it shows correctness, not speed.",
+    ]
+    return (markdown_table(speed_headers, speed_rows) + "\n\n" + markdown_table(quality_headers, quality_rows)
+            + "\n\n" + "\n".join(f"- {n}" for n in notes) + "\n")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.quantized", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--runs", type=int, default=40, help="timed runs per cell (default: %(default)s)")
+    p.add_argument("--warmup", type=int, default=5, help="discarded runs per cell (default: %(default)s)")
+    p.add_argument("--frames-per-clip", type=int, default=12, help="agreement frames per clip (default: %(default)s)")
+    p.add_argument("--precisions", nargs="+", choices=PRECISIONS, default=list(PRECISIONS),
+                   help="variants besides the fp32 baseline (default: all)")
+    p.add_argument("--out", type=Path, default=None, help="also write the Markdown table to this file")
+    p.add_argument("--quick", action="store_true", help="smoke run: 5 runs, 1 warm-up, 2 frames per clip")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.runs, args.warmup, args.frames_per_clip = 5, 1, 2
+    if not IMAGES.is_dir() or not VIDEOS.is_dir():
+        raise SystemExit(f"test data not found under {IMAGES.parent} (set FACE_TESTDATA)")
+    logging.basicConfig(level=logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
+    precisions: list[Precision] = ["fp32", *[q for q in args.precisions if q != "fp32"]]
+    try:
+        results = {q: Result(q, size_mb=build_variant(q).stat().st_size / 1e6) for q in precisions}
+        measure_quality(results, args.frames_per_clip)
+        measure_latency(results, args.runs, args.warmup)
+    except (ModelError, ProviderError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    text = render(results, args, len(sorted(VIDEOS.glob("*.mp4"))))
+    sys.stdout.write(text)
+    if args.out is not None:
+        args.out.write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,530 @@
+"""Soak: many live sessions joining and leaving for minutes; the server's memory and resources over time.
+
+    python -m bench.soak [--minutes 10] [--sessions 8] [--size 320x240] [--clip PATH] [--write]
+
+Inside a network namespace of its own (as ``bench.live_loopback``: aioice never offers 127.0.0.1), it starts
+``python -m streamer serve --device cpu --max-sessions N`` and one client process (aiortc) that keeps ``--sessions``
+slots busy: each slot opens a session playing a real clip (centre-cropped to ``--size``, each frame stamped with its
+number), keeps it for a random 20-90 s, hangs up (DELETE or a plain close, alternately) and opens the next one. A
+join refused with 503 waits its Retry-After and tries again (admission by capacity may refuse it; that is counted).
+
+Every ``--interval`` s it samples the server: RSS (``VmRSS``), OS threads and fds (``/proc``), its UDP sockets,
+live sessions, Python threads and asyncio tasks (``/healthz``), frames hidden whole (``/metrics``), and the frames/s
+each open session got back. Every returned frame is checked like ``bench.live_loopback`` does it: faces found in the
+source beforehand must come back changed (luma correlation with the source below 0.5). At the end every session is
+closed, and after a settle (10 s, up to 30 s) the counts must be back at the baseline taken after a warm-up.
+Output: a Markdown section (RSS per minute, verdict); ``--write`` puts it into BENCHMARKS.md between
+``<!-- BEGIN soak -->`` and ``<!-- END soak -->``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import random
+import re
+import shlex
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import av
+import numpy as np
+from aiohttp import ClientSession, ClientTimeout
+from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+
+from ._common import REPO, VIDEOS, markdown_table, parse_size
+from .live_loopback import SERVER_ADDR, Client, Namespace, Source, find_faces, load_source, stop_process
+from .run_all import cpu_model, load_average
+
+CLIP = "face_recognition_short_hamilton_clip.mp4"
+BEGIN, END = "<!-- BEGIN soak -->", "<!-- END soak -->"
+GENERATED_END = "<!-- END generated"
+LIFE_S = (20.0, 90.0)
+# libvpx's codec threads end only when Python's cyclic GC frees the codec (see tests/test_live.py), so the OS thread
+# count saw-tooths; a leak of one thread per session over a soak's dozens of sessions still exceeds this.
+OS_THREAD_SLACK = 24
+FD_SLACK = 4
+# Python threads: two bounded pools grow on demand and keep their workers (the frame executor, 4; the event loop's
+# default executor, cores + 4); one thread leaked per session exceeds this within a soak's dozens of sessions.
+PY_THREAD_SLACK = 4 + (os.cpu_count() or 1) + 4
+MAX_SLOPE_MIB_PER_MIN = 1.0
+
+
+# ----------------------------------------------------------------------------------------------- the server
+
+
+def _status_field(pid: int, name: str) -> int:
+    match = re.search(rf"^{name}:\s+(\d+)", Path(f"/proc/{pid}/status").read_text(), re.M)
+    return int(match.group(1)) if match else 0
+
+
+def server_udp_sockets(pid: int) -> int:
+    """UDP sockets the process holds: its socket fds' inodes found in its own namespace's /proc/PID/net/udp."""
+    inodes = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        with contextlib.suppress(OSError):
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            if target.startswith("socket:["):
+                inodes.add(target[8:-1])
+    count = 0
+    for table in ("udp", "udp6"):
+        with contextlib.suppress(OSError):
+            for line in Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]:
+                parts = line.split()
+                if len(parts) > 9 and parts[9] in inodes:
+                    count += 1
+    return count
+
+
+@dataclass
+class Sample:
+    t_s: float  # since the soak started
+    phase: str  # baseline, run, end
+    rss_mib: float
+    os_threads: int
+    fds: int
+    udp: int
+    sessions: int  # as the server reports them
+    py_threads: int | None
+    tasks: int | None
+    hidden_whole: float  # cumulative, /metrics
+    fps_per_session: float | None  # frames back per second per open session, since the last sample
+    open_sessions: int  # client side
+
+
+def _metric(text: str, name: str) -> float:
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[0] == name:
+            return float(parts[1])
+    return 0.0
+
+
+# ------------------------------------------------------------------------------------------------ sessions
+
+
+@dataclass
+class SessionRecord:
+    slot: int
+    planned_s: float
+    connected_s: float = 0.0
+    frames_back: int = 0
+    fps: float = 0.0
+    hidden_whole: int = 0
+    faces_checked: int = 0
+    frames_with_unchanged_face: int = 0
+    invalid_codes: int = 0
+    closed_by: str = ""
+    error: str | None = None
+
+
+@dataclass
+class SoakResult:
+    sessions: int
+    size: str
+    duration_s: float
+    clip: str
+    samples: list[Sample] = field(default_factory=list)
+    records: list[SessionRecord] = field(default_factory=list)
+    refused: int = 0  # joins answered 503 (admission), retried after Retry-After
+    refusals: list[str] = field(default_factory=list)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> SoakResult:
+        data = json.loads(text)
+        samples = [Sample(**s) for s in data.pop("samples")]
+        records = [SessionRecord(**r) for r in data.pop("records")]
+        return cls(**data, samples=samples, records=records)
+
+
+class Soak:
+    """The client side, on one event loop inside the namespace (a process of its own, or a test's NamespaceLoop).
+    ``server_pid``: the server process, read through /proc."""
+
+    def __init__(self, base_url: str, server_pid: int, source: Source, sessions: int, duration_s: float,
+                 life_s: tuple[float, float] = LIFE_S, interval_s: float = 10.0, settle_s: float = 10.0,
+                 seed: int = 1) -> None:
+        self.base_url = base_url
+        self.pid = server_pid
+        self.source = source
+        self.slots = sessions
+        self.duration_s = duration_s
+        self.life_s = life_s
+        self.interval_s = interval_s
+        self.settle_s = settle_s
+        self.rng = random.Random(seed)
+        self.result = SoakResult(sessions, f"{source.width}x{source.height}", duration_s, source.name)
+        self.open: dict[int, Client] = {}
+        self._t0 = time.monotonic()
+        self._last_frames: dict[int, int] = {}
+        self._last_t = time.monotonic()
+        self._http: ClientSession | None = None
+
+    async def _get(self, path: str) -> tuple[int, str]:
+        assert self._http is not None
+        async with self._http.get(self.base_url + path) as answer:
+            return answer.status, await answer.text()
+
+    async def sample(self, phase: str) -> Sample:
+        status, text = await self._get("/healthz")
+        health = json.loads(text) if status in (200, 503) else {}
+        runtime = health.get("runtime") or {}
+        _, metrics = await self._get("/metrics")
+        now = time.monotonic()
+        frames = {id(c): len(c.arrived) for c in self.open.values()}
+        gained = [n - self._last_frames.get(k, 0) for k, n in frames.items()]
+        span = now - self._last_t
+        fps = sum(gained) / len(gained) / span if gained and span > 0 else None
+        self._last_frames, self._last_t = frames, now
+        s = Sample(round(now - self._t0, 1), phase, round(_status_field(self.pid, "VmRSS") / 1024, 1),
+                   _status_field(self.pid, "Threads"), len(os.listdir(f"/proc/{self.pid}/fd")),
+                   server_udp_sockets(self.pid), int(health.get("sessions", -1)), runtime.get("threads"),
+                   runtime.get("tasks"), _metric(metrics, "streamer_frames_hidden_whole_total"),
+                   None if fps is None else round(fps, 1), len(self.open))
+        self.result.samples.append(s)
+        print(f"[soak] {s}", file=sys.stderr, flush=True)
+        return s
+
+    async def _session(self, slot: int, life_s: float, hang_up: bool) -> SessionRecord | None:
+        """One session: None when it was refused (503); else its record."""
+        # The clip plays long enough for any life; the session ends by hanging up, not by the clip ending.
+        client = Client(self.base_url, self.source, life_s + 60, 0.0, 0.0, self.pid)
+        pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))  # never a public STUN server
+        consumers: list[asyncio.Task[None]] = []
+
+        @pc.on("track")
+        def on_track(track: MediaStreamTrack) -> None:
+            if track.kind == "video":
+                consumers.append(asyncio.ensure_future(client._consume(track)))
+
+        record = SessionRecord(slot, round(life_s, 1))
+        assert self._http is not None
+        try:
+            pc.addTransceiver(client.track, direction="sendrecv")
+            await pc.setLocalDescription(await pc.createOffer())
+            async with self._http.post(self.base_url + "/offer",
+                                       json={"sdp": pc.localDescription.sdp, "type": "offer"}) as answer:
+                body = await answer.json()
+                if answer.status == 503:
+                    self.result.refused += 1
+                    if len(self.result.refusals) < 5:
+                        self.result.refusals.append(str(body.get("error")))
+                    await asyncio.sleep(float(answer.headers.get("Retry-After", "5")))
+                    return None
+                if answer.status != 200:
+                    raise RuntimeError(f"POST /offer: HTTP {answer.status} {body}")
+            session = str(body["session"])
+            await pc.setRemoteDescription(RTCSessionDescription(sdp=body["sdp"], type=body["type"]))
+            deadline = time.monotonic() + 20
+            while pc.connectionState != "connected":
+                if pc.connectionState in ("failed", "closed") or time.monotonic() > deadline:
+                    raise RuntimeError(f"peer connection {pc.connectionState} (ICE {pc.iceConnectionState})")
+                await asyncio.sleep(0.05)
+            connected = time.monotonic()
+            self.open[slot] = client
+            await asyncio.sleep(max(0.0, min(life_s, self._t0 + self.duration_s - time.monotonic())))
+            status, text = await self._get(f"/sessions/{session}")
+            if status == 200:
+                record.hidden_whole = int(json.loads(text).get("frames_hidden_whole", 0))
+            record.connected_s = round(time.monotonic() - connected, 1)
+            if hang_up:
+                async with self._http.delete(f"{self.base_url}/sessions/{session}") as answer:
+                    record.closed_by = f"DELETE {answer.status}"
+            else:
+                record.closed_by = "close"
+        except Exception as exc:
+            record.error = f"{type(exc).__name__}: {exc}"
+        finally:
+            self.open.pop(slot, None)
+            await pc.close()
+            for task in consumers:
+                task.cancel()
+            await asyncio.gather(*consumers, return_exceptions=True)
+        record.frames_back = len(client.arrived)
+        record.fps = round(record.frames_back / record.connected_s, 1) if record.connected_s else 0.0
+        record.faces_checked = len(client.face_corrs)
+        record.frames_with_unchanged_face = len(client.face_frames_unchanged)
+        record.invalid_codes = len(client.invalid)
+        return record
+
+    async def _slot(self, slot: int) -> None:
+        end = self._t0 + self.duration_s
+        n = 0
+        while end - time.monotonic() > 5:
+            life = self.rng.uniform(*self.life_s)
+            record = await self._session(slot, life, hang_up=n % 2 == 0)
+            if record is not None:
+                n += 1
+                self.result.records.append(record)
+                if record.error:
+                    print(f"[soak] slot {slot}: {record.error}", file=sys.stderr, flush=True)
+                    await asyncio.sleep(2)
+
+    async def _sampler(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval_s)
+            await self.sample("run")
+
+    async def _idle(self, limit_s: float) -> None:
+        deadline = time.monotonic() + limit_s
+        while time.monotonic() < deadline:
+            status, text = await self._get("/healthz")
+            if status == 200 and json.loads(text).get("sessions") == 0:
+                return
+            await asyncio.sleep(0.5)
+
+    async def run(self) -> SoakResult:
+        async with ClientSession(timeout=ClientTimeout(total=30)) as http:
+            self._http = http
+            # Warm-up: pools that start lazily with the first sessions (frame executor, codecs) may stay.
+            self._t0 = time.monotonic()
+            saved, self.duration_s = self.duration_s, 8.0
+            await asyncio.gather(*(self._session(-1 - i, 8.0, hang_up=True) for i in range(self.slots)))
+            self.duration_s = saved
+            await self._idle(30)
+            await asyncio.sleep(self.settle_s)
+            self._t0 = time.monotonic()
+            await self.sample("baseline")
+            sampler = asyncio.ensure_future(self._sampler())
+            try:
+                await asyncio.gather(*(self._slot(i) for i in range(self.slots)))
+            finally:
+                sampler.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await sampler
+            await self._idle(30)
+            await asyncio.sleep(self.settle_s)
+            end = await self.sample("end")
+            deadline = time.monotonic() + 20  # GC frees codec threads in its own time: give it a little
+            while leak_problems(self.result) and time.monotonic() < deadline:
+                await asyncio.sleep(2)
+                self.result.samples.remove(end)
+                end = await self.sample("end")
+        return self.result
+
+
+# ------------------------------------------------------------------------------------------------- verdict
+
+
+def leak_problems(result: SoakResult) -> list[str]:
+    base = next((s for s in result.samples if s.phase == "baseline"), None)
+    end = next((s for s in result.samples if s.phase == "end"), None)
+    if base is None or end is None:
+        return ["no baseline or end sample"]
+    problems = []
+    if end.sessions != 0:
+        problems.append(f"server still reports {end.sessions} session(s)")
+    if end.udp > base.udp:
+        problems.append(f"UDP sockets {base.udp} -> {end.udp}")
+    if end.fds > base.fds + FD_SLACK:
+        problems.append(f"fds {base.fds} -> {end.fds}")
+    if end.os_threads > base.os_threads + OS_THREAD_SLACK:
+        problems.append(f"OS threads {base.os_threads} -> {end.os_threads}")
+    for name, slack in (("py_threads", PY_THREAD_SLACK), ("tasks", 1)):
+        before, after = getattr(base, name), getattr(end, name)
+        if before is not None and after is not None and after > before + slack:
+            problems.append(f"{name} {before} -> {after}")
+    return problems
+
+
+def rss_slope(result: SoakResult) -> float | None:
+    """MiB per minute over the second half of the run (least squares), or None with too few samples."""
+    run = [s for s in result.samples if s.phase == "run" and s.t_s >= result.duration_s / 2]
+    if len(run) < 3:
+        return None
+    t = np.array([s.t_s / 60 for s in run])
+    rss = np.array([s.rss_mib for s in run])
+    return float(np.polyfit(t, rss, 1)[0])
+
+
+def render(result: SoakResult, command: str, machine: str, smoke: bool) -> str:
+    samples = result.samples
+    run = [s for s in samples if s.phase == "run"]
+    rows = []
+    picked = [s for s in samples if s.phase == "baseline"]
+    for minute in range(1, int(result.duration_s // 60) + 2):
+        near = [s for s in run if s.t_s <= minute * 60 + 1]
+        if near and near[-1] not in picked:
+            picked.append(near[-1])
+    picked += [s for s in samples if s.phase == "end"]
+    for s in picked:
+        label = {"baseline": "baseline (idle, after warm-up)", "end": "end (all closed, settled)"}.get(
+            s.phase, f"{s.t_s / 60:.1f} min")
+        rows.append([label, f"{s.rss_mib:.1f}", str(s.os_threads), str(s.fds), str(s.udp), str(s.sessions),
+                     "—" if s.tasks is None else str(s.tasks),
+                     "—" if s.fps_per_session is None else f"{s.fps_per_session:.1f}", f"{s.hidden_whole:.0f}"])
+    table = markdown_table(["time", "server RSS MiB", "OS threads", "fds", "UDP sockets", "live sessions",
+                            "asyncio tasks", "fps per session (last 10 s)", "frames hidden whole (total)"], rows)
+    slope = rss_slope(result)
+    leaks = leak_problems(result)
+    done = [r for r in result.records if r.error is None]
+    errors = [r for r in result.records if r.error is not None]
+    unchanged = sum(r.frames_with_unchanged_face for r in result.records)
+    checked = sum(r.faces_checked for r in result.records)
+    no_frames = [r for r in done if r.frames_back == 0]
+    fps = [r.fps for r in done if r.connected_s >= 5]
+    rss_all = [s.rss_mib for s in run]
+    slope_ok = slope is not None and slope <= MAX_SLOPE_MIB_PER_MIN
+    lines = [
+        f"### Soak: {result.sessions} sessions at {result.size}, {result.duration_s / 60:g} min, joining and leaving"
+        + (" (a SHORT RUN: validation only, not numbers to quote)" if smoke else ""),
+        "",
+        table,
+        "",
+        "**Verdict**",
+        "",
+        "- RSS slope over the second half: "
+        + ("— (too few samples)" if slope is None else f"{slope:+.2f} MiB/min")
+        + f" ({'pass' if slope_ok else 'fail'}: ≤ {MAX_SLOPE_MIB_PER_MIN:g} MiB/min); RSS "
+        + (f"{min(rss_all):.0f}–{max(rss_all):.0f} MiB during the run" if rss_all else "not sampled"),
+        "- Leak checks after every session closed (peers, OS threads, fds, UDP sockets, Python threads, asyncio "
+        f"tasks back at the baseline): {'pass' if not leaks else 'fail: ' + '; '.join(leaks)}",
+        f"- Frames with a face back unchanged: {unchanged} ({checked} faces checked over "
+        f"{sum(r.frames_back for r in result.records)} returned frames); frames hidden whole (fail-closed): "
+        f"{sum(r.hidden_whole for r in result.records)}",
+        f"- Sessions: {len(done)} completed ({len(errors)} failed), lives {LIFE_S[0]:g}–{LIFE_S[1]:g} s; "
+        f"{len(no_frames)} got no frame back; fps back per session: "
+        + (f"median {float(np.median(fps)):.1f}, lowest {min(fps):.1f}" if fps else "—")
+        + f"; joins refused with 503 by admission control: {result.refused}"
+        + (f" (e.g. \"{result.refusals[0]}\")" if result.refusals else ""),
+        f"- Command: `{command}`; clip `{result.clip}` (centre-cropped, played forward and back at its rate). "
+        f"Machine: {machine}.",
+    ]
+    if errors:
+        lines.append(f"- First failure: {errors[0].error}")
+    return "\n".join(lines) + "\n"
+
+
+def write_section(path: Path, section: str) -> None:
+    """Put ``section`` between the soak markers, after the generated block; everything else stays as it is."""
+    text = path.read_text()
+    block = f"{BEGIN}\n{section.rstrip()}\n{END}\n"
+    if BEGIN in text and END in text:
+        start, stop = text.index(BEGIN), text.index(END) + len(END)
+        if text[stop:stop + 1] == "\n":
+            stop += 1
+        text = text[:start] + block + text[stop:]
+    else:
+        at = text.find(GENERATED_END)
+        if at < 0:
+            text = text.rstrip("\n") + "\n\n" + block
+        else:
+            eol = text.find("\n", at)
+            eol = len(text) if eol < 0 else eol + 1
+            text = text[:eol] + "\n" + block + text[eol:]
+    path.write_text(text)
+
+
+# ----------------------------------------------------------------------------------------------- processes
+
+
+def load_soak_source(clip: Path, size: str, device: str = "cpu", seconds: float = 10.0) -> Source:
+    """The clip's first ``seconds`` at ``size`` with the faces to check found in every frame."""
+    width, height = parse_size(size)
+    with av.open(str(clip)) as container:
+        fps = float(container.streams.video[0].average_rate or 30)
+    source = load_source(clip, width, height, round(seconds * fps))
+    find_faces(source, device)
+    return source
+
+
+def client_main(args: argparse.Namespace) -> int:
+    source = load_soak_source(Path(args.clip), args.size)
+    soak = Soak(f"http://{SERVER_ADDR}:{args.port}", args.server_pid, source, args.sessions, args.minutes * 60,
+                interval_s=args.interval, seed=args.seed)
+    print(asyncio.run(soak.run()).to_json())
+    return 0
+
+
+def _raise_exit(signum: int, frame: Any) -> None:
+    raise SystemExit(128 + signum)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    p = argparse.ArgumentParser(prog="python -m bench.soak", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--minutes", type=float, default=10.0)
+    p.add_argument("--sessions", type=int, default=8)
+    p.add_argument("--size", default="320x240")
+    p.add_argument("--clip", type=Path, default=VIDEOS / CLIP)
+    p.add_argument("--interval", type=float, default=10.0, help="seconds between samples (default 10)")
+    p.add_argument("--seed", type=int, default=1, help="for the session lives")
+    p.add_argument("--server-args", default="", help="extra `serve` arguments, as one string")
+    p.add_argument("--write", action="store_true", help="also write the section into BENCHMARKS.md")
+    if argv and argv[0] == "_client":
+        p.add_argument("--port", type=int, required=True)
+        p.add_argument("--server-pid", type=int, required=True)
+        return client_main(p.parse_args(argv[1:]))
+    args = p.parse_args(argv)
+    parse_size(args.size)
+    if os.geteuid() != 0:
+        raise SystemExit("needs root: it creates a network namespace (aioice never uses 127.0.0.1)")
+    if not args.clip.is_file():
+        raise SystemExit(f"clip not found: {args.clip}")
+    signal.signal(signal.SIGTERM, _raise_exit)
+    command = shlex.join(["python", "-m", "bench.soak", *argv])
+    machine = f"{cpu_model()}, {os.cpu_count()} logical cores; load average at start {load_average()}"
+    py, port = sys.executable, 9300
+    ns = Namespace(f"fssoak-{os.getpid()}")
+    with tempfile.TemporaryDirectory(prefix="soak-") as tmp:
+        server_log, client_log = Path(tmp) / "server.log", Path(tmp) / "client.log"
+        try:
+            ns.create()
+            server_cmd = [py, "-m", "streamer", "serve", "--host", SERVER_ADDR, "--port", str(port), "--device",
+                          "cpu", "--max-sessions", str(args.sessions), *shlex.split(args.server_args)]
+            with server_log.open("wb") as slog, client_log.open("wb") as clog:
+                proc = subprocess.Popen(ns.exec(*server_cmd), cwd=REPO, stdout=slog, stderr=subprocess.STDOUT)
+                try:
+                    client_cmd = [py, "-m", "bench.soak", "_client", "--port", str(port), "--server-pid",
+                                  str(proc.pid), *argv]
+                    # The client waits for the server through its first POST; give the model time to load.
+                    subprocess.run(ns.exec(py, "-c", _WAIT_READY.format(url=f"http://{SERVER_ADDR}:{port}")),
+                                   check=True, timeout=200)
+                    done = subprocess.run(ns.exec(*client_cmd), cwd=REPO, stdout=subprocess.PIPE, stderr=clog,
+                                          timeout=args.minutes * 60 + 300, check=False)
+                finally:
+                    stop_process(proc)
+        finally:
+            ns.delete()
+        if done.returncode != 0:
+            sys.stderr.write(client_log.read_text(errors="replace")[-3000:])
+            sys.stderr.write(server_log.read_text(errors="replace")[-2000:])
+            return 1
+    result = SoakResult.from_json(done.stdout.decode().strip().splitlines()[-1])
+    machine += f", at end {load_average()}"
+    section = render(result, command, machine, smoke=args.minutes < 10)
+    print(section, end="")
+    if args.write:
+        write_section(REPO / "BENCHMARKS.md", section)
+    return 0 if rss_slope(result) is not None and not leak_problems(result) else 1
+
+
+_WAIT_READY = """
+import time, urllib.request
+deadline = time.monotonic() + 180
+while True:
+    try:
+        if urllib.request.urlopen('{url}/healthz', timeout=3).status == 200:
+            break
+    except Exception:
+        if time.monotonic() > deadline:
+            raise
+    time.sleep(0.5)
+"""
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

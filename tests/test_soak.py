@@ -1,0 +1,199 @@
+"""Load and soak: sessions joining and leaving leave nothing behind, and admission by capacity refuses the session
+the shared detector cannot serve (503 + Retry-After) while the sessions already served keep their frame rate.
+
+The bounded soak runs in the default test run (8 sessions for about a minute); the long one only when
+``STREAMER_SOAK_MINUTES`` is set (e.g. ``STREAMER_SOAK_MINUTES=10 pytest tests/test_soak.py -k long``)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import require_testdata
+from webrtc_support import (
+    SERVER_ADDR,
+    HttpAnswer,
+    LiveClient,
+    NamespaceLoop,
+    NetNamespace,
+    ServerProcess,
+    free_port,
+    http,
+    load_clip,
+)
+
+from bench.soak import LIFE_S, Soak, SoakResult, leak_problems, load_soak_source, rss_slope
+from streamer.server.capacity import DetectorLoad, refusal
+
+CLIP = ("videos", "face_recognition_short_hamilton_clip.mp4")
+SOAK_SESSIONS = 8
+SOAK_S = 60.0
+SOAK_LIFE_S = (10.0, 30.0)  # short lives so that a one-minute run still sees every slot leave and rejoin
+RSS_GROWTH_MIB = 60.0  # idle RSS after the soak against idle RSS before it (allocator arenas may keep some)
+
+
+# ------------------------------------------------------------------------------------------ the load rule
+
+
+def test_predicted_load_grows_with_streams_and_inference_time() -> None:
+    load = DetectorLoad(window_s=5.0)
+    assert load.predicted_load(3, 0.1) is None  # idle: nothing to predict from, admit
+    assert refusal(load, 3, 0.1, 0.9) is None
+    for i in range(10):
+        load.observe(0.030, now=100.0 + i * 0.1)
+    # 30 ms per detection: with 2 streams plus one more, each waits 90 ms of the 100 ms mask-age budget.
+    assert load.predicted_load(1, 0.1, now=101.0) == pytest.approx(0.6)
+    assert load.predicted_load(2, 0.1, now=101.0) == pytest.approx(0.9)
+    assert load.predicted_load(2, 0.1, batch=32, now=101.0) == pytest.approx(0.3)  # one batched run serves all
+    assert load.busy_fraction(now=101.0) == pytest.approx(0.06)
+    assert load.predicted_load(2, 0.1, now=200.0) is None  # the window has moved on
+
+
+def test_refusal_says_why_and_zero_turns_it_off() -> None:
+    load = DetectorLoad()
+    load.observe(0.040)
+    why = refusal(load, 3, 0.1, 0.9)
+    assert why is not None and "capacity" in why and "--max-detector-load" in why, why
+    assert refusal(load, 3, 0.1, 0.0) is None
+    assert refusal(load, 1, 0.1, 0.9) is None  # 2 x 40 ms of 100 ms
+
+
+# --------------------------------------------------------------------------------- admission by capacity
+
+
+class SlowSession:
+    """The real ONNX session with a fixed delay added to every run (every detect path calls session.run): a
+    detector that serves one stream comfortably and two not within the mask-age budget."""
+
+    def __init__(self, session: Any, delay_s: float) -> None:
+        self._session = session
+        self.delay_s = delay_s
+
+    def run(self, *args: Any, **kwargs: Any) -> Any:
+        time.sleep(self.delay_s)
+        return self._session.run(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._session, name)
+
+
+def received_fps(client: LiveClient, since: float, until: float) -> float:
+    return sum(1 for r in client.received if since <= r.arrived < until) / (until - since)
+
+
+async def test_a_session_the_detector_cannot_serve_is_refused_and_the_others_keep_their_rate(
+        ns_loop: NamespaceLoop) -> None:
+    from aiohttp import web
+
+    from models import load_detector
+    from streamer.server.app import create_app
+    from streamer.server.config import ServerConfig
+
+    clip = load_clip(require_testdata(*CLIP), 2.0, max_width=320)
+    detector = load_detector("cpu")
+    # 50 ms per detection: one stream is detected every ~50-70 ms, inside the 100 ms mask-age budget; a second
+    # would make every stream wait 100+ ms for its detections, so frames would wait (predicted load >= 1.0).
+    detector.session = SlowSession(detector.session, 0.050)
+
+    async def scenario() -> tuple[HttpAnswer, float, float, HttpAnswer, dict[str, Any]]:
+        port = await free_port()
+        app = create_app(ServerConfig(host=SERVER_ADDR, port=port, device="cpu", max_sessions=4,
+                                      max_detector_load=0.9), detector=detector)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        await web.TCPSite(runner, SERVER_ADDR, port).start()
+        base = f"http://{SERVER_ADDR}:{port}"
+        try:
+            async with LiveClient(base, clip, keep_frames=False, loop_forever=True) as first:
+                assert (await first.connect()).status == 200
+                await first.wait_connected()
+                await first.wait_first_frame()
+                await asyncio.sleep(3)  # its detections fill the load window
+                t0 = time.monotonic()
+                await asyncio.sleep(3)
+                before = received_fps(first, t0, time.monotonic())
+                async with LiveClient(base, clip, keep_frames=False) as second:
+                    refused = await second.connect()
+                t1 = time.monotonic()
+                await asyncio.sleep(3)
+                after = received_fps(first, t1, time.monotonic())
+            # Once the load is gone (the window empties), the next session is admitted again.
+            await asyncio.sleep(6)
+            health = (await http("GET", base + "/healthz")).json()
+            async with LiveClient(base, clip, keep_frames=False, loop_forever=True) as third:
+                again = await third.connect()
+            return refused, before, after, again, health
+        finally:
+            await runner.cleanup()
+
+    refused, before, after, again, health = await ns_loop.call(scenario(), limit_s=120)
+    assert refused.status == 503, refused.text
+    assert refused.headers.get("Retry-After") == "5", refused.headers
+    assert "capacity" in refused.json()["error"], refused.text
+    # Relative, not absolute: on a shared 2-core machine under others' load one session alone may get well under
+    # the clip's 30 fps; what admission control must keep is the rate it had before the newcomer knocked.
+    assert before > 0, "the first session got no frames"
+    assert after >= 0.8 * before, f"the first session fell to {after:.1f} fps (from {before:.1f}) after the refusal"
+    assert again.status == 200, f"still refused once idle: {again.text} (healthz {health})"
+
+
+# ------------------------------------------------------------------------------------------------- the soak
+
+
+@pytest.fixture(scope="module")
+def soak_server(netns: NetNamespace, ns_loop: NamespaceLoop, artifacts_dir: Path) -> Iterator[ServerProcess]:
+    srv = ServerProcess(netns, ns_loop, ["--max-sessions", str(SOAK_SESSIONS)], artifacts_dir / "soak-server.log")
+    srv.start()
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+def check_soak(result: SoakResult) -> None:
+    problems = leak_problems(result)
+    assert not problems, "after every session closed: " + "; ".join(problems) + f"\n{result.samples}"
+    failed = [r for r in result.records if r.error]
+    assert not failed, f"{len(failed)} session(s) failed, e.g. {failed[0]}"
+    done = result.records
+    assert len(done) > SOAK_SESSIONS, f"only {len(done)} sessions: the slots never left and rejoined"
+    starved = [r for r in done if r.frames_back == 0]
+    assert not starved, f"{len(starved)} admitted session(s) got no frame back, e.g. {starved[0]}"
+    unchanged = sum(r.frames_with_unchanged_face for r in done)
+    frames = sum(r.frames_back for r in done)
+    assert sum(r.faces_checked for r in done) > 100, "too few faces checked to say anything"
+    # Every frame goes through the anonymizer; what can still come back unchanged is a face the detector missed on
+    # the compressed 320x240 stream: about 1% of frames on quiet and loaded machines alike (small, dark faces; the
+    # same with --max-mask-age 0 and with fp32, so not tracking and not int8; BENCHMARKS.md, soak). A frame that
+    # skipped the anonymizer would show every face in it unchanged, far above this bound.
+    assert unchanged <= 0.03 * frames, f"{unchanged} of {frames} frame(s) came back with a face unchanged"
+    base = next(s for s in result.samples if s.phase == "baseline")
+    end = next(s for s in result.samples if s.phase == "end")
+    assert end.rss_mib <= base.rss_mib + RSS_GROWTH_MIB, f"idle RSS {base.rss_mib} -> {end.rss_mib} MiB"
+
+
+async def test_sessions_joining_and_leaving_leave_nothing_behind(soak_server: ServerProcess,
+                                                                 ns_loop: NamespaceLoop) -> None:
+    source = load_soak_source(require_testdata(*CLIP), "320x240", seconds=4.0)
+    soak = Soak(soak_server.base_url, soak_server.pid, source, SOAK_SESSIONS, SOAK_S, life_s=SOAK_LIFE_S,
+                interval_s=5.0, settle_s=5.0)
+    result = await ns_loop.call(soak.run(), limit_s=SOAK_S + 200)
+    check_soak(result)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(0)
+@pytest.mark.skipif(not os.environ.get("STREAMER_SOAK_MINUTES"), reason="set STREAMER_SOAK_MINUTES to run it")
+async def test_long_soak(soak_server: ServerProcess, ns_loop: NamespaceLoop) -> None:
+    minutes = float(os.environ.get("STREAMER_SOAK_MINUTES", "10"))
+    source = load_soak_source(require_testdata(*CLIP), "320x240")
+    soak = Soak(soak_server.base_url, soak_server.pid, source, SOAK_SESSIONS, minutes * 60, life_s=LIFE_S)
+    result = await ns_loop.call(soak.run(), limit_s=minutes * 60 + 300)
+    check_soak(result)
+    slope = rss_slope(result)
+    assert slope is not None and slope <= 1.0, f"RSS grows {slope} MiB/min over the second half"
