@@ -30,7 +30,10 @@ from webrtc_support import (
 from bench.soak import LIFE_S, Soak, SoakResult, leak_problems, load_soak_source, rss_slope
 from streamer.server.capacity import DetectorLoad, refusal
 
-CLIP = ("videos", "face_recognition_short_hamilton_clip.mp4")
+# A portrait clip: every face in it is one the detector must find on the compressed stream, so any face that comes
+# back unchanged is a failure. (The Hamilton clip's tiny dark audience faces are missed on about 1% of frames
+# after VP8 at 320x240; python -m bench.soak measures and reports that rate.)
+CLIP = ("videos", "liveportrait_source_s18.mp4")
 SOAK_SESSIONS = 8
 SOAK_S = 60.0
 SOAK_LIFE_S = (10.0, 30.0)  # short lives so that a one-minute run still sees every slot leave and rejoin
@@ -167,11 +170,7 @@ def check_soak(result: SoakResult) -> None:
     unchanged = sum(r.frames_with_unchanged_face for r in done)
     frames = sum(r.frames_back for r in done)
     assert sum(r.faces_checked for r in done) > 100, "too few faces checked to say anything"
-    # Every frame goes through the anonymizer; what can still come back unchanged is a face the detector missed on
-    # the compressed 320x240 stream: about 1% of frames on quiet and loaded machines alike (small, dark faces; the
-    # same with --max-mask-age 0 and with fp32, so not tracking and not int8; BENCHMARKS.md, soak). A frame that
-    # skipped the anonymizer would show every face in it unchanged, far above this bound.
-    assert unchanged <= 0.03 * frames, f"{unchanged} of {frames} frame(s) came back with a face unchanged"
+    assert unchanged == 0, f"{unchanged} of {frames} frame(s) came back with a face unchanged"
     base = next(s for s in result.samples if s.phase == "baseline")
     end = next(s for s in result.samples if s.phase == "end")
     assert end.rss_mib <= base.rss_mib + RSS_GROWTH_MIB, f"idle RSS {base.rss_mib} -> {end.rss_mib} MiB"
