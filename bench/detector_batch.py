@@ -100,8 +100,9 @@ def main(argv: list[str] | None = None) -> int:
     runs = 5 if args.quick else (50 if gpu else 10)
     raw = read_frames(CLIP, 8)
     frames = {s: [fit_frame(f, *s) for f in raw] for s in sizes}
-    print(f"Provider: `{detector.provider}`; clip `{CLIP.name}`, 8 frames centre-cropped and resized; detect_size "
-          f"{detector.config.detect_size} (so 1280x720 runs the network at 640x384).\n")
+    print(f"Provider: `{detector.provider}`; model `{detector.model_path.name}` (fp32: batching is the subject "
+          f"here; `python -m bench.quantized` compares precisions); clip `{CLIP.name}`, 8 frames centre-cropped "
+          f"and resized; detect_size {detector.config.detect_size} (so 1280x720 runs the network at 640x384).\n")
     print("### Batch size (one `detect_batch` call)\n")
     rows: list[list[str]] = []
     for (w, h), fs in frames.items():

@@ -319,11 +319,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else cores
     machine = f"{cpu_model()}, {cores} logical cores ({usable} usable); load average at start {load_average()}"
     started = time.perf_counter()
-    # The server's detector: DetectorConfig(threads=--threads (0), spin_wait=False), see streamer/server/app.py.
-    server = load_detector(device, None, DetectorConfig(threads=0, spin_wait=False))
+    # The server's detector: DetectorConfig(threads=--threads (0), spin_wait=False) at --precision auto (int8 on the
+    # CPU), see streamer/server/app.py; fp32 beside it, the precision before issue #7.
+    server = load_detector(device, None, DetectorConfig(threads=0, spin_wait=False), precision="auto")
     detectors: dict[str, Any] = {"server": server}
     if server.provider == "CPUExecutionProvider":
-        detectors["1 thread"] = load_detector(device, None, DetectorConfig(threads=1, spin_wait=False))
+        detectors["fp32"] = load_detector(device, None, DetectorConfig(threads=0, spin_wait=False))
+        detectors["1 thread"] = load_detector(device, None, DetectorConfig(threads=1, spin_wait=False),
+                                              precision="auto")
     stage_parts, variant_parts = [], []
     for size in sizes:
         width, height = parse_size(size)

@@ -27,7 +27,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from models import PRECISIONS, DetectorConfig, ModelError, Precision, ProviderError, load_detector
+from models import PRECISIONS, DetectorConfig, Device, ModelError, Precision, ProviderError, load_detector
 from models.centerface import CenterFaceDetector
 from models.evaluate import annotated_images, iou_matrix, load_truth, match
 from models.quantize import build_variant
@@ -57,8 +57,13 @@ class Result:
     agreed: int = 0
 
 
+DEVICE: list[Device] = ["cpu"]  # set once from --device in main()
+
+
 def detector_for(precision: Precision, threads: int) -> CenterFaceDetector:
-    return load_detector("cpu", None, DetectorConfig(threads=threads), precision=precision)
+    # No spin-waiting, as the server runs it: several sessions are loaded at once here, and threads that spin
+    # after their run would take the cores from the session being timed.
+    return load_detector(DEVICE[0], None, DetectorConfig(threads=threads, spin_wait=False), precision=precision)
 
 
 def measure_latency(results: dict[Precision, Result], runs: int, warmup: int) -> None:
@@ -155,7 +160,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="variants besides the fp32 baseline (default: all)")
     p.add_argument("--out", type=Path, default=None, help="also write the Markdown table to this file")
     p.add_argument("--quick", action="store_true", help="smoke run: 5 runs, 1 warm-up, 2 frames per clip")
+    p.add_argument("--device", choices=("cpu", "cuda", "auto"), default="cpu", help="default: %(default)s")
     args = p.parse_args(argv)
+    DEVICE[0] = args.device
     if args.quick:
         args.runs, args.warmup, args.frames_per_clip = 5, 1, 2
     if not IMAGES.is_dir() or not VIDEOS.is_dir():

@@ -228,6 +228,8 @@ def main(argv: list[str] | None = None) -> int:
                *shlex.split(args.latency_args)]
         sections.append(run_section(f"Detector latency ({args.device})", cmd))
     if not args.skip_batch:
+        cmd = [sys.executable, "-m", "bench.quantized", "--device", args.device, *quick]
+        sections.append(run_section(f"Detector precision: fp32, int8, fp16 ({args.device})", cmd))
         cmd = [sys.executable, "-m", "bench.detector_batch", "--device", args.device, *quick]
         sections.append(run_section(f"Detector batching ({args.device})", cmd))
     if not args.skip_throughput:

@@ -168,7 +168,7 @@ class Soak:
         self.result = SoakResult(sessions, f"{source.width}x{source.height}", duration_s, source.name)
         self.open: dict[int, Client] = {}
         self._t0 = time.monotonic()
-        self._last_frames: dict[int, int] = {}
+        self._last_frames: dict[int, tuple[Client, int]] = {}  # id -> (client, frames): ids are reused
         self._last_t = time.monotonic()
         self._http: ClientSession | None = None
 
@@ -183,8 +183,11 @@ class Soak:
         runtime = health.get("runtime") or {}
         _, metrics = await self._get("/metrics")
         now = time.monotonic()
-        frames = {id(c): len(c.arrived) for c in self.open.values()}
-        gained = [n - self._last_frames.get(k, 0) for k, n in frames.items()]
+        frames = {id(c): (c, len(c.arrived)) for c in self.open.values()}
+        gained = []
+        for k, (client, n) in frames.items():
+            last = self._last_frames.get(k)
+            gained.append(n - last[1] if last is not None and last[0] is client else n)
         span = now - self._last_t
         fps = sum(gained) / len(gained) / span if gained and span > 0 else None
         self._last_frames, self._last_t = frames, now

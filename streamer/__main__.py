@@ -219,8 +219,10 @@ def cmd_file(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    from .malloc import limit_arenas
     from .server.app import run
 
+    limit_arenas()  # before the service starts its threads
     run(args)
     return 0
 
