@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -20,6 +21,17 @@ if str(REPO_ROOT) not in sys.path:
 TESTDATA_DIR = REPO_ROOT.parent / "shared" / "testdata"
 
 from webrtc_support import NamespaceError, NamespaceLoop, NetNamespace, netns_unavailable_reason  # noqa: E402
+
+try:
+    from hypothesis import settings as _hypothesis_settings
+except ImportError:  # pragma: no cover - hypothesis is in the dev extra
+    pass
+else:
+    # The same examples on every run, so a failure in CI is reproducible where it is read; HYPOTHESIS_PROFILE=explore
+    # draws new ones (with more of them) for a fuzzing session.
+    _hypothesis_settings.register_profile("ci", derandomize=True, print_blob=True)
+    _hypothesis_settings.register_profile("explore", max_examples=2000)
+    _hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
 def require_testdata(*parts: str) -> Path:

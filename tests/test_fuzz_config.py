@@ -166,7 +166,7 @@ def test_camera_tables_are_typed_strictly(document: dict[str, Any]) -> None:
     if isinstance(result, ValueError):
         message = str(result)
         assert message.startswith(f"{path}: "), message
-        if "camera #" in message:
+        if "camera #" in message and "is not a table" not in message:
             # The refusal names the key at fault: an unknown one, or a known one with a bad value.
             assert "unknown key" in message or any(k in message.lower() for k in CAMERA_KEYS), message
         return
