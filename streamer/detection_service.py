@@ -30,7 +30,6 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import CancelledError, Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -86,13 +85,6 @@ class PendingDetection:
     t: float
 
 
-@dataclass
-class _Call:
-    fn: Callable[..., Any]
-    args: tuple[Any, ...]
-    future: Future[Any]
-
-
 class DetectionService:
     def __init__(self, detector: CenterFaceDetector, deadline_s: float = 1.0,
                  on_inference: Callable[[float], None] | None = None,
@@ -109,7 +101,7 @@ class DetectionService:
         self._on_error = on_error
         self._on_batch = on_batch  # frames per inference run
         self._on_fallback = on_fallback
-        self._queue: queue.PriorityQueue[tuple[int, int, _Detect | _Call | None]] = queue.PriorityQueue()
+        self._queue: queue.PriorityQueue[tuple[int, int, _Detect | None]] = queue.PriorityQueue()
         self._order = itertools.count()
         self._closed = False
         self._active: dict[str, float] = {}  # stream -> when it last asked for a live detection
@@ -131,12 +123,6 @@ class DetectionService:
                 return
             if not item.future.set_running_or_notify_cancel():
                 continue
-            if isinstance(item, _Call):
-                try:
-                    item.future.set_result(item.fn(*item.args))
-                except BaseException as exc:
-                    item.future.set_exception(exc)
-                continue
             batch = [item]
             if self.batch.max_batch > 1:
                 self._gather(batch, priority)
@@ -157,8 +143,8 @@ class DetectionService:
             except queue.Empty:
                 return
             item = entry[2]
-            if not isinstance(item, _Detect) or entry[0] != priority:
-                self._queue.put(entry)  # a sentinel, a call or other-priority work: it goes first next time
+            if item is None or entry[0] != priority:
+                self._queue.put(entry)  # the sentinel or other-priority work: it goes first next time
                 return
             if item.future.set_running_or_notify_cancel():
                 batch.append(item)
@@ -226,17 +212,11 @@ class DetectionService:
 
     # -- submitting work ---------------------------------------------------------------------------------------
 
-    def _put(self, priority: int, item: _Detect | _Call) -> None:
+    def _put(self, priority: int, item: _Detect) -> None:
         if self._closed:
             item.future.set_exception(RuntimeError("the detection service is closed"))
             return
         self._queue.put((priority, next(self._order), item))
-
-    def submit(self, priority: int, fn: Callable[..., Any], *args: Any) -> Future[Any]:
-        """Run ``fn(*args)`` on the inference thread (not batched)."""
-        future: Future[Any] = Future()
-        self._put(priority, _Call(fn, args, future))
-        return future
 
     def submit_detect(self, priority: int, request: DetectRequest,
                       stream: str = "-") -> Future[tuple[FaceDetections, float]]:
