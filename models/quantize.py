@@ -54,7 +54,7 @@ from .weights import WEIGHTS_DIR, ModelError, resolve_model, sha256_of
 
 logger = logging.getLogger(__name__)
 
-RECIPE = 1  # bump when the way a variant is built changes, so cached files are rebuilt
+RECIPE = 2  # bump when the way a variant is built changes, so cached files are rebuilt
 
 CALIBRATION_WHEEL = "scikit-image==0.26.0"
 CALIBRATION_MEMBERS = tuple(f"skimage/data/{name}" for name in (
@@ -242,8 +242,11 @@ def build_int8(source: Path, dest: Path, calibration: CalibrationSet) -> None:
         onnx.save(model, str(opset13))
         # Folds BatchNorm into Conv first, so the folded weights (not the BN) get quantization parameters.
         quant_pre_process(str(opset13), str(pre), skip_symbolic_shape=True)
+        # reduce_range (7-bit weights): on x86 CPUs without VNNI (AVX2 only) ONNX Runtime's u8s8 kernels use
+        # VPMADDUBSW, whose 16-bit sums saturate with full-range weights. Measured on an AVX2-only EPYC: int8
+        # found 43 of the 53 dim Hamilton faces that fp32 finds, 52 with reduce_range, at the same speed.
         quantize_static(str(pre), str(dest), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                        reduce_range=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                         calibrate_method=CalibrationMethod.MinMax, nodes_to_exclude=_float_exclusions(model))
 
 
