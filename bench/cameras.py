@@ -1,7 +1,8 @@
 """RTSP cameras x WHEP viewers: one decode and one detection per camera, fanned out to every viewer.
 
     python -m bench.cameras [--quick] [--cameras 1,2,4] [--viewers 1,3,5] [--seconds 15] [--settle 3]
-                            [--warmup 4] [--clip PATH] [--size 640x480] [--device cpu] [--json PATH]
+                            [--warmup 4] [--size 640x480] [--device cpu] [--json PATH]
+                            [--sample-frames 300] [--identity-budget 40] [--dump-dir DIR]
 
 Everything runs inside a network namespace this benchmark creates and deletes itself (``fscam-<pid>``: ``lo`` plus
 one veth pair, ``v0`` 10.77.0.1/24 and ``v1`` 10.77.0.2/24, both inside, no route out); root and ``ip netns`` are
@@ -19,10 +20,11 @@ For each number of cameras, three processes run in the namespace:
   measures ``--seconds`` s; then adds viewers up to the next number per camera, waits ``--settle`` s and
   measures again; and so on. Viewers stay connected from one step to the next.
 
-The clip: a real clip (default the Hamilton clip, 640x360 at 29.97 fps, 1-6 faces) centre-cropped and resized to
-``--size``, played forward then backward for as long as the longest run needs, each frame stamped with its number as
-a barcode in its bottom-left corner (bench/live_loopback.py's), encoded to H.264 with a keyframe every 0.5 s and no
-B-frames (the server drops what comes before the first keyframe after PLAY). Prepared once and kept in
+The clip: a ground-truth clip (bench/_truth.py: ``testkit.truth.virtual_camera``, a camera panning and zooming over
+the annotated photos with a hard cut to other people every 3 s) as long as the longest run needs, rendered CODE_H
+rows shorter than ``--size`` above a black band; each frame's number is stamped as a barcode in the band's left
+corner (bench/live_loopback.py's), so no true face is ever under it. Encoded to H.264 with a keyframe every 0.5 s and
+no B-frames (the server drops what comes before the first keyframe after PLAY). Prepared once and kept in
 bench/out/cameras/.
 
 Latency, source to viewer: the RTSP server notes, for every frame of every client session, the clock time at which
@@ -39,6 +41,12 @@ window), median and minimum over the viewers; latency p50/p95 over every such fr
 service process (``/proc/<pid>/stat`` utime+stime), the viewers' process, the RTSP server and the rest of the
 machine; per camera, from ``GET /cameras`` at both ends of the window: frames decoded, detections run, frames
 processed and dropped per second; and the shared detector's busy time (``/metrics``).
+
+Leaks: during each step's window the viewers keep a sample of the frames they get (about ``--sample-frames`` per
+step, spread over the viewers by frame number; a yuv420p copy as decoded). After the last step (not timed) every
+kept frame is judged against the truth frame it shows by three judges (testkit.judges): pixels, identity (dlib,
+within ``--identity-budget`` s per step) and the product's own detector, loaded as the server loads it. A step
+passes only with 0 face-frames back by every judge, every viewer served, and every frame back carrying its code.
 """
 
 from __future__ import annotations
@@ -57,7 +65,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -69,7 +77,23 @@ from aiohttp import ClientSession, ClientTimeout
 from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 
-from ._common import REPO, VIDEOS, markdown_table, parse_size
+from testkit.truth import TruthClip, TruthFrame
+
+from ._common import REPO, Frame, markdown_table, parse_size
+from ._truth import (
+    JUDGES,
+    JUDGES_TEXT,
+    checked_of,
+    judge_outputs,
+    leak_problems,
+    leaked_of,
+    load_judge_detector,
+    make_judges,
+    per_judge,
+    to_i420,
+    truth_clip,
+    with_band,
+)
 from .live_loopback import (
     CODE_H,
     CODE_W,
@@ -78,7 +102,6 @@ from .live_loopback import (
     _proc_cpu_s,
     _raise_exit,
     _self_cpu_s,
-    load_source,
     luma_of,
     parse_metrics,
     read_code,
@@ -89,12 +112,16 @@ from .run_all import cpu_model, load_average
 
 SERVER_ADDR = "10.77.0.1"
 SYSTEM_PYTHON = Path("/usr/bin/python3")  # Debian's: the interpreter that sees the `gi` bindings
-DEFAULT_CLIP = "face_recognition_short_hamilton_clip.mp4"
 CLIP_CACHE = REPO / "bench" / "out" / "cameras"
 KEYFRAME_EVERY_S = 0.5
-CLIP_FORMAT = "v1"  # part of the cached clip's name: bump it when the clip's making changes
+CLIP_FORMAT = "v2"  # part of the cached clip's name: bump it when the clip's making changes
 CLIP_MARGIN_S = 25.0  # clip length beyond the planned steps: start-up, connects, slow first frames
-MAX_SOURCE_FRAMES = 600  # distinct source frames held in memory while preparing (~0.5 MB each at 640x480)
+CLIP_FPS = 30
+SAMPLE_FRAMES = 300  # frames kept per step for the judges, over all its viewers
+IDENTITY_BUDGET_S = 40.0  # dlib's seconds per step
+JUDGE_S_PER_FRAME = 0.1  # a generous allowance for judging a kept frame
+CONTROL_FRAMES = 30  # frames of the clip as sent, judged as a control (they must leak)
+CONTROL_BUDGET_S = 8.0
 CLOCK_AGREE_S = 0.005  # GStreamer's clock and time.monotonic() must agree this well, else no latency
 
 # The RTSP server: tests/rtsp_server.py plus a probe on each session's payloader that writes, per frame,
@@ -209,17 +236,25 @@ def rtsp_unavailable_reason() -> str | None:
 # -------------------------------------------------------------------------------------------------- the clip
 
 
-def prepare_clip(src: Path, width: int, height: int, seconds: float) -> tuple[Path, Fraction, int]:
-    """``src`` centre-cropped and resized, played forward then backward for ``seconds``, each frame stamped with
-    its number, as H.264 MP4 with a keyframe every KEYFRAME_EVERY_S and no B-frames. Cached in CLIP_CACHE: a
-    cached clip of the same source, size and keyframe interval that is long enough is reused.
-    Returns (path, frame rate, frames)."""
-    with av.open(str(src)) as container:
-        stream = container.streams.video[0]
-        rate = Fraction(stream.average_rate or stream.base_rate or 30)
+def camera_truth(width: int, height: int, frames: int, seed: int) -> TruthClip:
+    """The picture of the camera clip: ``frames`` frames of the ground-truth clip, CODE_H rows shorter than the
+    frame. A longer clip of the same seed starts with the same frames, so a longer cached clip serves too."""
+    return truth_clip(width, height - CODE_H, frames / CLIP_FPS, seed)
+
+
+def truth_of(clip: TruthClip) -> Callable[[int], TruthFrame]:
+    """Frame number -> what the camera clip's frame of that number shows (the picture above the band)."""
+    return lambda number: with_band(clip.frame(number), CODE_H)
+
+
+def prepare_clip(width: int, height: int, seconds: float, seed: int) -> tuple[Path, Fraction, int]:
+    """The ground-truth clip for ``seconds`` at CLIP_FPS, above the barcode band, each frame stamped with its number,
+    as H.264 MP4 with a keyframe every KEYFRAME_EVERY_S and no B-frames. Cached in CLIP_CACHE: a cached clip of the
+    same seed, size and keyframe interval that is long enough is reused. Returns (path, frame rate, frames)."""
+    rate = Fraction(CLIP_FPS)
     frames = math.ceil(seconds * rate)
     gop = max(1, round(KEYFRAME_EVERY_S * rate))
-    stem = f"{src.stem}-{width}x{height}-g{gop}-{CLIP_FORMAT}"
+    stem = f"truth-s{seed}-{width}x{height}-g{gop}-{CLIP_FORMAT}"
     CLIP_CACHE.mkdir(parents=True, exist_ok=True)
     for cached in sorted(CLIP_CACHE.glob(f"{stem}-*f.mp4")):
         with contextlib.suppress(ValueError):
@@ -228,7 +263,7 @@ def prepare_clip(src: Path, width: int, height: int, seconds: float) -> tuple[Pa
                 return cached, rate, have
     dst = CLIP_CACHE / f"{stem}-{frames}f.mp4"
     print(f"[cameras] preparing {dst.name} ({frames} frames) ...", file=sys.stderr, flush=True)
-    source = load_source(src, width, height, min(frames, MAX_SOURCE_FRAMES))
+    truth = truth_of(camera_truth(width, height, frames, seed))
     part = dst.with_suffix(".part.mp4")
     with av.open(str(part), "w") as out:
         vout: Any = out.add_stream("libx264", rate=rate)
@@ -236,7 +271,7 @@ def prepare_clip(src: Path, width: int, height: int, seconds: float) -> tuple[Pa
         vout.options = {"g": str(gop), "keyint_min": str(gop), "sc_threshold": "0", "bf": "0",
                         "preset": "veryfast", "crf": "20"}
         for n in range(frames):
-            i420 = source.frames[source.index_for(n)].copy()
+            i420 = to_i420(np.asarray(truth(n).image))
             stamp_code(i420, width, height, n)
             frame = av.VideoFrame.from_ndarray(i420, format="yuv420p")
             frame.pts, frame.time_base = n, 1 / rate
@@ -246,6 +281,24 @@ def prepare_clip(src: Path, width: int, height: int, seconds: float) -> tuple[Pa
             out.mux(packet)
     part.replace(dst)
     return dst, rate, frames
+
+
+def judge_control(clip: Path, args: argparse.Namespace, frames: int = CONTROL_FRAMES) -> dict[str, Any]:
+    """The control: ``frames`` frames spread over the camera clip's planned part, decoded as the RTSP server sends
+    them (no service), through the same judges. Nothing hides them, so every judge must count them: that shows the
+    truth matches the clip and that the judges see the faces through H.264."""
+    width, height = parse_size(args.size)
+    wanted = set(np.linspace(0, min(args.truth_frames, CLIP_FPS * planned_seconds(args)) - 1, frames).astype(int))
+    outputs: list[tuple[int, Frame]] = []
+    with av.open(str(clip)) as container:
+        for n, frame in enumerate(container.decode(video=0)):
+            if n in wanted:
+                outputs.append((n, np.asarray(frame.to_ndarray(format="yuv420p"), np.uint8)))
+            if n >= max(wanted):
+                break
+    truth = camera_truth(width, height, args.truth_frames, args.seed)
+    judges = make_judges(truth, load_judge_detector(args.device))
+    return judge_outputs(truth_of(truth), outputs, judges, CONTROL_BUDGET_S, "control (the clip as sent)").result()
 
 
 # ------------------------------------------------------------------------------------------- viewer process
@@ -263,6 +316,10 @@ class Viewer:
         self.packet_arrived: dict[int, float] = {}  # frame number -> arrival of its last RTP packet
         self.invalid: list[float] = []  # arrivals of frames without a valid code
         self.received = 0
+        # While ``keep_every`` > 0: frames whose (number + keep_offset) is a multiple of it, as decoded (yuv420p).
+        self.keep_every = 0
+        self.keep_offset = 0
+        self.kept: list[tuple[int, Frame]] = []
         self.location: str | None = None
         self.first_frame = asyncio.Event()
         self._last_packet: dict[int, float] = {}
@@ -306,6 +363,8 @@ class Viewer:
                     at = self._last_packet.pop((int(frame.pts) + self._rtp_origin) & 0xFFFFFFFF, None)
                     if at is not None and at <= now:
                         self.packet_arrived[number] = at
+                if self.keep_every and (number + self.keep_offset) % self.keep_every == 0:
+                    self.kept.append((number, np.asarray(frame.to_ndarray(format="yuv420p"), np.uint8)))
                 if len(self._last_packet) > 300:  # timestamps of frames that never decoded
                     for key in sorted(self._last_packet)[:-100]:
                         del self._last_packet[key]
@@ -372,6 +431,7 @@ class ViewerRun:
         self.width, self.height = parse_size(args.size)
         self.viewers: dict[str, list[Viewer]] = {c: [] for c in self.cameras}
         self.steps: list[dict[str, Any]] = []
+        self.kept: list[list[tuple[int, Frame]]] = []  # per step: (frame number, yuv420p) over all its viewers
 
     async def snapshot(self, http: ClientSession) -> Snap:
         cameras: list[dict[str, Any]] = []
@@ -434,8 +494,10 @@ class ViewerRun:
                     first_s = time.monotonic() - began
                     await asyncio.sleep(self.args.warmup if k == 0 else self.args.settle)
                     a = await self.snapshot(http)
+                    self.keep(True)
                     await asyncio.sleep(self.args.seconds)
                     b = await self.snapshot(http)
+                    self.kept.append(self.keep(False))
                     self.steps.append(self.step_result(count, a, b, missing, first_s))
                     print(f"[cameras viewers] {len(self.cameras)} camera(s) x {count} viewer(s) measured",
                           file=sys.stderr, flush=True)
@@ -444,7 +506,42 @@ class ViewerRun:
             finally:
                 everyone = [v for vs in self.viewers.values() for v in vs]
                 await asyncio.gather(*(v.close(http) for v in everyone), return_exceptions=True)
+        if self.kept:  # after the run, not timed: the judges
+            try:
+                self.judge()
+            except Exception as exc:
+                error = (error + "; " if error else "") + f"judging failed: {type(exc).__name__}: {exc}"
         return {"cameras": self.cameras, "steps": self.steps, "error": error}
+
+    def keep(self, on: bool) -> list[tuple[int, Frame]]:
+        """Start keeping about ``--sample-frames`` frames over every viewer during a window, spread by frame
+        number (each viewer a different residue); or stop, and return what was kept."""
+        everyone = [v for vs in self.viewers.values() for v in vs]
+        if on:
+            stride = max(1, math.ceil(len(everyone) * CLIP_FPS * self.args.seconds / self.args.sample_frames))
+            for i, viewer in enumerate(everyone):
+                viewer.kept, viewer.keep_every, viewer.keep_offset = [], stride, i % stride
+            return []
+        kept: list[tuple[int, Frame]] = []
+        for viewer in everyone:
+            viewer.keep_every = 0
+            kept += viewer.kept
+            viewer.kept = []
+        return sorted(kept, key=lambda item: item[0])
+
+    def judge(self) -> None:
+        clip = camera_truth(self.width, self.height, self.args.truth_frames, self.args.seed)
+        truth = truth_of(clip)
+        judges = make_judges(clip, load_judge_detector(self.args.device))
+        for step, kept in zip(self.steps, self.kept, strict=True):
+            label = f"{len(self.cameras)} camera(s) x {step['viewers_per_camera']} viewer(s)"
+            outputs = [(n, f) for n, f in kept if n < self.args.truth_frames]
+            judged = judge_outputs(truth, outputs, judges, self.args.identity_budget, label)
+            step.update(judged.result())
+            if self.args.dump_dir:
+                judged.report.dump(Path(self.args.dump_dir) / f"{len(self.cameras)}-cameras-"
+                                                              f"{step['viewers_per_camera']}-viewers")
+        self.kept = []
 
     def step_result(self, count: int, a: Snap, b: Snap, missing: int, first_s: float) -> dict[str, Any]:
         everyone = [v for vs in self.viewers.values() for v in vs]
@@ -585,8 +682,13 @@ def run_one(ns: Namespace, count: int, clip: Path, rate: Fraction, ports: tuple[
                        "--server-pid", str(proc.pid), "--rtsp-pid", str(rtsp_pid),
                        "--warmup", str(args.warmup), "--settle", str(args.settle), "--seconds", str(args.seconds),
                        "--ready-timeout", str(args.ready_timeout),
-                       "--first-frame-timeout", str(args.first_frame_timeout)]
-        limit = args.ready_timeout + planned_seconds(args) + 120
+                       "--first-frame-timeout", str(args.first_frame_timeout), "--seed", str(args.seed),
+                       "--truth-frames", str(args.truth_frames), "--sample-frames", str(args.sample_frames),
+                       "--identity-budget", str(args.identity_budget), "--device", args.device]
+        if args.dump_dir is not None:
+            viewers_cmd += ["--dump-dir", str(args.dump_dir.resolve())]
+        limit = (args.ready_timeout + planned_seconds(args) + 120
+                 + len(args.viewer_counts) * (args.identity_budget + 60 + args.sample_frames * JUDGE_S_PER_FRAME))
         with viewers_log.open("wb") as vlog:
             done = subprocess.run(ns.exec(*viewers_cmd), cwd=REPO, stdout=subprocess.PIPE, stderr=vlog,
                                   timeout=limit, check=False)
@@ -682,6 +784,10 @@ def summarize(run: RunResult) -> list[dict[str, Any]]:
             "invalid_codes": sum(int(v["invalid"]) for v in step["viewers"]),
             "viewers_without_frames": sum(1 for v in step["viewers"] if not v["frames"]),
             "first_frames_s": step["first_frames_s"],
+            "judged": bool(step.get("judged")), "kept_frames": int(step.get("kept_frames", 0)),
+            "frame_stride": step.get("frame_stride"), "identity_every": step.get("identity_every"),
+            "judge_s": step.get("judge_s"), "leak_report": step.get("leak_report"),
+            "face_frames_leaked": step.get("face_frames_leaked"),
         })
     return rows
 
@@ -700,7 +806,18 @@ def _mean_range(values: list[float], digits: int = 1) -> str:
     return text if len(values) == 1 or hi - lo < 0.5 else f"{text} ({lo:.{digits}f}–{hi:.{digits}f})"
 
 
-def render(results: list[RunResult], args: argparse.Namespace, command: str, machine: str, clip_text: str) -> str:
+def step_verdict(row: dict[str, Any]) -> str:
+    """pass: 0 face-frames back by every judge, every viewer served, every frame back with its code."""
+    problems = leak_problems(leaked_of(row), checked_of(row) if row.get("judged") else None)
+    if row["viewers_without_frames"]:
+        problems.append(f"{row['viewers_without_frames']} viewer(s) got no frame")
+    if row["invalid_codes"]:
+        problems.append(f"{row['invalid_codes']} frame(s) back without a code (not judged)")
+    return "**pass**" if not problems else "**fail** (" + "; ".join(problems) + ")"
+
+
+def render(results: list[RunResult], args: argparse.Namespace, command: str, machine: str, clip_text: str,
+           control: dict[str, Any] | None = None) -> str:
     rows = [row for run in results for row in summarize(run)]
     main_rows = [[
         str(r["cameras"]), f"{r['viewers_per_camera']} ({r['viewers']})",
@@ -709,10 +826,12 @@ def render(results: list[RunResult], args: argparse.Namespace, command: str, mac
         f"{_f(r['packet_p50_ms'], 0)} / {_f(r['packet_p95_ms'], 0)}",
         f"{r['cpu_pct']['service']:.0f}",
         _mean_range(r["decode_fps"]), _mean_range(r["detections_per_s"]),
+        per_judge(leaked_of(r)), step_verdict(r),
     ] for r in rows]
     headers = ["cameras", "viewers per camera (total)", "fps per viewer, median (min)",
                "latency p50 / p95 ms, decoded", "latency p50 / p95 ms, last packet", "service CPU %",
-               "decoded fps per camera", "detections/s per camera"]
+               "decoded fps per camera", "detections/s per camera",
+               "face-frames back: pixels / identity / detector", "result (0 face-frames back)"]
     out = [markdown_table(headers, main_rows), ""] if main_rows else []
     if not main_rows:
         out += ["No results.", ""]
@@ -723,6 +842,9 @@ def render(results: list[RunResult], args: argparse.Namespace, command: str, mac
         f"{r['detector_busy_pct']:.0f} / {_f(r['inference_ms'])}", str(r["hidden_whole"]),
         str(r["invalid_codes"]), str(r["viewers_without_frames"]), f"{r['first_frames_s']:.1f}",
         str(r["connects"]), ",".join(r["states"]),
+        (f"{(r['leak_report'] or {}).get('frames', 0)} of {r['kept_frames']} / "
+         f"{(r['leak_report'] or {}).get('eligible', 0)} / {per_judge(checked_of(r))} / {r['identity_every']}"
+         if r["judged"] else "—"),
     ] for r in rows]
     if detail_rows:
         out += ["Details (per step, over its window):", "",
@@ -730,7 +852,9 @@ def render(results: list[RunResult], args: argparse.Namespace, command: str, mac
                                 "processed fps per camera", "dropped/s per camera",
                                 "detector busy % / ms per inference", "frames hidden whole (total)",
                                 "frames back without code", "viewers with no frame", "s to first frames",
-                                "camera connects (max)", "camera state"], detail_rows), ""]
+                                "camera connects (max)", "camera state",
+                                "judged: frames of kept / face-frames / checks pixels / identity / detector / "
+                                "identity every"], detail_rows), ""]
     for run in results:
         if run.error:
             out += [f"**{run.cameras} camera(s) failed:**", "", "```", run.error.strip()[-1500:], "```", ""]
@@ -764,7 +888,22 @@ def render(results: list[RunResult], args: argparse.Namespace, command: str, mac
         "window, mean per camera (range when they differ). One decode and one detection per camera: neither "
         "grows with the viewers. Detector busy: inference seconds (`/metrics`, all cameras share one detector that "
         "runs one inference at a time) per second of window.",
+        f"- Face-frames back: the viewers keep about {args.sample_frames} frames of each step's window, spread "
+        "over the viewers by frame number. After the last step (not timed), each kept frame is compared with the "
+        "truth frame it shows. " + JUDGES_TEXT,
+        f"- dlib costs about 0.13 s a face. It judges every k-th face (*identity every*) and every risky one, within "
+        f"about {args.identity_budget:g} s per step.",
+        "- Result: pass when every judge counts 0 face-frames back, every viewer got frames, and every frame back "
+        "carried its code. A frame without a code cannot be matched to its truth, so it fails.",
     ]
+    if control is not None:
+        leaked, checked = leaked_of(control), checked_of(control)
+        blind = [name for name in JUDGES if not (leaked or {}).get(name)]
+        out.append(f"- Control: {(control.get('leak_report') or {}).get('frames', 0)} frames of the clip as the RTSP "
+                   "server sends it, decoded, with nothing hidden. The judges count "
+                   f"{per_judge(leaked)} face-frames (pixels / identity / detector) of {per_judge(checked)} checked. "
+                   + ("So they see the faces." if not blind else
+                      f"**Warning**: the {', '.join(blind)} judge(s) saw no face there; their 0 above proves little."))
     return "\n".join(out) + "\n"
 
 
@@ -795,7 +934,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--settle", type=float, default=None,
                    help="seconds after added viewers' first frames before the next step (default 3; quick 2)")
     p.add_argument("--size", default="640x480", help="frame size of the cameras (default: %(default)s)")
-    p.add_argument("--clip", type=Path, default=None, help=f"source clip (default: {DEFAULT_CLIP})")
+    p.add_argument("--seed", type=int, default=0, help="the ground-truth clip's seed (default: %(default)s)")
+    p.add_argument("--sample-frames", type=int, default=SAMPLE_FRAMES,
+                   help="frames kept per step for the judges, over all its viewers (default: %(default)s)")
+    p.add_argument("--identity-budget", type=float, default=IDENTITY_BUDGET_S,
+                   help="seconds of dlib (the identity judge) per step (default: %(default)s)")
+    p.add_argument("--dump-dir", type=Path, default=None,
+                   help="write the judges' evidence (side-by-side PNGs of leaks, summary.json) here")
     p.add_argument("--device", choices=("cpu", "cuda", "auto"), default="cpu", help="the service's device")
     p.add_argument("--server-args", default="", help="extra arguments for the service, as one string")
     p.add_argument("--ready-timeout", type=float, default=180.0, help="seconds to wait for /healthz 200")
@@ -818,6 +963,12 @@ def internal_parser() -> argparse.ArgumentParser:
     p.add_argument("--seconds", type=float, required=True)
     p.add_argument("--ready-timeout", type=float, default=180.0)
     p.add_argument("--first-frame-timeout", type=float, default=30.0)
+    p.add_argument("--seed", type=int, required=True)
+    p.add_argument("--truth-frames", type=int, required=True)
+    p.add_argument("--sample-frames", type=int, default=SAMPLE_FRAMES)
+    p.add_argument("--identity-budget", type=float, default=IDENTITY_BUDGET_S)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--dump-dir", default=None)
     return p
 
 
@@ -832,16 +983,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.warmup = args.warmup if args.warmup is not None else (2.0 if args.quick else 4.0)
     args.settle = args.settle if args.settle is not None else (2.0 if args.quick else 3.0)
     width, height = parse_size(args.size)
-    if width % 2 or height % 2 or width < CODE_W or height < CODE_H:
-        raise SystemExit(f"--size must be even and at least {CODE_W}x{CODE_H}")
+    if width % 2 or height % 2 or width < CODE_W or height < CODE_H + 64:
+        raise SystemExit(f"--size must be even and at least {CODE_W}x{CODE_H + 64}")
+    if args.sample_frames < 1:
+        raise SystemExit("--sample-frames must be at least 1")
     if os.geteuid() != 0:
         raise SystemExit("needs root: it creates a network namespace (aioice never uses 127.0.0.1)")
     reason = rtsp_unavailable_reason()
     if reason:
         raise SystemExit(f"cannot run the RTSP cameras: {reason}")
-    src = args.clip or VIDEOS / DEFAULT_CLIP
-    if not src.is_file():
-        raise SystemExit(f"clip not found: {src}")
     command = shlex.join(["python", "-m", "bench.cameras", *argv])
     cores = os.cpu_count() or 0
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else cores
@@ -850,12 +1000,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _raise_exit)
     started = time.perf_counter()
     # Every step's connects and first frames take a few seconds more than planned: CLIP_MARGIN_S covers them.
-    clip, rate, frames = prepare_clip(src, width, height,
-                                      planned_seconds(args) + len(args.viewer_counts) * 5 + CLIP_MARGIN_S)
-    clip_text = (f"`{src.name}` centre-cropped and resized to {width}x{height}, played forward then backward to "
-                 f"{frames} frames ({float(frames / rate):.0f} s at {float(rate):.2f} fps), H.264 with a keyframe "
-                 f"every {KEYFRAME_EVERY_S:g} s and no B-frames, each frame's number as a barcode in its bottom-left "
-                 "corner")
+    clip, rate, frames = prepare_clip(width, height,
+                                      planned_seconds(args) + len(args.viewer_counts) * 5 + CLIP_MARGIN_S, args.seed)
+    args.truth_frames = frames
+    clip_text = (f"a ground-truth clip (`testkit.truth.virtual_camera`, seed {args.seed}: a camera panning and "
+                 "zooming over the 9 annotated photos, a hard cut to other people every 3 s), "
+                 f"{frames} frames ({float(frames / rate):.0f} s at {float(rate):g} fps). The picture is {CODE_H} rows "
+                 f"shorter than {width}x{height}, above a black band. Each frame's number is a barcode in the band's "
+                 f"left corner, so no true face is under it. H.264 with a keyframe every {KEYFRAME_EVERY_S:g} s and "
+                 "no B-frames")
     ns = Namespace(f"fscam-{os.getpid()}")
     results: list[RunResult] = []
     with tempfile.TemporaryDirectory(prefix="bench-cameras-") as tmp:
@@ -866,10 +1019,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         finally:
             ns.delete()
     machine += f", at end {load_average()}"
+    control: dict[str, Any] | None = None
+    try:
+        control = judge_control(clip, args)
+    except Exception as exc:  # the control only supports the verdicts; say it failed and go on
+        print(f"[cameras] the control failed: {type(exc).__name__}: {exc}", file=sys.stderr)
     if args.json is not None:
-        args.json.write_text(json.dumps([{"cameras": r.cameras, "error": r.error, "steps": summarize(r)}
-                                         for r in results], indent=1))
-    print(render(results, args, command, machine, clip_text), end="")
+        args.json.write_text(json.dumps({"control": control, "runs": [
+            {"cameras": r.cameras, "error": r.error, "steps": summarize(r)} for r in results]}, indent=1))
+    print(render(results, args, command, machine, clip_text, control), end="")
     print(f"[cameras] done in {time.perf_counter() - started:.0f} s", file=sys.stderr)
     return 1 if any(r.error for r in results) else 0
 

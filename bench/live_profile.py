@@ -7,15 +7,13 @@ For each frame size, the first ``--frames`` frames of a real clip (centre-croppe
 (untimed), then pushed through the stages the server runs for every frame, each timed separately:
 
 1. VP8 decode (``aiortc.codecs.vpx.Vp8Decoder`` on the depayloaded frames);
-2. ``frame.to_ndarray(format="bgr24")`` (``streamer.tracks._to_bgr``);
-3. the detection hand-off: the scene-change thumbnails (``FrameProcessor.detecting`` / ``needs_fresh``) and the
-   copy the detector gets;
-4. detection (``FrameProcessor.detect``: the detector from ``models.load_detector`` with the server's settings,
-   ``DetectorConfig(threads=0, spin_wait=False)``, detect size 640, never upscaling), here on every frame;
-5. tracker update (``FrameProcessor.observe``);
-6. track prediction + mosaic (``FrameProcessor.apply_tracked``);
-7. BGR -> yuv420p and the re-wrap into a ``VideoFrame`` (``streamer.tracks._to_frame``);
-8. VP8 encode (``Vp8Encoder``, aiortc's settings: 500 kbps, realtime, one thread on this machine).
+2. ``frame.to_ndarray(format="bgr24")`` (as ``streamer.scheduler.LiveScheduler`` does);
+3. detection (``FrameProcessor.detect``: the detector from ``models.load_detector`` with the server's settings,
+   ``DetectorConfig(threads=0, spin_wait=False)``, detect size 640, never upscaling), on every frame, as live
+   streams do;
+4. tracker update + mosaic (``FrameProcessor.apply`` with that frame's own detections);
+5. BGR -> yuv420p and the wrap into a ``VideoFrame`` (``HiddenFrame.to_video_frame``);
+6. VP8 encode (``Vp8Encoder``, aiortc's settings: 500 kbps, realtime, one thread on this machine).
 
 Baseline in the same run: the echo path (decode, then encode the decoded frame as it is).
 
@@ -45,8 +43,8 @@ from aiortc.codecs.vpx import Vp8Decoder, Vp8Encoder, vp8_depayload
 from aiortc.jitterbuffer import JitterFrame
 
 from models import DetectorConfig, FaceDetections, load_detector
-from streamer.processor import FrameProcessor, thumbnail
-from streamer.tracks import _to_bgr, _to_frame
+from streamer.processor import FrameProcessor
+from streamer.scheduler import HiddenFrame
 
 from ._common import VIDEOS, Frame, fit_frame, markdown_table, parse_size
 from .run_all import cpu_model, load_average
@@ -57,7 +55,6 @@ DEFAULT_CLIPS = {"640x480": "face_recognition_short_hamilton_clip.mp4",
 FALLBACK_CLIP = "face_recognition_short_hamilton_clip.mp4"
 TIME_BASE = Fraction(1, 90000)
 WARMUP_FRAMES = 5  # not counted: the keyframe, first allocations, ONNX Runtime's first runs per shape
-MAX_MASK_AGE_S = 0.1  # the server's default --max-mask-age
 T = TypeVar("T")
 
 
@@ -129,11 +126,13 @@ def decode_one(decoder: Vp8Decoder, packet: JitterFrame) -> av.VideoFrame:
     return frames[0]
 
 
-def hand_off(processor: FrameProcessor, image: Frame, t: float) -> Frame:
-    """What the track does before a detection: the scene-change checks, then the detector's own copy."""
-    processor.needs_fresh(t, MAX_MASK_AGE_S, image)
-    processor.detecting(image, t)
-    return image.copy()
+def _to_bgr(frame: av.VideoFrame) -> Frame:
+    return np.asarray(frame.to_ndarray(format="bgr24"), np.uint8)
+
+
+def _to_frame(image: Frame, pts: int, time_base: Fraction) -> av.VideoFrame:
+    yuv = np.asarray(cv2.cvtColor(image, cv2.COLOR_BGR2YUV_I420), np.uint8)
+    return HiddenFrame(0, image, yuv, pts, time_base, False).to_video_frame()
 
 
 def yuv_to_bgr(frame: av.VideoFrame) -> Frame:
@@ -157,9 +156,8 @@ def profile_echo(packets: Sequence[JitterFrame]) -> list[Stage]:
 def profile_ours(packets: Sequence[JitterFrame], fps: float, detector: Any) -> tuple[list[Stage], float]:
     """The server's per-frame stages, detection on every frame. Returns the stages and faces per frame."""
     stages = {name: Stage(name) for name in (
-        "VP8 decode", "to_ndarray(bgr24)", "detection hand-off (thumbnails + copy)", "detection",
-        "tracker update (observe)", "track prediction + mosaic (apply_tracked)",
-        "BGR -> yuv420p + VideoFrame (_to_frame)", "VP8 encode")}
+        "VP8 decode", "to_ndarray(bgr24)", "detection", "tracker update + mosaic (apply)",
+        "BGR -> yuv420p + VideoFrame", "VP8 encode")}
     s = list(stages.values())
     decoder, encoder = Vp8Decoder(), Vp8Encoder()
     processor = FrameProcessor(detector, stream_id="profile")
@@ -171,17 +169,15 @@ def profile_ours(packets: Sequence[JitterFrame], fps: float, detector: Any) -> t
         frame = s[0].time(keep, decode_one, decoder, packet)
         image = s[1].time(keep, _to_bgr, frame)
 
-        copy = s[2].time(keep, hand_off, processor, image, t)
-        found: tuple[FaceDetections | None, float] = s[3].time(keep, processor.detect, copy, t)
+        found: tuple[FaceDetections | None, float] = s[2].time(keep, processor.detect, image, t)
         detections, detect_ms = found
         if detections is None:
             raise RuntimeError("the detector failed")
         faces.append(len(detections))
-        s[4].time(keep, processor.observe, detections, t, detect_ms)
-        s[5].time(keep, processor.apply_tracked, image, t)
+        s[3].time(keep, processor.apply, image, t, detections, detect_ms)
         pts = round(n * 90000 / fps)
-        out = s[6].time(keep, _to_frame, image, pts, TIME_BASE)
-        s[7].time(keep, encoder.encode, out)
+        out = s[4].time(keep, _to_frame, image, pts, TIME_BASE)
+        s[5].time(keep, encoder.encode, out)
     return s, statistics.mean(faces[WARMUP_FRAMES:] or faces)
 
 
@@ -224,15 +220,6 @@ def profile_variants(packets: Sequence[JitterFrame], detectors: dict[str, Any], 
                        True))
     out.append(Variant("BGR -> yuv420p VideoFrame", "`from_ndarray(bgr24)` + `reformat(yuv420p)` (swscale)", b,
                        False))
-
-    # The copy handed to the detector, and the scene-change thumbnail (computed twice per detected frame).
-    a, b = Stage("a"), Stage("b")
-    for n, bgr in enumerate(bgrs):
-        keep = n >= WARMUP_FRAMES
-        a.time(keep, bgr.copy)
-        b.time(keep, thumbnail, bgr)
-    out.append(Variant("detection hand-off", "`image.copy()` for the detector", a, True))
-    out.append(Variant("detection hand-off", "one scene-change thumbnail (32x24, INTER_AREA)", b, True))
 
     # Detection: network size and threads (the mosaic stays on the full frame, so its cost does not change).
     # Round robin over the variants frame by frame, so that load from elsewhere hits them alike.

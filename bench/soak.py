@@ -1,20 +1,22 @@
 """Soak: many live sessions joining and leaving for minutes; the server's memory and resources over time.
 
-    python -m bench.soak [--minutes 10] [--sessions 8] [--size 320x240] [--clip PATH] [--write]
+    python -m bench.soak [--minutes 10] [--sessions 8] [--size 320x240] [--identity-budget 30] [--write]
 
 Inside a network namespace of its own (as ``bench.live_loopback``: aioice never offers 127.0.0.1), it starts
 ``python -m streamer serve --device cpu --max-sessions N`` and one client process (aiortc) that keeps ``--sessions``
-slots busy: each slot opens a session playing a real clip (centre-cropped to ``--size``, each frame stamped with its
-number), keeps it for a random 20-90 s, hangs up (DELETE or a plain close, alternately) and opens the next one. A
-join refused with 503 waits its Retry-After and tries again (admission by capacity may refuse it; that is counted).
+slots busy: each slot opens a session playing a ground-truth clip (``bench.live_loopback.truth_source``: a virtual
+camera over the annotated photos above the barcode band, at ``--size``, each frame stamped with its number), keeps
+it for a random 20-90 s, hangs up (DELETE or a plain close, alternately) and opens the next one. A join refused
+with 503 waits its Retry-After and tries again (admission by capacity may refuse it; that is counted).
 
 Every ``--interval`` s it samples the server: RSS (``VmRSS``), OS threads and fds (``/proc``), its UDP sockets,
 live sessions, Python threads and asyncio tasks (``/healthz``), frames hidden whole (``/metrics``), and the frames/s
-each open session got back. Every returned frame is checked like ``bench.live_loopback`` does it: faces found in the
-source beforehand must come back changed (luma correlation with the source below 0.5). At the end every session is
-closed, and after a settle (10 s, up to 30 s) the counts must be back at the baseline taken after a warm-up.
-Output: a Markdown section (RSS per minute, verdict); ``--write`` puts it into BENCHMARKS.md between
-``<!-- BEGIN soak -->`` and ``<!-- END soak -->``.
+each open session got back. Every returned frame is judged as it arrives by the pixel judge (testkit.judges: a true
+face whose detail still correlates with the source came back unchanged), and about one frame a second of each
+session is kept; after the run these samples are judged by all three judges (pixels, identity, the product's
+detector). At the end every session is closed, and after a settle (10 s, up to 30 s) the counts must be back at the
+baseline taken after a warm-up. Output: a Markdown section (RSS per minute, verdict); ``--write`` puts it into
+BENCHMARKS.md between ``<!-- BEGIN soak -->`` and ``<!-- END soak -->``.
 """
 
 from __future__ import annotations
@@ -41,11 +43,15 @@ import numpy as np
 from aiohttp import ClientSession, ClientTimeout
 from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 
-from ._common import REPO, VIDEOS, markdown_table, parse_size
-from .live_loopback import SERVER_ADDR, Client, Namespace, Source, find_faces, load_source, stop_process
+from testkit.judges import PixelJudge, eligible
+from testkit.truth import TruthFrame
+
+from ._common import REPO, Frame, markdown_table, parse_size
+from ._truth import JUDGES_TEXT, checked_of, judge_outputs, leaked_of, load_judge_detector, make_judges, per_judge
+from ._truth import leak_problems as face_problems
+from .live_loopback import CODE_H, SERVER_ADDR, Client, Namespace, Source, stop_process, truth_source
 from .run_all import cpu_model, load_average
 
-CLIP = "face_recognition_short_hamilton_clip.mp4"
 BEGIN, END = "<!-- BEGIN soak -->", "<!-- END soak -->"
 GENERATED_END = "<!-- END generated"
 LIFE_S = (20.0, 90.0)
@@ -57,6 +63,10 @@ FD_SLACK = 4
 # default executor, cores + 4); one thread leaked per session exceeds this within a soak's dozens of sessions.
 PY_THREAD_SLACK = 4 + (os.cpu_count() or 1) + 4
 MAX_SLOPE_MIB_PER_MIN = 1.0
+# Frames kept for the judges after the run: about one a second per session, at most this many (a uniform sample).
+SAMPLE_EVERY_S = 1.0
+MAX_SAMPLES = 1500
+IDENTITY_BUDGET_S = 30.0
 
 
 # ----------------------------------------------------------------------------------------------- the server
@@ -120,8 +130,8 @@ class SessionRecord:
     frames_back: int = 0
     fps: float = 0.0
     hidden_whole: int = 0
-    faces_checked: int = 0
-    frames_with_unchanged_face: int = 0
+    face_frames_checked: int = 0  # by the pixel judge, every frame back
+    face_frames_leaked: int = 0  # ... and judged leaked by it
     invalid_codes: int = 0
     closed_by: str = ""
     error: str | None = None
@@ -137,6 +147,8 @@ class SoakResult:
     records: list[SessionRecord] = field(default_factory=list)
     refused: int = 0  # joins answered 503 (admission), retried after Retry-After
     refusals: list[str] = field(default_factory=list)
+    leaks: list[dict[str, Any]] = field(default_factory=list)  # the first few face-frames the pixel judge flagged
+    judged: dict[str, Any] | None = None  # the sample judged by all three judges after the run (Judged.result)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -155,7 +167,9 @@ class Soak:
 
     def __init__(self, base_url: str, server_pid: int, source: Source, sessions: int, duration_s: float,
                  life_s: tuple[float, float] = LIFE_S, interval_s: float = 10.0, settle_s: float = 10.0,
-                 seed: int = 1) -> None:
+                 seed: int = 1, identity_budget_s: float = IDENTITY_BUDGET_S, device: str = "cpu") -> None:
+        if source.truth is None:
+            raise ValueError("the soak needs a ground-truth source (load_soak_source)")
         self.base_url = base_url
         self.pid = server_pid
         self.source = source
@@ -165,6 +179,14 @@ class Soak:
         self.interval_s = interval_s
         self.settle_s = settle_s
         self.rng = random.Random(seed)
+        self.identity_budget_s = identity_budget_s
+        self.device = device
+        self.pixels = PixelJudge()
+        self._truth: dict[int, TruthFrame] = {}  # source frame index -> truth (the clip is short)
+        self.samples: list[tuple[int, Frame]] = []
+        self._sampled = 0  # frames offered to the sample (reservoir)
+        self._sample_rng = random.Random(seed + 1)
+        self._sample_every = max(1, round(SAMPLE_EVERY_S * source.fps))
         self.result = SoakResult(sessions, f"{source.width}x{source.height}", duration_s, source.name)
         self.open: dict[int, Client] = {}
         self._t0 = time.monotonic()
@@ -213,6 +235,9 @@ class Soak:
                 consumers.append(asyncio.ensure_future(client._consume(track)))
 
         record = SessionRecord(slot, round(life_s, 1))
+        client.keep = False  # the window is the whole life: judged as frames come instead
+        offset = self.rng.randrange(self._sample_every)
+        client.on_frame = lambda number, frame: self._check(record, offset, number, frame)
         assert self._http is not None
         try:
             pc.addTransceiver(client.track, direction="sendrecv")
@@ -257,10 +282,45 @@ class Soak:
             await asyncio.gather(*consumers, return_exceptions=True)
         record.frames_back = len(client.arrived)
         record.fps = round(record.frames_back / record.connected_s, 1) if record.connected_s else 0.0
-        record.faces_checked = len(client.face_corrs)
-        record.frames_with_unchanged_face = len(client.face_frames_unchanged)
         record.invalid_codes = len(client.invalid)
         return record
+
+    def _truth_frame(self, number: int) -> TruthFrame:
+        index = self.source.index_for(number)
+        if index not in self._truth:
+            self._truth[index] = self.source.truth_frame(number)
+        return self._truth[index]
+
+    def _check(self, record: SessionRecord, offset: int, number: int, frame: av.VideoFrame) -> None:
+        """The pixel judge on every returned frame; about one a second kept for all three judges after the run."""
+        output = np.asarray(frame.to_ndarray(format="bgr24"), np.uint8)
+        truth = self._truth_frame(number).resized((output.shape[1], output.shape[0]))
+        faces = [f for f in truth.faces if eligible(f)]
+        values = self.pixels.values(truth, output, faces)
+        record.face_frames_checked += len(values)
+        for face, value in zip(faces, values, strict=True):
+            if self.pixels.leaks(value):
+                record.face_frames_leaked += 1
+                if len(self.result.leaks) < 20:
+                    self.result.leaks.append({"slot": record.slot, "frame": number, "face": face.face_id,
+                                              "value": round(value, 3)})
+        if (number + offset) % self._sample_every == 0:
+            self._sampled += 1
+            if len(self.samples) < MAX_SAMPLES:
+                self.samples.append((number, np.asarray(frame.to_ndarray(format="yuv420p"), np.uint8)))
+            else:
+                k = self._sample_rng.randrange(self._sampled)
+                if k < MAX_SAMPLES:
+                    self.samples[k] = (number, np.asarray(frame.to_ndarray(format="yuv420p"), np.uint8))
+
+    def judge_samples(self) -> dict[str, Any] | None:
+        """All three judges on the kept sample (after the run: dlib within ``identity_budget_s``)."""
+        if not self.samples or self.source.truth is None:
+            return None
+        judges = make_judges(self.source.truth, load_judge_detector(self.device))
+        samples = sorted(self.samples, key=lambda item: item[0])
+        self.samples = []
+        return judge_outputs(self._truth_frame, samples, judges, self.identity_budget_s, "soak sample").result()
 
     async def _slot(self, slot: int) -> None:
         end = self._t0 + self.duration_s
@@ -315,6 +375,8 @@ class Soak:
                 await asyncio.sleep(2)
                 self.result.samples.remove(end)
                 end = await self.sample("end")
+        # After the run, every session closed: the sample through all three judges (off the event loop).
+        self.result.judged = await asyncio.get_running_loop().run_in_executor(None, self.judge_samples)
         return self.result
 
 
@@ -374,8 +436,10 @@ def render(result: SoakResult, command: str, machine: str, smoke: bool) -> str:
     leaks = leak_problems(result)
     done = [r for r in result.records if r.error is None]
     errors = [r for r in result.records if r.error is not None]
-    unchanged = sum(r.frames_with_unchanged_face for r in result.records)
-    checked = sum(r.faces_checked for r in result.records)
+    faces = soak_face_problems(result)
+    leaked = sum(r.face_frames_leaked for r in result.records)
+    checked = sum(r.face_frames_checked for r in result.records)
+    judged = result.judged or {}
     no_frames = [r for r in done if r.frames_back == 0]
     fps = [r.fps for r in done if r.connected_s >= 5]
     rss_all = [s.rss_mib for s in run]
@@ -394,20 +458,38 @@ def render(result: SoakResult, command: str, machine: str, smoke: bool) -> str:
         + (f"{min(rss_all):.0f}–{max(rss_all):.0f} MiB during the run" if rss_all else "not sampled"),
         "- Leak checks after every session closed (peers, OS threads, fds, UDP sockets, Python threads, asyncio "
         f"tasks back at the baseline): {'pass' if not leaks else 'fail: ' + '; '.join(leaks)}",
-        f"- Frames with a face back unchanged: {unchanged} ({checked} faces checked over "
-        f"{sum(r.frames_back for r in result.records)} returned frames); frames hidden whole (fail-closed): "
-        f"{sum(r.hidden_whole for r in result.records)}",
+        f"- Face-frames back: {'pass' if not faces else 'fail (' + '; '.join(faces) + ')'}.",
+        f"- Every frame back, pixels judge: {leaked} of {checked} face-frames leaked, over "
+        f"{sum(r.frames_back for r in result.records)} frames.",
+        "- Sample after the run, pixels / identity / detector: "
+        + (f"{per_judge(leaked_of(judged))} face-frames leaked, of {per_judge(checked_of(judged))} checked, "
+           f"over {(judged.get('leak_report') or {}).get('frames', 0)} frames (identity every "
+           f"{judged.get('identity_every')})." if judged else "not judged."),
+        f"- Frames hidden whole (fail-closed): {sum(r.hidden_whole for r in result.records)}.",
         f"- Sessions: {len(done)} completed ({len(errors)} failed), lives {LIFE_S[0]:g}–{LIFE_S[1]:g} s; "
         f"{len(no_frames)} got no frame back; fps back per session: "
         + (f"median {float(np.median(fps)):.1f}, lowest {min(fps):.1f}" if fps else "—")
         + f"; joins refused with 503 by admission control: {result.refused}"
         + (f" (e.g. \"{result.refusals[0]}\")" if result.refusals else ""),
-        f"- Command: `{command}`; clip `{result.clip}` (centre-cropped, played forward and back at its rate). "
-        f"Machine: {machine}.",
+        f"- Command: `{command}`. Machine: {machine}.",
+        f"- Clip: `{result.clip}`, a ground-truth clip above the barcode band, played forward and back. " + JUDGES_TEXT,
     ]
     if errors:
         lines.append(f"- First failure: {errors[0].error}")
     return "\n".join(lines) + "\n"
+
+
+def soak_face_problems(result: SoakResult) -> list[str]:
+    """Why the soak fails "0 face-frames back": the pixel judge on every frame, all three on the sample."""
+    problems = []
+    leaked = sum(r.face_frames_leaked for r in result.records)
+    if leaked:
+        problems.append(f"pixels judged {leaked} face-frame(s) leaked as they came back")
+    if not sum(r.face_frames_checked for r in result.records):
+        problems.append("the pixel judge checked no face as frames came back")
+    judged = result.judged
+    problems += [f"sample: {p}" for p in face_problems(leaked_of(judged), checked_of(judged) if judged else None)]
+    return problems
 
 
 def write_section(path: Path, section: str) -> None:
@@ -433,20 +515,20 @@ def write_section(path: Path, section: str) -> None:
 # ----------------------------------------------------------------------------------------------- processes
 
 
-def load_soak_source(clip: Path, size: str, device: str = "cpu", seconds: float = 10.0) -> Source:
-    """The clip's first ``seconds`` at ``size`` with the faces to check found in every frame."""
+def load_soak_source(size: str, seconds: float = 10.0, seed: int = 0) -> Source:
+    """A ground-truth clip of ``seconds`` (played forward and back) at ``size``: the picture CODE_H rows shorter,
+    above the barcode band. Faces at least 40-70 px tall however small the frame (the virtual camera's default,
+    55-110 px at 400 rows, scaled to the picture): the soak is about resources, its faces must be ones to find."""
     width, height = parse_size(size)
-    with av.open(str(clip)) as container:
-        fps = float(container.streams.video[0].average_rate or 30)
-    source = load_source(clip, width, height, round(seconds * fps))
-    find_faces(source, device)
-    return source
+    scale = (height - CODE_H) / 400
+    face_px = (max(40.0, 55.0 * scale), max(70.0, 110.0 * scale))
+    return truth_source(width, height, seconds, seed, face_px)
 
 
 def client_main(args: argparse.Namespace) -> int:
-    source = load_soak_source(Path(args.clip), args.size)
+    source = load_soak_source(args.size)
     soak = Soak(f"http://{SERVER_ADDR}:{args.port}", args.server_pid, source, args.sessions, args.minutes * 60,
-                interval_s=args.interval, seed=args.seed)
+                interval_s=args.interval, seed=args.seed, identity_budget_s=args.identity_budget)
     print(asyncio.run(soak.run()).to_json())
     return 0
 
@@ -462,7 +544,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--minutes", type=float, default=10.0)
     p.add_argument("--sessions", type=int, default=8)
     p.add_argument("--size", default="320x240")
-    p.add_argument("--clip", type=Path, default=VIDEOS / CLIP)
+    p.add_argument("--identity-budget", type=float, default=IDENTITY_BUDGET_S,
+                   help="seconds of dlib for the sample judged after the run (default: %(default)s)")
     p.add_argument("--interval", type=float, default=10.0, help="seconds between samples (default 10)")
     p.add_argument("--seed", type=int, default=1, help="for the session lives")
     p.add_argument("--server-args", default="", help="extra `serve` arguments, as one string")
@@ -472,11 +555,11 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--server-pid", type=int, required=True)
         return client_main(p.parse_args(argv[1:]))
     args = p.parse_args(argv)
-    parse_size(args.size)
+    width, height = parse_size(args.size)
+    if width % 2 or height % 2 or width < 128 or height < CODE_H + 64:
+        raise SystemExit(f"--size must be even-sized and at least 128x{CODE_H + 64}")
     if os.geteuid() != 0:
         raise SystemExit("needs root: it creates a network namespace (aioice never uses 127.0.0.1)")
-    if not args.clip.is_file():
-        raise SystemExit(f"clip not found: {args.clip}")
     signal.signal(signal.SIGTERM, _raise_exit)
     command = shlex.join(["python", "-m", "bench.soak", *argv])
     machine = f"{cpu_model()}, {os.cpu_count()} logical cores; load average at start {load_average()}"
@@ -497,7 +580,8 @@ def main(argv: list[str] | None = None) -> int:
                     subprocess.run(ns.exec(py, "-c", _WAIT_READY.format(url=f"http://{SERVER_ADDR}:{port}")),
                                    check=True, timeout=200)
                     done = subprocess.run(ns.exec(*client_cmd), cwd=REPO, stdout=subprocess.PIPE, stderr=clog,
-                                          timeout=args.minutes * 60 + 300, check=False)
+                                          timeout=args.minutes * 60 + 300 + 3 * args.identity_budget,
+                                          check=False)
                 finally:
                     stop_process(proc)
         finally:
@@ -512,7 +596,7 @@ def main(argv: list[str] | None = None) -> int:
     print(section, end="")
     if args.write:
         write_section(REPO / "BENCHMARKS.md", section)
-    return 0 if rss_slope(result) is not None and not leak_problems(result) else 1
+    return 0 if rss_slope(result) is not None and not leak_problems(result) and not soak_face_problems(result) else 1
 
 
 _WAIT_READY = """

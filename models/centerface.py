@@ -163,14 +163,15 @@ class CenterFaceDetector:
                 thr = self.config.threshold if request.threshold is None else request.threshold
                 results[i] = self._decode(heat[row, 0], scale[row], offset[row], lms[row], geometry[i][0],
                                           request.frame.shape[0], request.frame.shape[1], thr)
-        return [r if r is not None else FaceDetections.empty() for r in results]
+        return [r if r is not None else FaceDetections.empty((q.frame.shape[1], q.frame.shape[0]))
+                for r, q in zip(results, requests, strict=True)]
 
     def _decode(self, heat: npt.NDArray[np.float32], scale: npt.NDArray[np.float32],
                 offset: npt.NDArray[np.float32], lms: npt.NDArray[np.float32], factor: float,
                 height: int, width: int, threshold: float) -> FaceDetections:
         ys, xs = np.nonzero(heat > threshold)
         if ys.size == 0:
-            return FaceDetections.empty()
+            return FaceDetections.empty((width, height))
         scores = heat[ys, xs].astype(np.float32)
         bh = np.exp(scale[0, ys, xs]) * STRIDE
         bw = np.exp(scale[1, ys, xs]) * STRIDE
@@ -186,4 +187,4 @@ class CenterFaceDetector:
         scores, points = scores[keep], np.asarray(marks[keep] / factor, np.float32)
         np.clip(boxes[:, 0::2], 0, width, out=boxes[:, 0::2])
         np.clip(boxes[:, 1::2], 0, height, out=boxes[:, 1::2])
-        return FaceDetections(boxes, scores, points)
+        return FaceDetections(boxes, scores, points, (width, height))

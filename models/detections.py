@@ -17,11 +17,14 @@ class FaceDetections:
     boxes: (N, 4) float32 x1, y1, x2, y2 with x1 <= x2 and y1 <= y2.
     scores: (N,) float32 in [0, 1].
     landmarks: (N, 5, 2) float32 x, y (eyes, nose, mouth corners), or NaN where a detector gives none.
+    frame_size: (width, height) of the frame they were found in. Coordinates mean nothing on a frame of another
+    size, so whoever hides a frame with them checks it (streamer.processor).
     """
 
     boxes: FloatArray
     scores: FloatArray
     landmarks: FloatArray
+    frame_size: tuple[int, int]
 
     def __post_init__(self) -> None:
         boxes = np.asarray(self.boxes, dtype=np.float32).reshape(-1, 4)
@@ -35,13 +38,18 @@ class FaceDetections:
             raise ValueError("detection boxes must be finite")
         if n and ((boxes[:, 2] < boxes[:, 0]).any() or (boxes[:, 3] < boxes[:, 1]).any()):
             raise ValueError("detection boxes must satisfy x1 <= x2 and y1 <= y2")
+        width, height = self.frame_size
+        if width < 1 or height < 1:
+            raise ValueError(f"frame size must be positive, not {width}x{height}")
+        object.__setattr__(self, "frame_size", (int(width), int(height)))
         object.__setattr__(self, "boxes", boxes)
         object.__setattr__(self, "scores", scores)
         object.__setattr__(self, "landmarks", landmarks)
 
     @classmethod
-    def empty(cls) -> FaceDetections:
-        return cls(np.zeros((0, 4), np.float32), np.zeros((0,), np.float32), np.zeros((0, 5, 2), np.float32))
+    def empty(cls, frame_size: tuple[int, int]) -> FaceDetections:
+        return cls(np.zeros((0, 4), np.float32), np.zeros((0,), np.float32), np.zeros((0, 5, 2), np.float32),
+                   frame_size)
 
     def __len__(self) -> int:
         return int(self.boxes.shape[0])

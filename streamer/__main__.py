@@ -34,7 +34,8 @@ def _detector_args(parser: argparse.ArgumentParser) -> None:
                         help="face score threshold; lower finds more faces and more false alarms "
                              "(default: %(default)s)")
     parser.add_argument("--threads", type=int, default=0,
-                        help="inference threads on CPU (default: one per core)")
+                        help="ONNX Runtime threads per inference on the CPU. detect: default one per core; file and "
+                             "serve: default 1, with one inference per core at once (cores / N with --threads N)")
     parser.add_argument("--require-gpu", action="store_true",
                         help="refuse to run unless the warm-up inference really ran on the CUDA provider")
 
@@ -99,8 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="live sessions at once; more get 503 with Retry-After (default: %(default)s)")
     p.add_argument("--max-detector-load", type=float, default=0.9,
                    help="refuse (503 with Retry-After) a live session, or a viewer that would start a camera, when "
-                        "(detecting streams + 1) x recent inference time would exceed this share of the "
-                        "--max-mask-age budget; past 1 every stream loses frames (default: %(default)s; 0: off)")
+                        "(detecting streams + 1) x recent inference time x 10/s would exceed this; past 1 every "
+                        "stream falls below 10 frames per second (default: %(default)s; 0: off)")
     p.add_argument("--camera", action="append", default=[], metavar="NAME=URL",
                    help="an RTSP camera to pull and anonymize, repeatable: NAME=rtsp://HOST/PATH")
     p.add_argument("--config", type=Path, default=None,
@@ -122,10 +123,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rtsp-timeout", type=float, default=5.0,
                    help="seconds a camera may send nothing before it counts as hung and is reconnected "
                         "(default: %(default)s)")
-    p.add_argument("--max-mask-age", type=float, default=0.1,
-                   help="live frames are hidden with face tracks from a detection at most this many seconds "
-                        "older; when none is that recent the frame waits for one (default: %(default)s; 0: every "
-                        "frame waits for its own detection)")
     p.add_argument("--detect-deadline", type=float, default=1.0,
                    help="seconds a live frame may wait for its detection before it is hidden whole "
                         "(default: %(default)s)")

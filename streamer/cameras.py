@@ -1,15 +1,17 @@
 """Cameras: each pulled once, decoded once and anonymized once per frame, whatever the number of viewers.
 
-    RtspReader thread --(newest decoded frame, 1 slot)--> processing thread: detect -> track -> hide
-        --> the latest anonymized frame, published to every viewer (CameraTrack) and to snapshots
+    RtspReader thread --push--> LiveScheduler (newest frame, 1 slot; its worker: detect on the frame -> hide)
+        --> the latest hidden frame, published to every viewer (CameraTrack) and to snapshots
 
-Decoding keeps pace with the camera even when detection cannot: the processing thread takes only the newest
-decoded frame, and what it skipped is counted as dropped. Raw frames never leave this module.
+Decoding keeps pace with the camera even when detection cannot: the scheduler takes only the newest decoded frame,
+and what it skipped is counted as dropped. Raw frames never leave this module. The frame rules are the scheduler's,
+the same as a webcam's.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 import time
@@ -20,21 +22,15 @@ from pathlib import Path
 from typing import Any, Literal, cast
 from urllib.parse import urlsplit
 
-import av
-import cv2
-import numpy as np
-import numpy.typing as npt
-
-from .detection_service import DetectionService, PendingDetection
-from .processor import FrameProcessor
-from .settings import MODES, AnonymizeSettings, Mode
+from .detection_service import DetectionService
+from .processor import FrameProcessor, ProcessorStats
+from .scheduler import HiddenFrame, LiveScheduler, StreamCounters, StreamHooks
+from .settings import LIVE_THRESHOLD, MODES, THRESHOLD_RANGE, AnonymizeSettings, Mode
 from .sources.rtsp import CameraState, RtspOptions, RtspReader, redact
-from .tracks import RateMeter
 
 logger = logging.getLogger(__name__)
 
 LINGER_S = 10.0  # an on-demand camera keeps running this long after its last viewer left
-MAX_MASK_AGE_S = 0.1  # a frame is never hidden with a detection older than this (else it waits for a fresh one)
 NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_")
 
 
@@ -46,6 +42,8 @@ class CameraSettings:
     detect_size: int | None = None  # None: the service's --detect-size
     transport: Literal["tcp", "udp"] = "tcp"
     always_on: bool = False
+    # The live threshold, as for webcams: codecs lower face scores, and a camera shows strangers.
+    threshold: float = LIVE_THRESHOLD
 
     def __post_init__(self) -> None:
         if not self.name or not set(self.name) <= NAME_CHARS or len(self.name) > 64:
@@ -68,6 +66,9 @@ class CameraSettings:
             raise ValueError(f"camera {self.name}: transport must be tcp or udp")
         if self.detect_size is not None and not 64 <= self.detect_size <= 4096:
             raise ValueError(f"camera {self.name}: detect_size must be within 64..4096")
+        low, high = THRESHOLD_RANGE
+        if not low <= self.threshold <= high:  # NaN fails this too
+            raise ValueError(f"camera {self.name}: threshold must be within {low}..{high}")
 
 
 def parse_camera_arg(text: str) -> CameraSettings:
@@ -78,7 +79,8 @@ def parse_camera_arg(text: str) -> CameraSettings:
     return CameraSettings(name.strip(), url.strip())
 
 
-CAMERA_KEYS = {"name", "url", "mode", "strength", "padding", "ellipse", "detect_size", "transport", "always_on"}
+CAMERA_KEYS = {"name", "url", "mode", "strength", "padding", "ellipse", "detect_size", "transport", "always_on",
+               "threshold"}
 
 
 def load_cameras_file(path: Path) -> list[CameraSettings]:
@@ -92,6 +94,7 @@ def load_cameras_file(path: Path) -> list[CameraSettings]:
         transport = "tcp"        # or "udp"
         strength = 0.7
         detect_size = 640
+        threshold = 0.2          # face score threshold (default: the live one, 0.2)
         always_on = true
     """
     try:
@@ -135,7 +138,7 @@ def camera_from_mapping(m: dict[str, Any]) -> CameraSettings:
     for key in ("ellipse", "always_on"):
         if not isinstance(m.get(key, False), bool):
             raise ValueError(f"{key} must be true or false")
-    for key in ("strength", "padding", "detect_size"):
+    for key in ("strength", "padding", "detect_size", "threshold"):
         if key in m and (isinstance(m[key], bool) or not isinstance(m[key], int | float)):
             raise ValueError(f"{key} must be a number")
     mode = m.get("mode", "mosaic")
@@ -147,97 +150,107 @@ def camera_from_mapping(m: dict[str, Any]) -> CameraSettings:
     anonymize = AnonymizeSettings(mode=cast(Mode, mode), strength=float(m.get("strength", 0.5)),
                                   padding=float(m.get("padding", 1.3)), ellipse=m.get("ellipse", False))
     return CameraSettings(m["name"], m["url"], anonymize, int(detect_size) if detect_size is not None else None,
-                          m.get("transport", "tcp"), m.get("always_on", False))
-
-
-@dataclass
-class Published:
-    """One anonymized frame, shared read-only by every viewer and snapshot."""
-
-    seq: int
-    yuv: npt.NDArray[np.uint8] | None  # I420 planes for the encoders, when the size is even
-    bgr: npt.NDArray[np.uint8]
-    at: float = field(default_factory=time.monotonic)
+                          m.get("transport", "tcp"), m.get("always_on", False),
+                          float(m.get("threshold", LIVE_THRESHOLD)))
 
 
 class Camera:
+    """One camera: its puller and scheduler while it runs (a new pair, with new face tracks, for each start),
+    its viewers, and the newest hidden frame they share."""
+
     def __init__(self, settings: CameraSettings, options: RtspOptions | None = None) -> None:
         self.settings = settings
         self.name = settings.name
         self._detection: DetectionService | None = None
-        self.processor: FrameProcessor | None = None
+        self._hooks = StreamHooks()
         self._options = replace(options or RtspOptions(), transport=settings.transport)
-        self.reader = self._new_reader(0)
-        self._generation = 0  # each start() gets fresh threads; stragglers of an older run are ignored
+        self.reader = RtspReader(self.name, settings.url, lambda frame: None, self._options)  # until started
+        self.scheduler: LiveScheduler | None = None
+        self._generation = 0  # each start() gets a fresh reader and scheduler; an older run's output is ignored
         self._connects_before = 0
         self._published = 0
-        self._inflight: tuple[PendingDetection, float] | None = None
-        self.max_mask_age_s = MAX_MASK_AGE_S
-        self.frames_decoded = 0
-        self.frames_processed = 0
-        self.frames_dropped = 0
-        self.detections_run = 0
-        self.fps = RateMeter()
-        self.latest: Published | None = None
-        self._pending: av.VideoFrame | None = None
-        self._pending_ready = threading.Condition()
-        self._worker: threading.Thread | None = None
+        # Kept across restarts, so the status and /metrics count the camera's whole life.
+        self.counters = StreamCounters()
+        self.stats = ProcessorStats()
+        self.latest: HiddenFrame | None = None
         self._running = False
+        self._retired: list[tuple[RtspReader, LiveScheduler]] = []  # stopped runs whose threads may still be ending
+        self._retired_lock = threading.Lock()
         self._viewers = 0
         self._linger: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._waiters: asyncio.Event | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------------------------
-    def bind(self, loop: asyncio.AbstractEventLoop, detection: DetectionService) -> None:
+    def bind(self, loop: asyncio.AbstractEventLoop, detection: DetectionService,
+             hooks: StreamHooks | None = None) -> None:
         """Attach to the event loop and the shared detector (once it has loaded); always-on cameras start."""
         self._loop = loop
         self._waiters = asyncio.Event()
         self._detection = detection
-        self.processor = FrameProcessor(detection.detector, self.settings.anonymize, stream_id=f"camera {self.name}")
-        self.processor.detect_size = self.settings.detect_size
-        self.processor.upscale = False
+        self._hooks = hooks or StreamHooks()
         if self.settings.always_on:
             self.start()
 
     @property
     def ready(self) -> bool:
         # A detector stopped for good (the GPU failed under --require-gpu) serves no new viewer.
-        return self.processor is not None and (self._detection is None or self._detection.failed is None)
+        return self._detection is not None and self._detection.failed is None
 
-    def _new_reader(self, generation: int) -> RtspReader:
-        return RtspReader(self.name, self.settings.url, lambda frame: self._on_decoded(frame, generation),
-                          self._options)
+    def _processor(self, detection: DetectionService) -> FrameProcessor:
+        processor = FrameProcessor(detection.detector, self.settings.anonymize, stream_id=f"camera {self.name}",
+                                   stats=self.stats)
+        processor.threshold = self.settings.threshold
+        processor.detect_size = self.settings.detect_size
+        processor.upscale = False
+        return processor
 
     def start(self) -> None:
-        """Start pulling with fresh threads. Never blocks: threads of a previous run that are still winding down
-        (a read can take up to the read timeout to notice) belong to an older generation and are ignored."""
-        if self._running or self.processor is None:
+        """Start pulling with a fresh reader and scheduler. Never blocks: the threads of a previous run that are
+        still winding down (a read can take up to the read timeout to notice) belong to an older generation."""
+        detection = self._detection
+        if self._running or detection is None:
             return
         self._running = True
         self._generation += 1
+        generation = self._generation
         self._connects_before += self.reader.connects
-        self.reader = self._new_reader(self._generation)
-        self._worker = threading.Thread(target=self._process_loop, args=(self._generation,),
-                                        name=f"camera-{self.name}", daemon=True)
-        self._worker.start()
+        self.scheduler = LiveScheduler(self._processor(detection), detection,
+                                       lambda hidden: self._publish(hidden, generation), counters=self.counters,
+                                       hooks=self._hooks)
+        self.reader = RtspReader(self.name, self.settings.url, self.scheduler.push, self._options)
         self.reader.start()
         logger.info("[camera %s] started (%s)", self.name, redact(self.settings.url))
 
     def stop(self, join_s: float | None = None) -> None:
-        """Stop pulling; with ``join_s``, wait that long for the threads (never from the event loop)."""
-        if not self._running:
-            return
-        self._running = False
-        reader, worker = self.reader, self._worker
-        reader.stop(join_s)
-        with self._pending_ready:
-            self._pending = None
-            self._pending_ready.notify_all()
-        if worker is not None and join_s is not None:
-            worker.join(join_s)
-        self.latest = None  # a stopped camera shows nothing rather than a stale picture
-        logger.info("[camera %s] stopped", self.name)
+        """Stop pulling; with ``join_s``, wait that long for the threads of every stopped run (never from the event
+        loop). Safe to call twice: a second call still waits for threads the first one left running."""
+        if self._running:
+            self._running = False
+            reader, scheduler = self.reader, self.scheduler
+            assert scheduler is not None
+            with self._retired_lock:
+                self._retired.append((reader, scheduler))
+            reader.stop()
+            scheduler.stop()
+            self.latest = None  # a stopped camera shows nothing rather than a stale picture
+            logger.info("[camera %s] stopped", self.name)
+        if join_s is not None:
+            self.join(join_s)
+
+    def join(self, timeout_s: float) -> bool:
+        """Wait up to ``timeout_s`` for the threads of stopped runs; True when none is left."""
+        deadline = time.monotonic() + timeout_s
+        with self._retired_lock:
+            retired = list(self._retired)
+        for reader, scheduler in retired:
+            reader.stop(max(0.0, deadline - time.monotonic()))
+            scheduler.stop(max(0.0, deadline - time.monotonic()))
+            if not reader.running and not scheduler.running:
+                with self._retired_lock:
+                    self._retired.remove((reader, scheduler))
+        with self._retired_lock:
+            return not self._retired
 
     def acquire(self) -> None:
         """A viewer (or a snapshot) needs frames: start on demand, cancel a pending linger stop."""
@@ -264,94 +277,25 @@ class Camera:
         return self._viewers
 
     # -- frames ------------------------------------------------------------------------------------------------
-    def _on_decoded(self, frame: av.VideoFrame, generation: int) -> None:
-        """Reader thread: keep only the newest decoded frame for the processing thread."""
+    def _publish(self, hidden: HiddenFrame, generation: int) -> None:
+        """On the scheduler's thread: make ``hidden`` the frame every viewer and snapshot gets next."""
         if generation != self._generation or not self._running:
-            return
-        self.frames_decoded += 1
-        with self._pending_ready:
-            if self._pending is not None:
-                self.frames_dropped += 1
-            self._pending = frame
-            self._pending_ready.notify()
-
-    def _process_loop(self, generation: int) -> None:
-        def current() -> bool:
-            return self._running and self._generation == generation
-
-        while True:
-            with self._pending_ready:
-                while self._pending is None and current():
-                    self._pending_ready.wait(0.5)
-                if not current():
-                    return
-                frame, self._pending = self._pending, None
-                if frame is None:
-                    continue
-            try:
-                self._process(frame, generation)
-            except Exception:
-                # Never publish the raw frame: this one is skipped, the next one is tried.
-                logger.exception("[camera %s] processing a frame failed; frame skipped", self.name)
-
-    def _process(self, frame: av.VideoFrame, generation: int) -> None:
-        """Hide one decoded frame with the newest detection no older than ``max_mask_age_s``.
-
-        Detection runs on the shared inference thread on the newest frame, while frames keep being published at
-        the camera's rate, each hidden with the newest result's face tracks (see AnonymizedTrack). When that
-        result is too old (the detector is shared by several cameras and sessions), this waits for a fresh one:
-        viewers then get fewer frames, never masks older than the limit.
-        """
-        processor, detection = self.processor, self._detection
-        assert processor is not None and detection is not None, "started before bind()"
-        image = np.asarray(frame.to_ndarray(format="bgr24"), np.uint8)
-        t = float(frame.time) if frame.time is not None else time.monotonic()
-        self._collect(processor, detection, block=False)
-        if self._inflight is None:
-            self._detect(processor, detection, image, t)
-        if processor.needs_fresh(t, self.max_mask_age_s, image):
-            self._collect(processor, detection, block=True)
-            if processor.needs_fresh(t, self.max_mask_age_s, image):
-                self._detect(processor, detection, image, t)
-                self._collect(processor, detection, block=True)
-        processor.apply_tracked(image, t)
-        h, w = image.shape[:2]
-        yuv = np.asarray(cv2.cvtColor(image, cv2.COLOR_BGR2YUV_I420), np.uint8) if h % 2 == 0 and w % 2 == 0 else None
-        if generation != self._generation or not self._running:
-            return  # stopped while this frame was processed
+            return  # stopped (or restarted) while this frame was hidden
         # Sequence numbers run on across restarts: a viewer that stays through a stop and start must still see
         # the new frames as newer than the last one it got.
         self._published += 1
-        self.latest = Published(self._published, yuv, image)
-        self.frames_processed += 1
-        self.fps.tick()
+        self.latest = replace(hidden, seq=self._published)
         if self._loop is not None:
-            self._loop.call_soon_threadsafe(self._wake_viewers)
-
-    def _detect(self, processor: FrameProcessor, detection: DetectionService, image: npt.NDArray[np.uint8],
-                t: float) -> None:
-        processor.detecting(image, t)
-        self._inflight = (detection.submit_live(processor, image.copy(), t), t)
-
-    def _collect(self, processor: FrameProcessor, detection: DetectionService, block: bool) -> None:
-        if self._inflight is None:
-            return
-        pending, t_detected = self._inflight
-        result = detection.collect(processor, pending, block)
-        if result is None:
-            return
-        self._inflight = None
-        self.detections_run += 1
-        if result[0] is not None:
-            processor.observe(result[0], t_detected, result[1])
+            with contextlib.suppress(RuntimeError):  # the loop has closed: nobody is watching
+                self._loop.call_soon_threadsafe(self._wake_viewers)
 
     def _wake_viewers(self) -> None:
         if self._waiters is not None:
             waiters, self._waiters = self._waiters, asyncio.Event()
             waiters.set()
 
-    async def next_frame(self, after_seq: int) -> Published:
-        """The newest anonymized frame newer than ``after_seq`` (waits for it)."""
+    async def next_frame(self, after_seq: int) -> HiddenFrame:
+        """The newest hidden frame newer than ``after_seq`` (waits for it)."""
         while True:
             latest = self.latest
             if latest is not None and latest.seq > after_seq:
@@ -360,35 +304,37 @@ class Camera:
             await self._waiters.wait()
 
     def status(self) -> dict[str, Any]:
-        latest = self.latest
+        latest, c = self.latest, self.counters
         state: CameraState = self.reader.state if self._running else "stopped"
+        stats = self.stats.snapshot()
         return {
             "name": self.name, "state": state, "error": self.reader.last_error if state != "live" else None,
-            "always_on": self.settings.always_on, "viewers": self._viewers, "fps": round(self.fps.rate(), 1),
+            "always_on": self.settings.always_on, "viewers": self._viewers, "fps": round(c.fps_out.rate(), 1),
             "last_frame_age_s": round(time.monotonic() - latest.at, 2) if latest is not None else None,
             "width": int(latest.bgr.shape[1]) if latest is not None else None,
             "height": int(latest.bgr.shape[0]) if latest is not None else None,
-            "frames_decoded": self.frames_decoded, "frames_processed": self.frames_processed,
-            "frames_dropped": self.frames_dropped, "detections": self.detections_run,
-            "frames_hidden_whole": self.processor.stats.frames_hidden_whole if self.processor else 0,
+            "frames_decoded": c.frames_in, "frames_processed": c.frames_out,
+            "frames_dropped": c.frames_dropped, "detections": c.detections,
+            "frames_hidden_whole": c.frames_hidden_whole, "detector_errors": int(stats["detector_errors"]),
+            "detections_late": int(stats["detections_late"]),
             "connects": self._connects_before + self.reader.connects,
             "mode": self.settings.anonymize.mode, "transport": self.settings.transport,
+            "threshold": self.settings.threshold,
         }
 
 
 class CameraManager:
-    def __init__(self, cameras: Iterable[CameraSettings], options: RtspOptions | None = None,
-                 max_mask_age_s: float = MAX_MASK_AGE_S) -> None:
+    def __init__(self, cameras: Iterable[CameraSettings], options: RtspOptions | None = None) -> None:
         self._cameras: dict[str, Camera] = {}
         for settings in cameras:
             if settings.name in self._cameras:
                 raise ValueError(f"camera name {settings.name!r} is used twice")
             self._cameras[settings.name] = Camera(settings, options)
-            self._cameras[settings.name].max_mask_age_s = max_mask_age_s
 
-    def bind(self, loop: asyncio.AbstractEventLoop, detection: DetectionService) -> None:
+    def bind(self, loop: asyncio.AbstractEventLoop, detection: DetectionService,
+             hooks: StreamHooks | None = None) -> None:
         for camera in self._cameras.values():
-            camera.bind(loop, detection)
+            camera.bind(loop, detection, hooks)
 
     def get(self, name: str) -> Camera | None:
         return self._cameras.get(name)
@@ -399,8 +345,9 @@ class CameraManager:
     def __len__(self) -> int:
         return len(self._cameras)
 
-    def stop_all(self, join_s: float = 10.0) -> None:
+    def stop_all(self, join_s: float = 10.0) -> bool:
+        """Stop every camera and wait (``join_s`` in all) for their threads; True when all have ended."""
         for camera in self._cameras.values():
-            camera.stop()
-        for camera in self._cameras.values():
-            camera.stop(join_s)
+            camera.stop()  # all at once: each may take up to its read timeout to notice
+        deadline = time.monotonic() + join_s
+        return all([camera.join(max(0.0, deadline - time.monotonic())) for camera in self._cameras.values()])

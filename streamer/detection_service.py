@@ -4,13 +4,15 @@ across streams where the device gains from it.
 One model copy serves all live sessions, cameras and upload jobs. Inference runs on its own thread (never on the
 event loop), taking the most urgent requests first: live sessions and cameras before upload jobs, so a long job
 never makes a live stream wait for more than the one inference already running. Each live stream has at most one
-frame in flight (latest frame wins upstream), so a slow detector shows up as dropped frames or fail-closed frames,
-never as a queue.
+frame in flight (its LiveScheduler waits for that frame's result; latest frame wins upstream), so a slow detector
+shows up as dropped frames or fail-closed frames, never as a queue.
 
 Batching: on a GPU one inference of 16 frames costs little more than one of a single frame, so the thread gathers
 the frames of different streams into one batch, waiting at most ``BatchPolicy.wait_s`` for streams that are known
 to be active and have not sent theirs yet. On a CPU a batch only makes every frame in it wait for the others, so
-the default there is one frame per inference (latency first).
+the default there is one frame per inference (latency first), and instead one inference thread per core, each
+running a single-threaded inference: two frames (of one stream or of two) are detected at once, with no
+per-layer synchronisation between cores.
 
 Device failure: when inferences on CUDA keep failing (a lost device, an illegal memory access that poisons the
 context), the service reloads the model on the CPU and carries on, loudly, or, with ``require_gpu``, stops
@@ -20,16 +22,16 @@ instead of quietly serving on the wrong device.
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import logging
+import os
 import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import CancelledError, Future
 from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import numpy.typing as npt
@@ -54,19 +56,25 @@ class BatchPolicy:
 
     max_batch: int = 1
     wait_s: float = 0.0
+    workers: int = 1  # inference threads (each takes its own batch)
 
     def __post_init__(self) -> None:
         if not 1 <= self.max_batch <= 256:
             raise ValueError(f"max_batch must be within 1..256, not {self.max_batch}")
         if not 0.0 <= self.wait_s <= 0.1:
             raise ValueError(f"batch wait must be within 0..100 ms, not {self.wait_s * 1000:g} ms")
+        if not 1 <= self.workers <= 64:
+            raise ValueError(f"workers must be within 1..64, not {self.workers}")
 
     @classmethod
-    def for_provider(cls, provider: str, max_batch: int | None = None, wait_ms: float | None = None) -> BatchPolicy:
-        """Defaults by device: batches of up to 32 with a 3 ms wait on CUDA, one frame at a time elsewhere."""
+    def for_provider(cls, provider: str, max_batch: int | None = None, wait_ms: float | None = None,
+                     workers: int | None = None) -> BatchPolicy:
+        """Defaults by device: on CUDA one inference thread taking batches of up to 32 with a 3 ms wait; elsewhere
+        one frame per inference and one inference thread per core."""
         gpu = provider == CUDA
         return cls(max_batch if max_batch is not None else (32 if gpu else 1),
-                   (wait_ms if wait_ms is not None else (3.0 if gpu else 0.0)) / 1000)
+                   (wait_ms if wait_ms is not None else (3.0 if gpu else 0.0)) / 1000,
+                   workers if workers is not None else (1 if gpu else max(1, os.cpu_count() or 1)))
 
 
 @dataclass
@@ -74,15 +82,6 @@ class _Detect:
     request: DetectRequest
     future: Future[tuple[FaceDetections, float]]
     stream: str
-
-
-@dataclass(frozen=True)
-class PendingDetection:
-    """A live detection started from a thread; ``DetectionService.collect`` gives its result."""
-
-    future: Future[tuple[FaceDetections, float]]
-    started: float
-    t: float
 
 
 class DetectionService:
@@ -107,12 +106,22 @@ class DetectionService:
         self._active: dict[str, float] = {}  # stream -> when it last asked for a live detection
         self._active_lock = threading.Lock()
         self._device_failures = 0
-        self._thread = threading.Thread(target=self._run, name="detect", daemon=True)
-        self._thread.start()
+        self._device_lock = threading.Lock()
+        self._running = 0  # inference threads inside an inference now
+        self._threads = [threading.Thread(target=self._run, name=f"detect-{n}", daemon=True)
+                         for n in range(self.batch.workers)]
+        for thread in self._threads:
+            thread.start()
 
     @property
     def provider(self) -> str:
         return self.detector.provider
+
+    def idle(self) -> bool:
+        """Whether an inference thread would start a request submitted now at once (nothing queued, one free):
+        a stream may then have a second frame detected while its first one is."""
+        with self._active_lock:
+            return self._running + self._queue.qsize() < self.batch.workers
 
     # -- the inference thread --------------------------------------------------------------------------------
 
@@ -126,7 +135,13 @@ class DetectionService:
             batch = [item]
             if self.batch.max_batch > 1:
                 self._gather(batch, priority)
-            self._infer(batch)
+            with self._active_lock:
+                self._running += 1
+            try:
+                self._infer(batch)
+            finally:
+                with self._active_lock:
+                    self._running -= 1
 
     def _gather(self, batch: list[_Detect], priority: int) -> None:
         """Add queued frames of the same priority to ``batch``; for live frames, wait up to the policy's wait for
@@ -183,9 +198,10 @@ class DetectionService:
         """After repeated failures on CUDA, move to the CPU, or (``require_gpu``) stop detecting."""
         if self.detector.provider != CUDA or isinstance(exc, ValueError):
             return  # a bad frame, or trouble the CPU would have too: each frame fails closed on its own
-        self._device_failures += 1
-        if self._device_failures < DEVICE_FAILURES:
-            return
+        with self._device_lock:
+            self._device_failures += 1
+            if self._device_failures != DEVICE_FAILURES:
+                return
         reason = f"{DEVICE_FAILURES} inferences in a row failed on {CUDA}: {exc}"
         if self.require_gpu:
             self.failed = f"the GPU failed and --require-gpu forbids running on the CPU ({reason})"
@@ -197,13 +213,14 @@ class DetectionService:
         logger.critical("[detector] %s; reloading the model on the CPU (much slower: expect fewer detections "
                         "per second and more dropped frames)", reason)
         try:
-            cpu = CenterFaceDetector(self.detector.model_path, "cpu", self.detector.config)
+            # ONNX Runtime's own threads, since the inference threads were sized for the GPU.
+            cpu = CenterFaceDetector(self.detector.model_path, "cpu", replace(self.detector.config, threads=0))
         except Exception as load_error:
             self.failed = f"the GPU failed ({reason}) and the CPU fallback did not load: {load_error}"
             logger.critical("[detector] %s", self.failed)
             return
         self.detector = cpu
-        self.batch = BatchPolicy.for_provider(cpu.provider)
+        self.batch = BatchPolicy.for_provider(cpu.provider, workers=self.batch.workers)
         self.fallback = reason
         self._device_failures = 0
         logger.error("[detector] now running on %s after the GPU failed", cpu.provider)
@@ -229,50 +246,18 @@ class DetectionService:
         self._put(priority, _Detect(request, future, stream))
         return future
 
-    async def detect(self, processor: FrameProcessor, image: npt.NDArray[np.uint8],
-                     t: float) -> tuple[FaceDetections | None, float]:
-        """Detections for a live frame, or ``None`` when the detector failed or missed the deadline (the caller
-        then fails closed). Never raises for detector trouble."""
-        started = time.perf_counter()
+    def submit_live(self, processor: FrameProcessor, image: npt.NDArray[np.uint8], t: float) -> LiveDetection:
+        """Start detecting a live stream's frame ``image`` (at media time ``t``); ``LiveDetection.result`` gives
+        the detections. The image must not change until then."""
         future = self.submit_detect(LIVE, processor.detect_request(image), processor.stream_id)
-        try:
-            detections, detect_ms = await asyncio.wait_for(asyncio.wrap_future(future), self.deadline_s)
-        except TimeoutError:
-            return self._late(processor, started)
-        except asyncio.CancelledError:
-            task = asyncio.current_task()
-            if task is not None and task.cancelling():
-                raise  # our caller is being cancelled
-            return None, 0.0  # the service closed and cancelled the queued request
-        except Exception as exc:
-            return self._failed(processor, t, exc)
-        return detections, detect_ms
+        return LiveDetection(self, processor, t, future, time.perf_counter())
 
-    def submit_live(self, processor: FrameProcessor, image: npt.NDArray[np.uint8], t: float) -> PendingDetection:
-        """Start a live detection from a non-asyncio thread (a camera); collect it with ``collect``."""
-        future = self.submit_detect(LIVE, processor.detect_request(image), processor.stream_id)
-        return PendingDetection(future, time.perf_counter(), t)
-
-    def collect(self, processor: FrameProcessor, pending: PendingDetection,
-                block: bool = True) -> tuple[FaceDetections | None, float] | None:
-        """The result of ``submit_live``: ``None`` while it runs (``block=False``), else detections (``None`` for
-        a failure or a missed deadline) and the inference time."""
-        future, started, t = pending.future, pending.started, pending.t
-        if not block and not future.done():
-            return None
-        try:
-            detections, detect_ms = future.result(max(0.0, self.deadline_s - (time.perf_counter() - started)))
-        except FutureTimeout:
-            future.cancel()
-            return self._late(processor, started)
-        except CancelledError:
-            return None, 0.0
-        except Exception as exc:
-            return self._failed(processor, t, exc)
-        return detections, detect_ms
+    def detect_live(self, processor: FrameProcessor,
+                    image: npt.NDArray[np.uint8], t: float) -> tuple[FaceDetections | None, float]:
+        """``submit_live`` and wait for the result."""
+        return self.submit_live(processor, image, t).result()
 
     def _late(self, processor: FrameProcessor, started: float) -> tuple[None, float]:
-        # An inference already running still finishes on its thread; its result is simply not used.
         logger.warning("[%s] detection missed its %.0f ms deadline; failing closed", processor.stream_id,
                        self.deadline_s * 1000)
         with processor.stats._lock:
@@ -291,7 +276,7 @@ class DetectionService:
         return BackgroundDetector(self)
 
     def close(self) -> None:
-        """Stop taking work; queued requests fail, the running one finishes. Safe to call twice."""
+        """Stop taking work; queued requests fail, the running ones finish. Safe to call twice."""
         if self._closed:
             return
         self._closed = True
@@ -302,7 +287,44 @@ class DetectionService:
                 break
             if item is not None:
                 item.future.cancel()
-        self._queue.put((-1, -1, None))
+        for _ in self._threads:
+            self._queue.put((-1, -1, None))
+
+
+@dataclass(frozen=True)
+class LiveDetection:
+    """A live frame's detection in flight (``DetectionService.submit_live``)."""
+
+    service: DetectionService
+    processor: FrameProcessor
+    t: float
+    future: Future[tuple[FaceDetections, float]]
+    submitted: float  # time.perf_counter()
+
+    def remaining(self) -> float:
+        """Seconds left until the deadline (never negative)."""
+        return max(0.0, self.service.deadline_s - (time.perf_counter() - self.submitted))
+
+    def settled(self) -> bool:
+        """Whether ``result`` would answer at once: the detection is back, failed, or late."""
+        return self.future.done() or self.remaining() <= 0.0
+
+    def result(self) -> tuple[FaceDetections | None, float]:
+        """The detections made on the frame and the inference time, waiting until the deadline (counted from
+        submission) at most; ``None`` when the detector failed, missed the deadline or the service closed (counted
+        on the processor; the caller hides the frame whole). Blocking: call it from the stream's own thread.
+        Never raises for detector trouble."""
+        service, processor = self.service, self.processor
+        try:
+            detections, detect_ms = self.future.result(self.remaining())
+        except FutureTimeout:
+            self.future.cancel()  # still queued: it never runs; already running: its result is simply not used
+            return service._late(processor, self.submitted)
+        except CancelledError:
+            return None, 0.0  # the service closed and cancelled the queued request
+        except Exception as exc:
+            return service._failed(processor, self.t, exc)
+        return detections, detect_ms
 
 
 class BackgroundDetector:

@@ -1,7 +1,9 @@
 """One frame in, one hidden frame out: detect -> track -> anonymize, failing closed.
 
-No path through here returns a frame that was not either anonymized from a fresh detection, covered by held
-masks widened for the uncertainty, or hidden whole.
+The rule of which detection may hide a frame lives here, for files, webcams and cameras alike: only detections
+made on that very frame (same size), plus the held masks of faces it missed in it. No path through here returns a
+frame that was not either anonymized that way, covered by held masks widened for the uncertainty (files with
+``--fail-policy widen-held``), or hidden whole.
 """
 
 from __future__ import annotations
@@ -11,7 +13,6 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-import cv2
 import numpy as np
 import numpy.typing as npt
 
@@ -25,15 +26,6 @@ from .tracking import FaceTracker
 logger = logging.getLogger(__name__)
 
 WIDEN_ON_FAILURE = 1.5
-# Mean absolute difference (grey levels, on a 32x24 thumbnail) between a frame and the frame the newest detection
-# was made on, above which the picture is taken to have changed (a cut, a camera switch, lights): masks from
-# before the change say nothing about the faces after it, so that frame waits for its own detection.
-SCENE_CHANGE = 25.0
-
-
-def thumbnail(frame: npt.NDArray[np.uint8]) -> npt.NDArray[np.int16]:
-    small = cv2.resize(frame, (32, 24), interpolation=cv2.INTER_AREA)
-    return np.asarray(cv2.cvtColor(small, cv2.COLOR_BGR2GRAY), np.int16)
 
 
 @dataclass
@@ -48,7 +40,7 @@ class ProcessorStats:
     frames_widened: int = 0  # fail-closed: no detection, held masks were widened instead
     detector_errors: int = 0
     detections_late: int = 0  # live: no result within the deadline, so the frame failed closed
-    frames_predicted: int = 0  # live: masked from the tracks of a detection made on an earlier frame
+    detections_mismatched: int = 0  # a result for a frame of another size: never used, the frame failed closed
     detect_ms_total: float = 0.0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
@@ -72,10 +64,10 @@ class FrameProcessor:
 
     def __init__(self, detector: Detector, settings: AnonymizeSettings | None = None,
                  hold: HoldSettings | None = None, fail_policy: FailPolicy = "hide-frame",
-                 stream_id: str = "-") -> None:
+                 stream_id: str = "-", stats: ProcessorStats | None = None) -> None:
         self.detector = detector
         self.settings = settings or AnonymizeSettings()
-        self.tracker = FaceTracker(hold or HoldSettings())
+        self.tracker = FaceTracker(hold or HoldSettings(), stream_id)
         self.fail_policy: FailPolicy = fail_policy
         self.stream_id = stream_id
         self.threshold: float | None = None  # None: the detector's configured threshold
@@ -84,11 +76,8 @@ class FrameProcessor:
         # files may, since there recall is worth the time.
         self.upscale = True
         self.last_boxes: npt.NDArray[np.float32] = np.zeros((0, 4), np.float32)  # hidden in the last frame
-        self.last_detection_t: float | None = None
-        self._thumbs: dict[float, npt.NDArray[np.int16]] = {}  # frames handed to the detector, by media time
-        self._detected_thumb: npt.NDArray[np.int16] | None = None
-        self._last_thumb: tuple[int, float, npt.NDArray[np.int16]] | None = None  # (id(frame), t, thumbnail)
-        self.stats = ProcessorStats()
+        # A camera keeps one across restarts, each of which gets a new processor (and so new tracks).
+        self.stats = stats if stats is not None else ProcessorStats()
 
     def process(self, frame: npt.NDArray[np.uint8], t: float) -> FrameOutcome:
         """Detect and hide faces in ``frame`` (in place) at media time ``t`` seconds."""
@@ -123,11 +112,19 @@ class FrameProcessor:
     def apply(self, frame: npt.NDArray[np.uint8], t: float, detections: FaceDetections | None,
               detect_ms: float = 0.0) -> FrameOutcome:
         """Hide faces using ``detections`` made on this frame; ``None`` means there is no trustworthy result
-        (the detector failed or was too late) and the frame is hidden by the fail-closed policy."""
+        (the detector failed or was too late) and the frame is hidden by the fail-closed policy. Detections made
+        on a frame of another size are no result for this one: never used, counted, and the frame fails closed."""
         try:
+            size = (frame.shape[1], frame.shape[0])
+            if detections is not None and detections.frame_size != size:
+                logger.error("[%s] detections for a %dx%d frame offered for a %dx%d frame at t=%.3f; failing closed",
+                             self.stream_id, *detections.frame_size, *size, t)
+                with self.stats._lock:
+                    self.stats.detections_mismatched += 1
+                detections = None
             if detections is None:
                 return self._fail_closed(frame, t, detect_ms)
-            boxes = self.tracker.update(detections.boxes, t)
+            boxes = self.tracker.update(detections.boxes, t, size)
             self.last_boxes = boxes
             hidden = anonymize(frame, boxes, self.settings)
             held = max(0, len(boxes) - len(detections))
@@ -143,69 +140,9 @@ class FrameProcessor:
             self._hide_whole(frame)
             return FrameOutcome(0, 0, 0, True, detect_ms)
 
-    def observe(self, detections: FaceDetections, t: float, detect_ms: float = 0.0) -> None:
-        """Take a detection result for the frame at media time ``t``, which may be older than the frame being
-        hidden now (live streams hide each frame with the newest result instead of waiting for its own)."""
-        self.tracker.update(detections.boxes, t)
-        self.last_detection_t = t
-        self._detected_thumb = self._thumbs.pop(t, None)
-        for older in [k for k in self._thumbs if k <= t]:
-            del self._thumbs[older]
-        with self.stats._lock:
-            self.stats.faces_detected += len(detections)
-            self.stats.detect_ms_total += detect_ms
-
-    def detecting(self, frame: npt.NDArray[np.uint8], t: float) -> None:
-        """Note that ``frame`` (at ``t``) goes to the detector, so later frames can tell whether the picture
-        changed since."""
-        self._thumbs[t] = self._thumbnail(frame, t)
-        while len(self._thumbs) > 8:
-            del self._thumbs[min(self._thumbs)]
-
-    def needs_fresh(self, t: float, max_age_s: float, frame: npt.NDArray[np.uint8] | None = None) -> bool:
-        """Whether the newest detection is too old (or missing), or the picture changed too much since the frame
-        it was made on, to hide the frame at ``t`` with its tracks."""
-        last = self.last_detection_t
-        if last is None or not 0.0 <= t - last <= max_age_s:
-            return True
-        if frame is not None and self._detected_thumb is not None:
-            change = float(np.abs(self._thumbnail(frame, t) - self._detected_thumb).mean())
-            return change > SCENE_CHANGE
-        return False
-
-    def _thumbnail(self, frame: npt.NDArray[np.uint8], t: float) -> npt.NDArray[np.int16]:
-        # A live frame is both handed to the detector and checked for a scene change: one thumbnail serves both.
-        cached = self._last_thumb
-        if cached is not None and cached[0] == id(frame) and cached[1] == t:
-            return cached[2]
-        thumb = thumbnail(frame)
-        self._last_thumb = (id(frame), t, thumb)
-        return thumb
-
-    def apply_tracked(self, frame: npt.NDArray[np.uint8], t: float) -> FrameOutcome:
-        """Hide faces at ``t`` where the face tracks of the newest detection put them: predicted forward by their
-        motion, swept back to the last sighting, grown with the age of that sighting. With no detection younger
-        than the hold (the detector is failing or far behind), the frame is hidden whole."""
-        try:
-            age = t - self.last_detection_t if self.last_detection_t is not None else None
-            if age is None or age > self.tracker.settings.hold_seconds or age < -1.0:
-                return self._fail_closed(frame, t, 0.0)
-            boxes = self.tracker.predict(t)
-            self.last_boxes = boxes
-            hidden = anonymize(frame, boxes, self.settings)
-            with self.stats._lock:
-                self.stats.frames += 1
-                self.stats.regions_hidden += hidden
-                self.stats.frames_predicted += age > 0
-            return FrameOutcome(0, hidden, 0, False, 0.0)
-        except Exception:
-            logger.exception("[%s] anonymizing failed at t=%.3f; hiding the whole frame", self.stream_id, t)
-            self._hide_whole(frame)
-            return FrameOutcome(0, 0, 0, True, 0.0)
-
     def _fail_closed(self, frame: npt.NDArray[np.uint8], t: float, detect_ms: float) -> FrameOutcome:
         if self.fail_policy == "widen-held":
-            boxes = self.tracker.predict(t, widen=WIDEN_ON_FAILURE)
+            boxes = self.tracker.predict(t, (frame.shape[1], frame.shape[0]), widen=WIDEN_ON_FAILURE)
             self.last_boxes = boxes
             if len(boxes):
                 hidden = anonymize(frame, boxes, self.settings)

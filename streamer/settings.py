@@ -65,6 +65,9 @@ class HoldSettings:
 
 
 THRESHOLD_RANGE = (0.05, 0.95)
+# Lower than the detector's 0.3 for files: the codec of a live stream lowers face scores. Measured on VP8 at
+# 320x240 (bench.soak): 0.2 left a third fewer faces unchanged, for more false masks. Webcams and cameras alike.
+LIVE_THRESHOLD = 0.2
 
 
 @dataclass(frozen=True)
@@ -73,9 +76,7 @@ class LiveSettings:
     the hidden boxes are outlined (drawn on the anonymized output only)."""
 
     anonymize: AnonymizeSettings = AnonymizeSettings()
-    # Lower than the detector's 0.3 for files: the codec of a live stream lowers face scores. Measured on VP8 at
-    # 320x240 (bench.soak): 0.2 left a third fewer faces unchanged, for more false masks.
-    threshold: float = 0.2
+    threshold: float = LIVE_THRESHOLD
     debug: bool = False
 
     def __post_init__(self) -> None:

@@ -4,6 +4,10 @@ Detectors drop faces for a frame or a few (motion blur, a turned head, a hand in
 frames would show the face. Each detection starts or continues a track with a smoothed velocity, and a track
 that is not seen again is still returned, covering its last sighting and its motion-predicted position and
 growing, until ``hold_seconds`` pass.
+
+Tracks are in the pixel coordinates of one frame size. When frames of another size arrive (a browser switching
+WebRTC resolution, a camera reconfigured), every track is scaled to the new size before it is used, so a held mask
+stays on the same part of the picture instead of staying at the old pixel coordinates.
 """
 
 from __future__ import annotations
@@ -81,6 +85,10 @@ class _Track:
         self.last_seen = t
         self.hits += 1
 
+    def rescale(self, sx: float, sy: float) -> None:
+        self.cx, self.w, self.vx, self.vw = self.cx * sx, self.w * sx, self.vx * sx, self.vw * sx
+        self.cy, self.h, self.vy, self.vh = self.cy * sy, self.h * sy, self.vy * sy, self.vh * sy
+
 
 def _xyxy(cx: float, cy: float, w: float, h: float, scale: float = 1.0) -> list[float]:
     return [cx - w * scale / 2, cy - h * scale / 2, cx + w * scale / 2, cy + h * scale / 2]
@@ -99,10 +107,12 @@ def _iou(a: list[float], b: list[float]) -> float:
 class FaceTracker:
     """Keeps faces hidden through short detector misses. Not thread-safe: one tracker per stream."""
 
-    def __init__(self, settings: HoldSettings) -> None:
+    def __init__(self, settings: HoldSettings, name: str = "-") -> None:
         self.settings = settings
+        self.name = name  # the stream, for the logs
         self._tracks: list[_Track] = []
         self._last_t: float | None = None
+        self._size: tuple[int, int] | None = None  # (width, height) of the frames the tracks are in
         self._held = 0
 
     @property
@@ -114,6 +124,11 @@ class FaceTracker:
     def tracks(self) -> int:
         """Live tracks: faces seen within the hold."""
         return len(self._tracks)
+
+    @property
+    def frame_size(self) -> tuple[int, int] | None:
+        """(width, height) of the frames the tracks are in; None before the first frame."""
+        return self._size
 
     def reset(self) -> None:
         self._tracks.clear()
@@ -142,17 +157,36 @@ class FaceTracker:
             raise ValueError(f"media time must be finite, not {t}")
         last = self._last_t
         if last is not None and (t < last or t - last > RESET_GAP_SECONDS):
-            logger.info("media time jumped from %.3f s to %.3f s; dropping %d face track(s)",
-                        last, t, len(self._tracks))
+            logger.info("[%s] media time jumped from %.3f s to %.3f s; dropping %d face track(s)",
+                        self.name, last, t, len(self._tracks))
             self.reset()
 
-    def update(self, boxes_xyxy: FloatBoxes, t: float) -> FloatBoxes:
-        """Take this frame's detections at media time ``t`` (s); return every box to hide now, (N, 4) float32.
+    def _fit(self, frame_size: tuple[int, int]) -> None:
+        """Bring every track to frames of ``frame_size`` (width, height), scaling x and y on their own: a browser
+        or camera that changes resolution scales the same picture."""
+        width, height = frame_size
+        if width < 1 or height < 1:
+            raise ValueError(f"frame size must be positive, not {width}x{height}")
+        old = self._size
+        self._size = (width, height)
+        if old is None or old == self._size:
+            return
+        sx, sy = width / old[0], height / old[1]
+        for track in self._tracks:
+            track.rescale(sx, sy)
+        if self._tracks:
+            logger.info("[%s] frame size %dx%d -> %dx%d: %d face track(s) scaled to it", self.name, *old, width,
+                        height, len(self._tracks))
+
+    def update(self, boxes_xyxy: FloatBoxes, t: float, frame_size: tuple[int, int]) -> FloatBoxes:
+        """Take the detections of a frame of ``frame_size`` (width, height) at media time ``t`` (s); return every
+        box to hide in it, (N, 4) float32.
 
         That is every detection, then each unmatched track last seen within ``hold_seconds``: its predicted
         box swept back to where it was last seen, grown about the centres by the hold growth.
         """
         self._check_time(t)
+        self._fit(frame_size)
         self._last_t = t
         rows = np.asarray(boxes_xyxy, dtype=np.float32).reshape(-1, 4)
         dets = rows[np.isfinite(rows).all(axis=1)]
@@ -198,13 +232,15 @@ class FaceTracker:
             return dets.copy()
         return np.concatenate([dets, np.asarray(held, np.float32)], axis=0)
 
-    def predict(self, t: float, widen: float = 1.0) -> FloatBoxes:
-        """Boxes to hide at ``t`` when there is no detection result, each track widened by ``widen``.
+    def predict(self, t: float, frame_size: tuple[int, int], widen: float = 1.0) -> FloatBoxes:
+        """Boxes to hide at ``t`` in a frame of ``frame_size`` when there is no detection result, each track
+        widened by ``widen``.
 
         Track state is not advanced, so a later ``update`` still associates against the last real sightings.
         """
         if not math.isfinite(t):
             raise ValueError(f"media time must be finite, not {t}")
+        self._fit(frame_size)
         hold = self.settings.hold_seconds + HOLD_TOLERANCE
         out = [self._held_box(tr, t, widen) for tr in self._tracks if t - tr.last_seen <= hold]
         return np.asarray(out, np.float32).reshape(-1, 4)

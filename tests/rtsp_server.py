@@ -3,8 +3,8 @@ the interpreter that sees the `gi` bindings).
 
     /usr/bin/python3 tests/rtsp_server.py --port 8554 lobby=/path/clip.mp4 [door=/path/other.mp4]
 
-Each mount plays its H.264 MP4 in real time without re-encoding; every client gets its own pipeline from the
-start, and the stream ends at the end of the clip (the service under test then reconnects, like a real camera
+Each mount plays its H.264 MP4 (or MPEG-TS) in real time without re-encoding; every client gets its own pipeline
+from the start, and the stream ends at the end of the clip (the service under test then reconnects, like a real camera
 that restarted). Prints "READY <port>" once it listens; stops on SIGTERM/SIGINT.
 """
 
@@ -24,7 +24,7 @@ from gi.repository import GLib, Gst, GstRtspServer  # noqa: E402
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("mounts", nargs="+", help="NAME=FILE.mp4 (H.264)")
+    parser.add_argument("mounts", nargs="+", help="NAME=FILE.mp4 or NAME=FILE.ts (H.264)")
     args = parser.parse_args()
     Gst.init(None)
     server = GstRtspServer.RTSPServer()
@@ -34,7 +34,10 @@ def main() -> int:
     for spec in args.mounts:
         name, _, path = spec.partition("=")
         factory = GstRtspServer.RTSPMediaFactory()
-        factory.set_launch(f'( filesrc location="{path}" ! qtdemux ! h264parse ! '
+        # MPEG-TS carries its parameter sets in-band, so a clip whose resolution changes mid-stream (a camera
+        # reconfigured) plays as one stream; MP4 keeps one set per track.
+        demux = "tsdemux" if path.endswith(".ts") else "qtdemux"
+        factory.set_launch(f'( filesrc location="{path}" ! {demux} ! h264parse ! '
                            "rtph264pay name=pay0 pt=96 config-interval=1 )")
         factory.set_shared(False)
         mounts.add_factory(f"/{name}", factory)

@@ -28,6 +28,10 @@ import numpy as np
 import numpy.typing as npt
 from webrtc_support import HttpAnswer, NetNamespace, http
 
+from testkit.framecode import stamp_over
+from testkit.truth import TruthClip
+from testkit.wire import as_sent
+
 U8 = npt.NDArray[np.uint8]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -38,7 +42,8 @@ DEBIAN_PACKAGES = ("gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base gstream
                    "python3-gst-1.0")
 _PROBE = ("import gi; gi.require_version('Gst', '1.0'); gi.require_version('GstRtspServer', '1.0'); "
           "from gi.repository import Gst, GstRtspServer; Gst.init(None); "
-          "missing = [e for e in ('filesrc', 'qtdemux', 'h264parse', 'rtph264pay') if not Gst.ElementFactory.find(e)]; "
+          "missing = [e for e in ('filesrc', 'qtdemux', 'tsdemux', 'h264parse', 'rtph264pay') "
+          "if not Gst.ElementFactory.find(e)]; "
           "print(' '.join(missing))")
 
 
@@ -86,6 +91,44 @@ def make_camera_clip(src: Path, dst: Path, repeats: int = 8, keyframe_every: int
                 out.mux(packet)
                 n += 1
     return n, float(rate)
+
+
+def make_truth_camera_clip(clip: TruthClip, dst: Path, keyframe_every: int = 15) -> int:
+    """Write ``as_sent(clip)`` (each frame with its index strip) to ``dst`` as an H.264 MPEG-TS a camera could
+    send, a keyframe every ``keyframe_every`` frames. Where the clip's frame size changes, a new encoder starts
+    with a keyframe and new parameter sets, as a reconfigured camera's stream does. Returns the frame count."""
+    import av
+    import cv2
+
+    sent = as_sent(clip)
+    rate = fractions.Fraction(round(sent.fps))
+    with av.open(str(dst), "w", format="mpegts") as out:
+        stream = out.add_stream("libx264", rate=rate)  # carries the packets of every encoder below
+        stream.width, stream.height = sent.frame(0).size
+        encoder: Any = None
+        size: tuple[int, int] | None = None
+
+        def mux(packets: Any) -> None:
+            for packet in packets:
+                packet.stream = stream
+                out.mux(packet)
+
+        for index in range(len(sent)):
+            frame = sent.frame(index)
+            if frame.size != size:
+                if encoder is not None:
+                    mux(encoder.encode(None))
+                encoder, size = av.CodecContext.create("libx264", "w"), frame.size
+                encoder.width, encoder.height = size
+                encoder.pix_fmt, encoder.time_base, encoder.framerate = "yuv420p", 1 / rate, rate
+                encoder.options = {"g": str(keyframe_every), "keyint_min": str(keyframe_every), "bf": "0",
+                                   "preset": "veryfast", "crf": "20", "x264-params": "repeat-headers=1"}
+            yuv = cv2.cvtColor(stamp_over(np.asarray(frame.image), index), cv2.COLOR_BGR2YUV_I420)
+            video = av.VideoFrame.from_ndarray(np.asarray(yuv, np.uint8), format="yuv420p")
+            video.pts, video.time_base = index, 1 / rate
+            mux(encoder.encode(video))
+        mux(encoder.encode(None))
+    return len(sent)
 
 
 def clip_frames(path: Path, indices: list[int]) -> dict[int, U8]:

@@ -40,12 +40,20 @@ from rtsp_support import (
     clip_frames,
     http_get_bytes,
     make_camera_clip,
+    make_truth_camera_clip,
     rtsp_unavailable_reason,
 )
+from test_live_leaks import assert_no_leak
 from webrtc_support import NamespaceLoop, NetNamespace, ServerProcess, free_port, http
+
+from testkit.framecode import read_index
+from testkit.judges import DetectorJudge, IdentityJudge, Judge, PixelJudge, judge
+from testkit.truth import TruthClip, switching_sizes
+from testkit.wire import as_sent, returned_pairs
 
 pytestmark = pytest.mark.rtsp
 
+SWITCH_SECONDS = 8.0
 FACE_CLIP = ("videos", "liveportrait_driving_d3.mp4")  # 512x512, 30 fps, one talking head in every frame
 CROWD_CLIP = ("videos", "face_recognition_short_hamilton_clip.mp4")  # 640x360, 1-6 faces per frame
 RTSP_TIMEOUT_S = 2.0  # serve --rtsp-timeout: a hung camera is noticed after this long
@@ -134,10 +142,25 @@ def source_face_scores(face_clip: Path, detector: Any) -> list[float]:
 
 
 @pytest.fixture(scope="module")
-def rtsp(netns: NetNamespace, ns_loop: NamespaceLoop, face_clip: Path, artifacts_dir: Path) -> Iterator[RtspServer]:
+def switch_clip() -> TruthClip:
+    """A virtual camera over the annotated photos whose stream switches 640x480 <-> 1280x720 every 2 s."""
+    require_testdata("images")
+    return switching_sizes(SWITCH_SECONDS, sizes=((640, 432), (1280, 672)), seed=3)
+
+
+@pytest.fixture(scope="module")
+def switch_file(gstreamer: None, switch_clip: TruthClip, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("cameras") / "switch.ts"
+    make_truth_camera_clip(switch_clip, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def rtsp(netns: NetNamespace, ns_loop: NamespaceLoop, face_clip: Path, switch_file: Path,
+         artifacts_dir: Path) -> Iterator[RtspServer]:
     port = ns_loop.run(free_port("127.0.0.1"))
-    server = RtspServer({"face": face_clip, "crowd": require_testdata(*CROWD_CLIP)}, port, netns,
-                        log_path=artifacts_dir / "cameras-rtsp-server.log").start()
+    server = RtspServer({"face": face_clip, "crowd": require_testdata(*CROWD_CLIP), "switch": switch_file}, port,
+                        netns, log_path=artifacts_dir / "cameras-rtsp-server.log").start()
     try:
         yield server
     finally:
@@ -170,6 +193,12 @@ mode = "blur"
 [[camera]]
 name = "door"
 url = "{rtsp.url('crowd')}"
+
+[[camera]]
+name = "switch"
+url = "{rtsp.url('switch')}"
+mode = "mosaic"
+always_on = true
 """)
     server = ServerProcess(netns, ns_loop, ["--camera", f"face={rtsp.url('face')}", "--always-on",
                                             "--config", str(config), "--rtsp-timeout", str(RTSP_TIMEOUT_S)],
@@ -253,6 +282,45 @@ def test_viewer_sees_the_camera_with_every_face_hidden(camera_up: ServerProcess,
     assert r["late_frames"] == 0, f"{r['late_frames']} frames arrived more than 1 s after DELETE"
     assert r["again"] == 404, "a deleted WHEP session should be gone"
     assert r["unknown"] == 404, "POST /whep/<unknown camera> should be 404"
+
+
+def test_a_camera_changing_resolution_leaks_no_face_to_viewers_or_snapshots(
+        camera_up: ServerProcess, ns_loop: NamespaceLoop, switch_clip: TruthClip, detector: Any,
+        artifacts_dir: Path) -> None:
+    """The RTSP source switches 640x480 <-> 1280x720 every 2 s (a camera reconfigured, its stream restarting with
+    new parameter sets) while showing a virtual camera over the annotated photos: what viewers and snapshots get
+    is judged against the ground truth by pixels, identity and the detector. Zero leaks."""
+    base = camera_up.base_url
+
+    async def scenario() -> tuple[list[U8], list[U8], dict[str, Any]]:
+        await wait_status(base, "switch", is_live, 20, "live")
+        viewer = WhepViewer(base, "switch", sample_every_s=0.05, max_samples=200)
+        try:
+            assert (await viewer.connect()).status == 201
+            await viewer.wait_connected()
+            await viewer.wait_first_frame()
+            snapshots = []
+            for _ in range(6):  # spread over the switches
+                code, _, body = await http_get_bytes(f"{base}/cameras/switch/snapshot.jpg", 30)
+                assert code == 200
+                snapshots.append(np.asarray(cv2.imdecode(np.frombuffer(body, np.uint8), cv2.IMREAD_COLOR),
+                                            np.uint8))
+                await asyncio.sleep(1.3)
+            status = await camera_status(base, "switch")
+            return [frame for _, frame in viewer.samples], snapshots, status
+        finally:
+            await viewer.close()
+
+    frames, snapshots, status = ns_loop.run(scenario(), 90)
+    sizes = {(f.shape[1], f.shape[0]) for f in frames}
+    assert sizes == {(640, 480), (1280, 720)}, f"the viewer got frames of {sizes}; camera {status}"
+    sent = as_sent(switch_clip)
+    judges: list[Judge] = [PixelJudge(), IdentityJudge(switch_clip.reference), DetectorJudge(detector)]
+    returned = [(read_index(np.asarray(cv2.cvtColor(f, cv2.COLOR_BGR2GRAY), np.uint8), f.shape[1], f.shape[0]), f)
+                for f in frames + snapshots]  # snapshots are JPEG: the strip still reads
+    report = judge(returned_pairs(returned, sent, len(sent)), judges, identity_every=8)
+    assert_no_leak(report, artifacts_dir, "camera-switch")
+    assert status["frames_hidden_whole"] <= status["frames_processed"], status
 
 
 def test_broken_cameras_show_a_clear_status_and_the_good_one_stays_live(camera_up: ServerProcess,
@@ -394,10 +462,10 @@ def test_snapshots_and_cameras_from_a_config_file(camera_up: ServerProcess, ns_l
 
     r = ns_loop.run(scenario(), 90)
     by_name = {c["name"]: c for c in r["listing"]}
-    assert set(by_name) == {"face", "gone", "missing", "lobby", "door"}, sorted(by_name)
+    assert set(by_name) == {"face", "gone", "missing", "lobby", "door", "switch"}, sorted(by_name)
     modes = {name: (c["mode"], c["always_on"]) for name, c in by_name.items()}
     assert modes == {"face": ("mosaic", True), "gone": ("solid", True), "missing": ("solid", True),
-                     "lobby": ("blur", False), "door": ("solid", False)}, modes
+                     "lobby": ("blur", False), "door": ("solid", False), "switch": ("mosaic", True)}, modes
     assert by_name["lobby"]["state"] == "stopped" and by_name["door"]["state"] == "stopped", by_name
 
     pictures = {}

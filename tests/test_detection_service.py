@@ -3,6 +3,7 @@ that fails at run time moves the service to the CPU or (with --require-gpu) stop
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -154,14 +155,13 @@ def test_lost_gpu_falls_back_to_the_cpu(lost_gpu: CenterFaceDetector, photos: li
     service = DetectionService(lost_gpu, deadline_s=30, on_fallback=moved.append)
     processor = _processor(lost_gpu)
     try:
-        results = [service.collect(processor, service.submit_live(processor, photos[0], float(i)))
-                   for i in range(3)]
-        assert all(r is not None and r[0] is None for r in results), "frames during the failure fail closed"
+        results = [service.detect_live(processor, photos[0], float(i)) for i in range(3)]
+        assert all(r[0] is None for r in results), "frames during the failure fail closed"
         assert processor.stats.detector_errors == 3
         assert moved == ["CPUExecutionProvider"] and service.provider == "CPUExecutionProvider"
         assert service.fallback is not None and "illegal memory access" in service.fallback
-        after = service.collect(processor, service.submit_live(processor, photos[0], 3.0))
-        assert after is not None and after[0] is not None and len(after[0]) > 0, "detection resumes on the CPU"
+        after = service.detect_live(processor, photos[0], 3.0)
+        assert after[0] is not None and len(after[0]) > 0, "detection resumes on the CPU"
     finally:
         service.close()
 
@@ -174,7 +174,7 @@ async def test_lost_gpu_with_require_gpu_stops_and_says_so(lost_gpu: CenterFaceD
         service = app[DETECTION]
         processor = _processor(lost_gpu)
         for i in range(4):
-            result = await service.detect(processor, photos[0], float(i))
+            result = await asyncio.to_thread(service.detect_live, processor, photos[0], float(i))
             assert result[0] is None, "every frame fails closed"
         assert service.provider == CUDA, "no quiet move to the CPU under --require-gpu"
         health = await client.get("/healthz")
@@ -185,3 +185,40 @@ async def test_lost_gpu_with_require_gpu_stops_and_says_so(lost_gpu: CenterFaceD
         assert offer.status == 503 and "stopped" in (await offer.json())["error"]
         metrics = await (await client.get("/metrics")).text()
         assert 'streamer_detector_fallbacks_total{to="refused"} 1.0' in metrics
+
+
+class _SlowSession:
+    def __init__(self, real: Any, delay_s: float) -> None:
+        self._real, self.delay_s = real, delay_s
+
+    def run(self, *args: Any, **kwargs: Any) -> Any:
+        time.sleep(self.delay_s)
+        return self._real.run(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real, name)
+
+
+def test_a_live_detection_past_its_deadline_is_no_result(photos: list[U8]) -> None:
+    """A frame whose detection is late gets none (the caller hides it whole), counted as late; the request still
+    queued behind the slow one never runs, and the next frame in time gets its faces."""
+    slow = load_detector("cpu")
+    slow.session = _SlowSession(slow.session, 0.6)
+    service = DetectionService(slow, deadline_s=0.2)
+    processor = _processor(slow)
+    runs: list[float] = []
+    service._on_inference = runs.append
+    try:
+        first = service.detect_live(processor, photos[0], 0.0)  # runs 0.6 s
+        second = service.detect_live(processor, photos[0], 0.1)  # queued behind it, cancelled at its deadline
+        assert first[0] is None and second[0] is None
+        assert processor.stats.detections_late == 2
+        slow.session.delay_s = 0.0
+        deadline = time.monotonic() + 30
+        while not runs and time.monotonic() < deadline:  # the first inference finishes on its own
+            time.sleep(0.01)
+        faces, _ = service.detect_live(processor, photos[0], 1.0)
+        assert faces is not None and len(faces) > 0 and faces.frame_size == (photos[0].shape[1], photos[0].shape[0])
+        assert len(runs) == 2, f"{len(runs)} inferences: the cancelled request must not have run"
+    finally:
+        service.close()

@@ -77,16 +77,25 @@ def f32(values: npt.ArrayLike) -> npt.NDArray[np.float32]:
 
 
 def test_face_detections_are_validated() -> None:
-    empty = FaceDetections.empty()
+    size = (640, 480)
+    empty = FaceDetections.empty(size)
     assert len(empty) == 0 and empty.boxes.shape == (0, 4) and empty.landmarks.shape == (0, 5, 2)
+    assert empty.frame_size == size
     with pytest.raises(ValueError, match="inconsistent"):
-        FaceDetections(f32(np.zeros((2, 4))), f32(np.zeros(1)), f32(np.zeros((2, 5, 2))))
+        FaceDetections(f32(np.zeros((2, 4))), f32(np.zeros(1)), f32(np.zeros((2, 5, 2))), size)
     with pytest.raises(ValueError, match="x1 <= x2"):
-        FaceDetections(f32([[10, 10, 5, 20]]), f32([1]), f32(np.zeros((1, 5, 2))))
+        FaceDetections(f32([[10, 10, 5, 20]]), f32([1]), f32(np.zeros((1, 5, 2))), size)
     with pytest.raises(ValueError, match="finite"):
-        FaceDetections(f32([[np.nan, 0, 1, 1]]), f32([1]), f32(np.zeros((1, 5, 2))))
-    xywh = FaceDetections(f32([[10, 20, 30, 60]]), f32([1]), f32(np.zeros((1, 5, 2)))).xywh()
+        FaceDetections(f32([[np.nan, 0, 1, 1]]), f32([1]), f32(np.zeros((1, 5, 2))), size)
+    with pytest.raises(ValueError, match="frame size"):
+        FaceDetections(f32([[10, 20, 30, 60]]), f32([1]), f32(np.zeros((1, 5, 2))), (0, 480))
+    xywh = FaceDetections(f32([[10, 20, 30, 60]]), f32([1]), f32(np.zeros((1, 5, 2))), size).xywh()
     assert xywh.tolist() == [[10, 20, 20, 40]]
+
+
+def test_detections_carry_the_size_of_the_frame_they_were_made_on(detector: CenterFaceDetector) -> None:
+    frames = [np.zeros((480, 640, 3), np.uint8), np.zeros((720, 1280, 3), np.uint8), np.zeros((97, 131, 3), np.uint8)]
+    assert [d.frame_size for d in detector.detect_batch(frames)] == [(640, 480), (1280, 720), (131, 97)]
 
 
 def test_cuda_that_cannot_load_is_an_error_not_a_cpu_run() -> None:

@@ -91,7 +91,7 @@ key_values: dict[str, st.SearchStrategy[Any]] = {
     "name": names, "url": urls, "mode": st.sampled_from(["mosaic", "blur", "solid"]) | values,
     "strength": st.floats(-1, 2) | values, "padding": st.floats(0.5, 4) | values, "ellipse": st.booleans() | values,
     "detect_size": st.integers(0, 10000) | values, "transport": st.sampled_from(["tcp", "udp"]) | values,
-    "always_on": st.booleans() | values,
+    "always_on": st.booleans() | values, "threshold": st.floats(0, 1.2) | values,
 }
 camera_tables = st.fixed_dictionaries(
     {"name": names, "url": urls},
@@ -125,13 +125,14 @@ def check_accepted_camera(camera: CameraSettings, source: dict[str, Any] | None)
     assert isinstance(a.ellipse, bool) and isinstance(camera.always_on, bool)
     assert camera.detect_size is None or (type(camera.detect_size) is int and 64 <= camera.detect_size <= 4096)
     assert camera.transport in ("tcp", "udp")
+    assert isinstance(camera.threshold, float) and 0.05 <= camera.threshold <= 0.95
     assert "***" in redact(camera.url) or "@" not in camera.url.split("/", 3)[2]
     if source is not None:
         # A value of the wrong type is refused, never coerced (ellipse = "false" must not mean true).
         for key in ("ellipse", "always_on"):
             if key in source:
                 assert isinstance(source[key], bool), f"{key} = {source[key]!r} was accepted"
-        for key in ("strength", "padding", "detect_size"):
+        for key in ("strength", "padding", "detect_size", "threshold"):
             if key in source:
                 assert isinstance(source[key], int | float) and not isinstance(source[key], bool), \
                     f"{key} = {source[key]!r} was accepted"
@@ -224,7 +225,7 @@ numbers = st.one_of(st.integers(-(10**6), 10**6).map(str), st.floats(allow_nan=T
 OPTIONS: dict[str, st.SearchStrategy[str]] = {
     "--port": numbers, "--max-sessions": numbers, "--max-viewers": numbers, "--max-upload-mb": numbers,
     "--max-queued-jobs": numbers, "--job-workers": numbers, "--job-ttl": numbers, "--rtsp-timeout": numbers,
-    "--max-mask-age": numbers, "--detect-deadline": numbers, "--detect-size": numbers, "--threshold": numbers,
+    "--detect-deadline": numbers, "--detect-size": numbers, "--threshold": numbers,
     "--audio": st.sampled_from(["drop", "passthrough", "x"]), "--ice-server": ice_texts,
     "--camera": st.builds(lambda n, u: f"{n}={u}", names, urls), "--device": st.sampled_from(["cpu", "gpu"]),
 }
@@ -256,7 +257,7 @@ def test_serve_options_make_a_usable_config_or_a_clear_error(parts: tuple[list[s
         return
     assert 0 <= config.port <= 65535, argv
     finite: Callable[[float], bool] = math.isfinite
-    assert all(finite(v) for v in (config.job_ttl_s, config.rtsp_timeout_s, config.max_mask_age_s,
+    assert all(finite(v) for v in (config.job_ttl_s, config.rtsp_timeout_s,
                                    config.detect_deadline_s, config.detector.threshold)), argv
     for camera in config.cameras:
         check_accepted_camera(camera, None)

@@ -1,6 +1,7 @@
 """The web page end to end in a real browser: Debian's Chromium, driven by Playwright, inside the run's network
 namespace, with a real clip as its fake camera. It presses Start, and checks the video the page shows (read back
-through a canvas): the face hidden, the rest of the picture intact, and the statistics panel moving.
+through a canvas): the face hidden, the rest of the picture intact, and the statistics panel moving; and, with a
+ground-truth clip as the camera, that switching the resolution mid-stream lets no face out.
 
 Chromium is /usr/bin/chromium (never a downloaded browser); it runs through a small wrapper that starts it with
 ``ip netns exec``, so the page, its peer connection and everything else it sends stay inside the namespace."""
@@ -17,6 +18,7 @@ import cv2
 import numpy as np
 import pytest
 from conftest import require_testdata
+from test_live_leaks import assert_no_leak
 from webrtc_support import (
     CHROMIUM,
     CHROMIUM_FLAGS,
@@ -26,9 +28,14 @@ from webrtc_support import (
     chromium_wrapper,
     http,
     make_y4m,
+    truth_y4m,
 )
 
 from models.evaluate import iou_matrix
+from testkit.framecode import CENTRED, read_index
+from testkit.judges import DetectorJudge, IdentityJudge, Judge, PixelJudge, judge
+from testkit.truth import entering_faces
+from testkit.wire import as_seen, as_sent
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(300),
               pytest.mark.skipif(not CHROMIUM.exists(), reason=f"{CHROMIUM} not installed (apt-get install chromium)")]
@@ -252,3 +259,53 @@ async def _wait_no_sessions(base: str, limit_s: float = 10) -> dict[str, Any]:
         if body.get("sessions") == 0 or time.monotonic() > deadline:
             return body
         await asyncio.sleep(0.2)
+
+
+def test_page_switching_resolution_mid_stream_shows_no_face(netns: NetNamespace, ns_loop: NamespaceLoop,
+                                                            page_server: ServerProcess, detector: Any,
+                                                            artifacts_dir: Path, tmp_path: Path) -> None:
+    """The page's resolution control switches 640x480 -> 1280x720 -> 640x480 while live (and Chromium adapts the
+    size on its own under load). The fake camera plays a 1280x720 virtual camera over the annotated photos, faces
+    entering through the edges; every picture the page shows, whatever its size, is judged against the ground
+    truth by pixels, identity and the detector. Zero leaks."""
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is a dev dependency")
+    require_testdata("images")
+    clip = entering_faces(4.0, size=(1280, 720 - CENTRED.height), seed=4)  # sent as 1280x720, the strip on top
+    camera = tmp_path / "truth.y4m"
+    truth_y4m(clip, camera)
+    base = page_server.base_url
+    args = [*CHROMIUM_FLAGS, f"--use-file-for-fake-video-capture={camera}",
+            f"--unsafely-treat-insecure-origin-as-secure={base}"]
+    grabs: list[np.ndarray[Any, Any]] = []
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(chromium_wrapper(netns, tmp_path)), args=args,
+                                             headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.goto(base + "/")
+            page.click("#start")
+            page.wait_for_selector("body[data-state=live]", timeout=30_000)
+            page.wait_for_function("() => document.querySelector('#output').videoWidth > 0", timeout=15_000)
+            for resolution in ("640x480", "1280x720", "640x480"):
+                if page.input_value("#resolution") != resolution:
+                    page.select_option("#resolution", resolution)
+                for _ in range(12):
+                    shot = page.evaluate(GRAB_JS)
+                    assert shot is not None, "#output shows no video"
+                    image = cv2.imdecode(np.frombuffer(base64.b64decode(shot["png"]), np.uint8), cv2.IMREAD_COLOR)
+                    grabs.append(np.asarray(image, np.uint8))
+                    time.sleep(0.25)
+            page.click("#stop")
+        finally:
+            browser.close()
+    sizes = {(g.shape[1], g.shape[0]) for g in grabs}
+    assert len(sizes) >= 2, f"the page showed only {sizes}: the resolution never changed"
+    sent = as_sent(clip, CENTRED)
+    indices = [read_index(np.asarray(cv2.cvtColor(g, cv2.COLOR_BGR2GRAY), np.uint8), *sent.frame(0).size,
+                          strip=CENTRED, crop=True) for g in grabs]
+    readable = [(i, g) for i, g in zip(indices, grabs, strict=True) if i is not None]
+    assert len(readable) >= 0.8 * len(grabs), f"only {len(readable)} of {len(grabs)} grabs show a readable index"
+    judges: list[Judge] = [PixelJudge(), IdentityJudge(clip.reference), DetectorJudge(detector)]
+    pairs = ((as_seen(sent.frame(i % len(sent)), (g.shape[1], g.shape[0])), g) for i, g in readable)
+    report = judge(pairs, judges, identity_every=2)
+    assert_no_leak(report, artifacts_dir, "browser-switch", min_frames=25, min_faces=30, min_checks=10)

@@ -31,7 +31,9 @@ class MissingFrames:
         self.calls += 1
         if index in self.broken:
             raise RuntimeError("inference failed (injected)")
-        return FaceDetections.empty() if index in self.blind else self.inner.detect(frame, threshold, detect_size)
+        if index in self.blind:
+            return FaceDetections.empty((frame.shape[1], frame.shape[0]))
+        return self.inner.detect(frame, threshold, detect_size)
 
 
 @pytest.fixture(scope="module")
@@ -122,34 +124,32 @@ def test_no_result_with_nothing_held_hides_the_whole_frame(talking_head: list[Fr
     assert processor.stats.frames_hidden_whole == 1
 
 
-def test_live_frames_hidden_with_the_newest_detection_of_an_earlier_frame(detector: CenterFaceDetector,
-                                                                          talking_head: list[Frame]) -> None:
-    """Live streams hide frame N with the result detected on frame N-2 (the detector runs behind): the tracks
-    still cover the face where it is now."""
+def test_detections_of_a_frame_of_another_size_never_hide_this_one(detector: CenterFaceDetector,
+                                                                   talking_head: list[Frame]) -> None:
+    """A result made on a 1280x720 frame offered for the same picture at 640x360 (a browser switching resolution
+    while a detection was in flight): its boxes are at the wrong place there, so it is refused, counted, and the
+    frame is hidden whole."""
     processor = FrameProcessor(detector)
-    out = []
-    for i, frame in enumerate(talking_head):
-        if i >= 2:
-            behind = talking_head[i - 2]
-            processor.observe(detector.detect(behind), (i - 2) / FPS)
-        copy = frame.copy()
-        processor.apply_tracked(copy, i / FPS)
-        out.append(copy)
-    for i in range(2, len(talking_head)):
-        assert changed_fraction(talking_head[i], out[i], face_box(detector, talking_head[i])) > 0.5, f"frame {i}"
-    assert processor.stats.frames_predicted == len(talking_head) - 2
-    # Before any detection there is nothing to go by: those frames left hidden whole.
-    h, w = talking_head[0].shape[:2]
-    assert changed_fraction(talking_head[0], out[0], (0, 0, w, h)) > 0.5
-    assert processor.stats.frames_hidden_whole == 2
-
-
-def test_live_frames_hidden_whole_when_detection_falls_too_far_behind(detector: CenterFaceDetector,
-                                                                      talking_head: list[Frame]) -> None:
-    processor = FrameProcessor(detector, hold=HoldSettings(hold_seconds=0.2))
-    processor.observe(detector.detect(talking_head[0]), 0.0)
-    frame = talking_head[12].copy()
-    outcome = processor.apply_tracked(frame, 12 / FPS)  # 0.4 s after the only result, past the 0.2 s hold
+    big = talking_head[0]
+    detections = detector.detect(big)
+    assert len(detections) == 1 and detections.frame_size == (big.shape[1], big.shape[0])
+    small = np.ascontiguousarray(big[::2, ::2])
+    frame = small.copy()
+    outcome = processor.apply(frame, 0.0, detections)
     h, w = frame.shape[:2]
     assert outcome.failed_closed
-    assert changed_fraction(talking_head[12], frame, (0, 0, w, h)) > 0.5
+    assert changed_fraction(small, frame, (0, 0, w, h)) > 0.5
+    assert processor.stats.detections_mismatched == 1 and processor.stats.frames_hidden_whole == 1
+
+
+def test_a_face_missed_right_after_a_size_change_stays_hidden(detector: CenterFaceDetector,
+                                                             talking_head: list[Frame]) -> None:
+    """The detector misses the face in the first frames at a new size: the held mask, scaled to the new size,
+    still covers it (not left at the old frame's pixel coordinates)."""
+    frames = [f if i < 8 else np.ascontiguousarray(f[::2, ::2]) for i, f in enumerate(talking_head)]
+    processor = FrameProcessor(MissingFrames(detector, blind={8, 9, 10}))
+    out = run(processor, frames)
+    for i in (8, 9, 10):
+        box = face_box(detector, frames[i])
+        assert changed_fraction(frames[i], out[i], box) > 0.5, f"frame {i}: the face is visible"
+    assert processor.stats.frames_with_held_masks == 3 and processor.stats.frames_hidden_whole == 0

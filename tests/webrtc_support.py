@@ -44,6 +44,11 @@ import numpy as np
 import numpy.typing as npt
 from aiortc import MediaStreamTrack
 
+from testkit.framecode import CENTRED, STRIP_HEIGHT, read_index, stamp_index, stamp_over
+from testkit.relay import LatestFrameRelay
+from testkit.truth import TruthClip
+from testkit.wire import TruthTrack, as_sent
+
 T = TypeVar("T")
 U8 = npt.NDArray[np.uint8]
 
@@ -355,72 +360,7 @@ class ServerProcess:
         return max(0, len(out.splitlines()) - 1)
 
 
-# ---------------------------------------------------------------------------------------------- frame indices
-
-# The index strip: STRIP_HEIGHT rows of black added above the picture, with BLOCKS blocks of BLOCK px in the
-# middle of the strip: white, black (guards), INDEX_BITS bits (most significant first), one even-parity bit.
-STRIP_HEIGHT = 48
-BLOCK = 16
-INDEX_BITS = 12
-BLOCKS = 2 + INDEX_BITS + 1
-STRIP_X0 = 16
-
-
-def _strip_cells(width: int, height: int, src_width: int, src_height: int) -> list[tuple[int, int, int, int]]:
-    """Each block's inner box (x0, y0, x1, y1) in a frame of ``width`` x ``height`` (scaled from the source)."""
-    sx, sy = width / src_width, height / src_height
-    y0 = (STRIP_HEIGHT - BLOCK) // 2
-    cells = []
-    for i in range(BLOCKS):
-        x0 = STRIP_X0 + i * BLOCK
-        q = BLOCK // 4  # inner half of each block: away from the edges that VP8 smears
-        cells.append((round((x0 + q) * sx), round((y0 + q) * sy), round((x0 + BLOCK - q) * sx),
-                      round((y0 + BLOCK - q) * sy)))
-    return cells
-
-
-def _bits(index: int) -> list[int]:
-    bits = [(index >> (INDEX_BITS - 1 - k)) & 1 for k in range(INDEX_BITS)]
-    return [1, 0, *bits, sum(bits) % 2]
-
-
-def stamp_index(picture_bgr: U8, index: int) -> U8:
-    """The picture with a black strip on top that carries ``index`` as blocks (see STRIP_HEIGHT)."""
-    h, w = picture_bgr.shape[:2]
-    if w < STRIP_X0 + BLOCKS * BLOCK:
-        raise ValueError(f"picture {w} px wide is too narrow for the index strip")
-    out = np.zeros((h + STRIP_HEIGHT, w, 3), np.uint8)
-    out[STRIP_HEIGHT:] = picture_bgr
-    y0 = (STRIP_HEIGHT - BLOCK) // 2
-    for i, bit in enumerate(_bits(index % (1 << INDEX_BITS))):
-        if bit:
-            x0 = STRIP_X0 + i * BLOCK
-            out[y0:y0 + BLOCK, x0:x0 + BLOCK] = 255
-    return out
-
-
-def read_index(gray: npt.NDArray[np.uint8], src_width: int, src_height: int) -> int | None:
-    """The index stamped into a (decoded, possibly rescaled) frame, or None when unreadable."""
-    h, w = gray.shape[:2]
-    bits: list[int] = []
-    for x0, y0, x1, y1 in _strip_cells(w, h, src_width, src_height):
-        mean = float(gray[y0:y1, x0:x1].mean())
-        if 60 < mean < 190:
-            return None
-        bits.append(1 if mean >= 190 else 0)
-    if bits[:2] != [1, 0] or sum(bits[2:2 + INDEX_BITS]) % 2 != bits[-1]:
-        return None
-    value = 0
-    for b in bits[2:2 + INDEX_BITS]:
-        value = (value << 1) | b
-    return value
-
-
-def picture_of(frame_bgr: U8, src_width: int, src_height: int) -> U8:
-    """The picture part of a (possibly rescaled) stamped frame, without the index strip."""
-    h = frame_bgr.shape[0]
-    top = round(STRIP_HEIGHT * h / src_height)
-    return frame_bgr[top:]
+# The index strip above each sent picture lives in testkit.framecode (shared with the benchmarks).
 
 
 # ---------------------------------------------------------------------------------------------------- clips
@@ -506,6 +446,28 @@ def make_y4m(src: Path, dst: Path, seconds: float = 5.0, size: tuple[int, int] =
     return written
 
 
+def truth_y4m(clip: TruthClip, dst: Path) -> int:
+    """Write ``as_sent(clip)`` (every frame one size), each frame's index in a ``CENTRED`` strip that survives a
+    browser's crop and scale, as the raw yuv420p .y4m Chromium's fake camera plays in a loop. Returns the number of
+    frames."""
+    import av
+    import cv2
+
+    clip = as_sent(clip, CENTRED)
+    first = clip.frame(0)
+    with av.open(str(dst), "w", format="yuv4mpegpipe") as out:
+        stream = out.add_stream("rawvideo", rate=fractions.Fraction(round(clip.fps)))
+        stream.width, stream.height, stream.pix_fmt = first.size[0], first.size[1], "yuv420p"
+        for frame in clip:
+            stamped = stamp_over(np.asarray(frame.image), frame.index, CENTRED)
+            yuv = np.asarray(cv2.cvtColor(stamped, cv2.COLOR_BGR2YUV_I420), np.uint8)
+            for packet in stream.encode(av.VideoFrame.from_ndarray(yuv, format="yuv420p")):
+                out.mux(packet)
+        for packet in stream.encode(None):
+            out.mux(packet)
+    return len(clip)
+
+
 def y4m_first_frame(path: Path) -> U8:
     """The first frame of a .y4m as BGR."""
     import av
@@ -550,6 +512,10 @@ class ClipTrack(MediaStreamTrack):
     def finish(self) -> None:
         """End the clip at the next frame (for loop_forever tracks)."""
         self._stop_requested = True
+
+    def read_index(self, gray: U8) -> int | None:
+        """The index in a returned frame's strip (it may have been rescaled from the clip's size)."""
+        return read_index(gray, self.clip.width, self.clip.height)
 
     async def recv(self) -> Any:
         import av
@@ -624,17 +590,18 @@ class LiveClient:
     """An aiortc peer that sends a clip to ``POST /offer`` and records what comes back. Use it on a
     :class:`NamespaceLoop` (``async with LiveClient(...) as c: await c.connect(...)``)."""
 
-    def __init__(self, base_url: str, clip: SourceClip, keep_frames: bool = True, loop_forever: bool = False,
-                 audio: bool = False) -> None:
+    def __init__(self, base_url: str, clip: SourceClip | TruthClip, keep_frames: bool = True,
+                 loop_forever: bool = False, audio: bool = False) -> None:
         from aiortc import RTCConfiguration, RTCPeerConnection
 
         self.base_url = base_url
         self.audio = audio
-        self.clip = clip
         self.keep_frames = keep_frames
         # iceServers=[] always: with no configuration aiortc falls back to a public STUN server.
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-        self.track = ClipTrack(clip, loop_forever=loop_forever)
+        # A real clip (fixed size, frames kept stamped) or a truth clip (rendered as sent, any size, judged).
+        self.track: ClipTrack | TruthTrack = (ClipTrack(clip, loop_forever=loop_forever)
+                                              if isinstance(clip, SourceClip) else TruthTrack(clip, loop_forever))
         self.received: list[ReceivedFrame] = []
         self.remote_ended = asyncio.Event()
         self.first_frame = asyncio.Event()
@@ -658,7 +625,7 @@ class LiveClient:
                 arrived = time.monotonic()
                 i420 = np.asarray(frame.to_ndarray(format="yuv420p"), np.uint8)
                 h = i420.shape[0] * 2 // 3
-                index = read_index(i420[:h], self.clip.width, self.clip.height)
+                index = self.track.read_index(i420[:h])
                 self.received.append(ReceivedFrame(arrived, int(frame.pts or 0), index, i420.shape[1], h,
                                                    i420 if self.keep_frames else None))
                 self.first_frame.set()
@@ -760,48 +727,6 @@ async def make_offer_sdp(video: str | None = "sendrecv", audio: str | None = Non
 # ---------------------------------------------------------------------------------------------- echo server
 
 
-class _LatestFrameTrack(MediaStreamTrack):
-    """Relays a remote video track, keeping only the newest frame (aiortc's receive queue is unbounded)."""
-
-    kind = "video"
-
-    def __init__(self, source: Any) -> None:
-        super().__init__()
-        self._source = source
-        self._latest: Any = None
-        self._event = asyncio.Event()
-        self._ended = False
-        self._task = asyncio.ensure_future(self._pump())
-
-    async def _pump(self) -> None:
-        from aiortc.mediastreams import MediaStreamError
-
-        try:
-            while True:
-                self._latest = await self._source.recv()
-                self._event.set()
-        except MediaStreamError:
-            pass
-        finally:
-            self._ended = True
-            self._event.set()
-
-    async def recv(self) -> Any:
-        from aiortc.mediastreams import MediaStreamError
-
-        await self._event.wait()
-        self._event.clear()
-        frame, self._latest = self._latest, None
-        if frame is None:
-            self.stop()
-            raise MediaStreamError
-        return frame
-
-    def stop(self) -> None:
-        super().stop()
-        self._task.cancel()
-
-
 class EchoServer:
     """A plain aiortc echo: ``POST /offer`` answers with the client's own video (newest frame only).
     ``GET /healthz`` gives ``{"status": "ok", "sessions": N}``. Start and stop it on a NamespaceLoop."""
@@ -850,7 +775,7 @@ class EchoServer:
         @pc.on("track")
         def on_track(track: Any) -> None:
             if track.kind == "video":
-                pc.addTrack(_LatestFrameTrack(track))
+                pc.addTrack(LatestFrameRelay(track))
 
         @pc.on("connectionstatechange")
         async def on_state() -> None:

@@ -91,7 +91,6 @@ class ServerConfig:
     max_detector_load: float = 0.9  # refuse a stream that would push the shared detector past this (0: off)
     cameras: tuple[CameraSettings, ...] = ()
     max_offer_bytes: int = 256 * 1024
-    max_mask_age_s: float = 0.1  # live frames are hidden with detections at most this old, else they wait
     detect_deadline_s: float = 1.0  # a frame whose detection takes longer is hidden whole
     batch_size: int | None = None  # frames per inference across streams; None: by device (CUDA 32, CPU 1)
     batch_wait_ms: float | None = None  # how long a batch waits for active streams; None: by device (CUDA 3, CPU 0)
@@ -129,8 +128,6 @@ class ServerConfig:
             raise ValueError("--job-ttl must be a finite number of seconds")
         if not 0.5 <= self.rtsp_timeout_s <= 120:
             raise ValueError("--rtsp-timeout must be within 0.5..120 s")
-        if not 0.0 <= self.max_mask_age_s <= 0.5:
-            raise ValueError("--max-mask-age must be within 0..0.5 s (0: every frame waits for its own detection)")
         if not 0.05 <= self.detect_deadline_s <= 10:
             raise ValueError("--detect-deadline must be within 0.05..10 s")
         if self.batch_size is not None and not 1 <= self.batch_size <= 256:

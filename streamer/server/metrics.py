@@ -11,6 +11,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from ..scheduler import StreamHooks
+
 LATENCY_BUCKETS = (0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0, 2.0)
 
 
@@ -18,12 +20,14 @@ class ServerMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
-        self.frames_in = Counter("streamer_frames_in", "Frames received from live streams", registry=r)
-        self.frames_out = Counter("streamer_frames_out", "Anonymized frames sent to live streams", registry=r)
+        self.frames_in = Counter("streamer_frames_in", "Frames received from live streams (webcams and cameras)",
+                                 registry=r)
+        self.frames_out = Counter("streamer_frames_out", "Hidden frames handed to the live streams' sinks",
+                                  registry=r)
         self.frames_dropped = Counter("streamer_frames_dropped",
-                                      "Stale frames dropped before processing (latest frame wins)", registry=r)
+                                      "Stale frames dropped, never sent (latest frame wins)", registry=r)
         self.frames_hidden_whole = Counter("streamer_frames_hidden_whole",
-                                           "Frames hidden whole by the fail-closed path", registry=r)
+                                           "Live frames hidden whole: their detection failed or was late", registry=r)
         self.detector_errors = Counter("streamer_detector_errors", "Detector failures", registry=r)
         self.inference = Histogram("streamer_inference_seconds", "Time spent in the face detector",
                                    buckets=LATENCY_BUCKETS, registry=r)
@@ -39,6 +43,16 @@ class ServerMetrics:
         self.active_viewers = Gauge("streamer_active_viewers", "Open camera viewers (WHEP)", registry=r)
         self.provider = Gauge("streamer_provider_info", "The ONNX Runtime execution provider in use (always 1)",
                               ["provider"], registry=r)
+
+    def stream_hooks(self) -> StreamHooks:
+        """What every live stream (webcam session or camera) adds to the process-wide counters."""
+        def sent(processing_s: float, hidden_whole: bool) -> None:
+            self.frames_out.inc()
+            self.processing.observe(processing_s)
+            if hidden_whole:
+                self.frames_hidden_whole.inc()
+
+        return StreamHooks(arrived=self.frames_in.inc, dropped=self.frames_dropped.inc, sent=sent)
 
     def watch_cameras(self, cameras: Iterable[Any]) -> None:
         self.registry.register(_CameraCollector(cameras))
@@ -89,6 +103,8 @@ class _CameraCollector(Collector):
         viewers = GaugeMetricFamily("streamer_camera_viewers", "Viewers of the camera", labels=["camera"])
         decoded = CounterMetricFamily("streamer_camera_frames_decoded", "Frames decoded", labels=["camera"])
         detected = CounterMetricFamily("streamer_camera_detections", "Detections run", labels=["camera"])
+        whole = CounterMetricFamily("streamer_camera_frames_hidden_whole",
+                                    "Frames hidden whole: their detection failed or was late", labels=["camera"])
         for camera in self._cameras:
             s = camera.status()
             up.add_metric([s["name"]], 1.0 if s["state"] == "live" else 0.0)
@@ -98,4 +114,5 @@ class _CameraCollector(Collector):
             viewers.add_metric([s["name"]], s["viewers"])
             decoded.add_metric([s["name"]], s["frames_decoded"])
             detected.add_metric([s["name"]], s["detections"])
-        yield from (up, fps, age, viewers, decoded, detected)
+            whole.add_metric([s["name"]], s["frames_hidden_whole"])
+        yield from (up, fps, age, viewers, decoded, detected, whole)

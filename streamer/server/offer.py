@@ -12,7 +12,7 @@ from aiortc import RTCSessionDescription
 from ..settings import LiveSettings
 from .capacity import refusal
 from .sessions import LiveSession
-from .state import CAMERAS, CONFIG, DETECTION, DETECTOR_LOAD, EXECUTOR, METRICS, SESSIONS, error_response
+from .state import CAMERAS, CONFIG, DETECTION, DETECTOR_LOAD, METRICS, SESSIONS, error_response
 
 logger = logging.getLogger(__name__)
 
@@ -44,12 +44,36 @@ def capacity_refused(app: web.Application, label: str) -> web.Response | None:
     --max-detector-load (see capacity.py), so that the streams already served keep their frame rate."""
     config, detection = app[CONFIG], app[DETECTION]
     streams = len(app[SESSIONS]) + sum(1 for c in app[CAMERAS] if c.status()["state"] != "stopped")
-    why = refusal(app[DETECTOR_LOAD], streams, config.max_mask_age_s, config.max_detector_load,
-                  detection.batch.max_batch)
+    why = refusal(app[DETECTOR_LOAD], streams, config.max_detector_load, detection.batch.max_batch)
     if why is None:
         return None
     logger.warning("[%s] refused: %s", label, why)
     return error_response(503, why, retry_after=RETRY_AFTER_S)
+
+
+def _offer_fields(body: Any) -> tuple[str, LiveSettings]:
+    """The offer's SDP and the session's starting settings; ValueError with the reason."""
+    if not isinstance(body, dict):
+        raise ValueError("body must be a JSON object with sdp and type")
+    sdp, kind = body.get("sdp"), body.get("type")
+    if not isinstance(sdp, str) or not sdp.strip():
+        raise ValueError("sdp must be a non-empty string")
+    if kind != "offer":
+        raise ValueError(f"type must be \"offer\", not {kind!r}")
+    unknown = sorted(set(body) - {"sdp", "type", "options"})
+    if unknown:
+        raise ValueError(f"unknown field(s): {', '.join(unknown)}")
+    options = body.get("options", {})
+    if options is None:
+        options = {}
+    if not isinstance(options, dict):
+        raise ValueError("options must be a JSON object")
+    settings = LiveSettings().updated(options)
+    if not sdp.lstrip().startswith("v=0"):
+        raise ValueError("sdp is not a session description (it must start with v=0)")
+    if not _has_media(sdp, "video"):
+        raise ValueError("the offer has no video track")
+    return sdp, settings
 
 
 async def post_offer(request: web.Request) -> web.Response:
@@ -60,6 +84,12 @@ async def post_offer(request: web.Request) -> web.Response:
         return error_response(503, "the face detector is not ready yet", retry_after=RETRY_AFTER_S)
     if detection.failed is not None:
         return error_response(503, f"the face detector has stopped: {detection.failed}")
+    try:
+        sdp, settings = _offer_fields(await _read_json(request))
+    except ValueError as exc:
+        return error_response(400, str(exc))
+    # From the limits to the new session's place in the registry without an await: two offers arriving together
+    # cannot both take the last slot.
     if len(sessions) >= config.max_sessions:
         logger.warning("[offer] refused: %d of %d sessions in use", len(sessions), config.max_sessions)
         return error_response(503, f"server is full ({config.max_sessions} live sessions); try again shortly",
@@ -67,32 +97,7 @@ async def post_offer(request: web.Request) -> web.Response:
     refused = capacity_refused(app, "offer")
     if refused is not None:
         return refused
-    try:
-        body = await _read_json(request)
-        if not isinstance(body, dict):
-            raise ValueError("body must be a JSON object with sdp and type")
-        sdp, kind = body.get("sdp"), body.get("type")
-        if not isinstance(sdp, str) or not sdp.strip():
-            raise ValueError("sdp must be a non-empty string")
-        if kind != "offer":
-            raise ValueError(f"type must be \"offer\", not {kind!r}")
-        unknown = sorted(set(body) - {"sdp", "type", "options"})
-        if unknown:
-            raise ValueError(f"unknown field(s): {', '.join(unknown)}")
-        options = body.get("options", {})
-        if options is None:
-            options = {}
-        if not isinstance(options, dict):
-            raise ValueError("options must be a JSON object")
-        settings = LiveSettings().updated(options)
-        if not sdp.lstrip().startswith("v=0"):
-            raise ValueError("sdp is not a session description (it must start with v=0)")
-        if not _has_media(sdp, "video"):
-            raise ValueError("the offer has no video track")
-    except ValueError as exc:
-        return error_response(400, str(exc))
-
-    session = LiveSession(config, sessions, detection, app[EXECUTOR], app[METRICS], settings)
+    session = LiveSession(config, sessions, detection, app[METRICS], settings)
     try:
         try:
             await session.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
@@ -105,11 +110,12 @@ async def post_offer(request: web.Request) -> web.Response:
         await session.close()
         return error_response(400, str(exc))
     except Exception as exc:
-        logger.exception("[%s] could not answer the offer", session.id)
+        logger.exception("[session %s] could not answer the offer", session.id)
         await session.close()
         return error_response(400, f"could not negotiate this offer: {exc}")
     session.watch_connect()
-    logger.info("[%s] answered an offer from %s (%d session(s) open)", session.id, request.remote, len(sessions))
+    logger.info("[session %s] answered an offer from %s (%d session(s) open)", session.id, request.remote,
+                len(sessions))
     local = session.pc.localDescription
     return web.json_response({"sdp": local.sdp, "type": local.type, "session": session.id})
 

@@ -8,7 +8,6 @@ import contextlib
 import logging
 import secrets
 import time
-from concurrent.futures import Executor
 from typing import Any
 
 from aiortc import MediaStreamTrack, RTCConfiguration, RTCIceServer, RTCPeerConnection
@@ -16,8 +15,9 @@ from aiortc.mediastreams import MediaStreamError
 
 from ..detection_service import DetectionService
 from ..processor import FrameProcessor
+from ..scheduler import StreamCounters
 from ..settings import LiveSettings
-from ..tracks import AnonymizedTrack, CameraTrack, FrameFeed, LatestFrameTrack, StreamCounters
+from ..tracks import AnonymizedTrack, CameraTrack, FrameFeed
 from .config import ServerConfig
 from .metrics import ServerMetrics
 
@@ -111,15 +111,14 @@ class LiveSession(PeerSession):
     label = "session"
 
     def __init__(self, config: ServerConfig, registry: SessionRegistry, detection: DetectionService,
-                 executor: Executor, metrics: ServerMetrics, settings: LiveSettings) -> None:
+                 metrics: ServerMetrics, settings: LiveSettings) -> None:
         super().__init__(config, registry)
         self.settings = settings
         self.counters = StreamCounters()
-        self.processor = FrameProcessor(detection.detector, settings.anonymize, stream_id=self.id)
+        self.processor = FrameProcessor(detection.detector, settings.anonymize, stream_id=f"session {self.id}")
         self.processor.threshold = settings.threshold
         self.processor.upscale = False
         self._detection = detection
-        self._executor = executor
         self._metrics = metrics
         self.video: AnonymizedTrack | None = None
         self.pc.on("track", self._on_track)
@@ -127,24 +126,14 @@ class LiveSession(PeerSession):
     def _on_track(self, track: MediaStreamTrack) -> None:
         logger.info("[session %s] remote %s track", self.id, track.kind)
         if track.kind == "video" and self.video is None:
-            latest = LatestFrameTrack(track, self.counters, self.id, on_arrival=self._metrics.frames_in.inc,
-                                      on_drop=self._metrics.frames_dropped.inc)
-            self.video = AnonymizedTrack(latest, self.processor, self._detection, self._executor, self.counters,
-                                         on_frame=self._on_frame, debug=lambda: self.settings.debug,
-                                         max_mask_age_s=self.config.max_mask_age_s)
-            self._tracks += [latest, self.video]
+            self.video = AnonymizedTrack(track, self.processor, self._detection, self.counters,
+                                         self._metrics.stream_hooks(), outline=lambda: self.settings.debug)
+            self._tracks.append(self.video)
             self.pc.addTrack(self.video)
         elif track.kind == "audio" and self.config.audio == "passthrough":
             self.pc.addTrack(track)
         else:
             self._spawn(self._drain(track))
-
-    def _on_frame(self, processing_s: float, hidden_whole: bool) -> None:
-        m = self._metrics
-        m.frames_out.inc()
-        m.processing.observe(processing_s)
-        if hidden_whole:
-            m.frames_hidden_whole.inc()
 
     def update(self, changes: Any) -> LiveSettings:
         new = self.settings.updated(changes)
@@ -160,12 +149,12 @@ class LiveSession(PeerSession):
         return {
             "session": self.id, "state": self.state, "settings": self.settings.as_dict(),
             "frames_in": c.frames_in, "frames_out": c.frames_out, "frames_dropped": c.frames_dropped,
-            "frames_hidden_whole": int(stats["frames_hidden_whole"]), "detector_errors": int(stats["detector_errors"]),
+            "frames_unsent": c.frames_unsent, "frames_hidden_whole": c.frames_hidden_whole,
+            "detector_errors": int(stats["detector_errors"]),
             "detections_late": int(stats["detections_late"]),
             "fps_in": round(c.fps_in.rate(), 1), "fps_out": round(c.fps_out.rate(), 1),
             "processing_ms": round(c.processing_ms, 1), "inference_ms": round(c.inference_ms, 1),
-            "detections_per_s": round(c.detect_rate.rate(), 1), "mask_age_ms": round(c.mask_age_ms, 1),
-            "frames_predicted": int(stats["frames_predicted"]),
+            "detections_per_s": round(c.detect_rate.rate(), 1),
             "width": c.width, "height": c.height, "provider": self._detection.provider,
         }
 

@@ -32,15 +32,6 @@ async def post_whep(request: web.Request) -> web.Response:
     if request.content_type != "application/sdp":
         return error_response(415, "WHEP offers must be sent with Content-Type: application/sdp")
     config, viewers = app[CONFIG], app[VIEWERS]
-    if not camera.ready:
-        return error_response(503, "the face detector is not ready yet", retry_after=RETRY_AFTER_S)
-    if len(viewers) >= config.max_viewers:
-        return error_response(503, f"server is full ({config.max_viewers} viewers); try again shortly",
-                              retry_after=RETRY_AFTER_S)
-    if camera.status()["state"] == "stopped":  # a viewer of a running camera adds no detection
-        refused = capacity_refused(app, f"viewer of {camera.name}")
-        if refused is not None:
-            return refused
     raw = await request.read()
     try:
         sdp = raw.decode("utf-8")
@@ -50,6 +41,17 @@ async def post_whep(request: web.Request) -> web.Response:
         return error_response(400, "the body is not a session description (it must start with v=0)")
     if not _has_media(sdp, "video"):
         return error_response(400, "the offer has no video")
+    # From the limits to the viewer's place in the registry without an await: two offers arriving together
+    # cannot both take the last slot.
+    if not camera.ready:
+        return error_response(503, "the face detector is not ready yet", retry_after=RETRY_AFTER_S)
+    if len(viewers) >= config.max_viewers:
+        return error_response(503, f"server is full ({config.max_viewers} viewers); try again shortly",
+                              retry_after=RETRY_AFTER_S)
+    if camera.status()["state"] == "stopped":  # a viewer of a running camera adds no detection
+        refused = capacity_refused(app, f"viewer of {camera.name}")
+        if refused is not None:
+            return refused
     viewer = ViewerSession(config, viewers, camera)
     try:
         try:

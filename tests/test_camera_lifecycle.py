@@ -1,0 +1,129 @@
+"""A camera's life without an RTSP server: it stops for good (threads included) when asked, a restart gets face
+tracks of its own, and cameras detect at the live threshold unless their entry says otherwise."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from streamer.cameras import Camera, CameraManager, CameraSettings, load_cameras_file
+from streamer.detection_service import DetectionService
+from streamer.settings import LiveSettings
+from streamer.sources.rtsp import RtspOptions
+
+
+@pytest.fixture
+def hung_url() -> Iterator[str]:
+    """An RTSP URL whose server accepts the TCP connection and then never says a word: a pull stays stuck in
+    opening until its timeout."""
+    with socket.socket() as hung:
+        hung.bind(("127.0.0.1", 0))
+        hung.listen(8)
+        yield f"rtsp://127.0.0.1:{hung.getsockname()[1]}/stream"
+
+
+@pytest.fixture
+def service(detector: Any) -> Iterator[DetectionService]:
+    service = DetectionService(detector)
+    yield service
+    service.close()
+
+
+def camera_threads(name: str) -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name in (f"rtsp-{name}", f"live-camera {name}") and t.is_alive()]
+
+
+def test_stop_all_returns_only_when_every_camera_thread_has_ended(hung_url: str, service: DetectionService) -> None:
+    """Shutdown stops each camera and then waits for its threads, also those of a camera already stopped a moment
+    earlier (a linger stop, which never waits), rather than returning while they still run."""
+    manager = CameraManager([CameraSettings("a", hung_url), CameraSettings("b", hung_url)],
+                            RtspOptions(open_timeout_s=2.0, read_timeout_s=2.0))
+    loop = _Loop()
+    try:
+        manager.bind(loop.loop, service)
+        for camera in manager:
+            camera.start()
+        time.sleep(0.3)  # both readers are inside av.open now, waiting for an answer
+        manager.get("a").stop()  # type: ignore[union-attr]  # a linger stop: no join
+        assert camera_threads("a") and camera_threads("b")
+        assert manager.stop_all(join_s=30)
+        assert not camera_threads("a") and not camera_threads("b")
+        manager.stop_all(join_s=1)  # twice is fine
+    finally:
+        loop.close()
+
+
+def test_a_restarted_camera_never_shares_face_tracks_with_the_run_before(hung_url: str,
+                                                                          service: DetectionService) -> None:
+    """A viewer that comes back during a linger stop starts a new run while the old worker may still be finishing
+    a frame: each run has its own scheduler and processor, so no tracker is ever used by two threads."""
+    camera = Camera(CameraSettings("c", hung_url), RtspOptions(open_timeout_s=2.0))
+    loop = _Loop()
+    try:
+        camera.bind(loop.loop, service)
+        camera.start()
+        first = camera.scheduler
+        camera.stop()
+        camera.start()
+        second = camera.scheduler
+        assert first is not None and second is not None and first is not second
+        assert first.processor is not second.processor
+        assert first.processor.tracker is not second.processor.tracker
+        assert first.processor.stats is second.processor.stats  # the camera's counts carry on
+        camera.stop(join_s=30)
+        assert not camera_threads("c")
+    finally:
+        loop.close()
+
+
+def test_cameras_detect_at_the_live_threshold_unless_their_entry_sets_one(tmp_path: Path, hung_url: str,
+                                                                          service: DetectionService) -> None:
+    config = tmp_path / "cameras.toml"
+    config.write_text(f"""
+[[camera]]
+name = "lobby"
+url = "{hung_url}"
+
+[[camera]]
+name = "yard"
+url = "{hung_url}"
+threshold = 0.35
+""")
+    lobby, yard = load_cameras_file(config)
+    assert lobby.threshold == LiveSettings().threshold == 0.2
+    assert yard.threshold == 0.35
+    camera = Camera(lobby, RtspOptions(open_timeout_s=1.0))
+    loop = _Loop()
+    try:
+        camera.bind(loop.loop, service)
+        camera.start()
+        assert camera.scheduler is not None and camera.scheduler.processor.threshold == 0.2
+        assert camera.status()["threshold"] == 0.2
+        camera.stop(join_s=30)
+    finally:
+        loop.close()
+    config.write_text(f'[[camera]]\nname = "x"\nurl = "{hung_url}"\nthreshold = 2\n')
+    with pytest.raises(ValueError, match="threshold"):
+        load_cameras_file(config)
+
+
+class _Loop:
+    """An event loop on its own thread, as the server's: cameras wake their viewers there."""
+
+    def __init__(self) -> None:
+        import asyncio
+
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(10)
+        self.loop.close()
