@@ -1104,8 +1104,9 @@ def render(results: list[RunResult], args: argparse.Namespace, command: str, mac
             "n-th frame is judged, by every judge (*judged: frames of kept*).",
             "- The echo hides nothing. Its face-frames back show that the judges see faces through VP8 both ways. "
             "They are the baseline, not a failure.",
-            "- A frame back without a code cannot be matched to its truth. It is not judged, and it fails the "
-            "verdict.",
+            "- A frame back without a code (a mask over it) is judged too: against the sent frame it looks most "
+            "like, away from the faces, among those sent between its neighbours. One that could not be kept for "
+            "that is not judged, and fails the verdict.",
         ]
         if echo_blind:
             out.append(f"- **Warning**: the {', '.join(echo_blind)} judge(s) found no face in the echo's frames. "

@@ -7,6 +7,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -127,3 +128,58 @@ class _Loop:
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(10)
         self.loop.close()
+
+
+class _BrokenSession:
+    """A real ONNX session whose runs fail, as a lost device's do."""
+
+    def __init__(self, real: Any) -> None:
+        self._real = real
+
+    def run(self, *args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("inference failed (injected)")
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real, name)
+
+
+def test_a_camera_counts_the_frames_it_hid_whole_and_why(hung_url: str, astronaut_bgr: Any) -> None:
+    """Frames of a camera whose detections fail leave hidden whole, never published otherwise, and the camera's
+    status and /metrics say how many and why."""
+    import av
+    import numpy as np
+
+    from models import load_detector
+    from streamer.server.metrics import ServerMetrics
+
+    detector = load_detector("cpu")
+    detector.session = _BrokenSession(detector.session)
+    service = DetectionService(detector)
+    camera = Camera(CameraSettings("yard", hung_url), RtspOptions(open_timeout_s=1.0))
+    metrics = ServerMetrics()
+    metrics.watch_cameras([camera])
+    loop = _Loop()
+    try:
+        camera.bind(loop.loop, service, metrics.stream_hooks())
+        camera.start()
+        assert camera.scheduler is not None
+        picture = np.ascontiguousarray(astronaut_bgr[:510, :510])
+        for n in range(3):
+            frame = av.VideoFrame.from_ndarray(picture, format="bgr24")
+            frame.pts, frame.time_base = n * 3000, Fraction(1, 90000)
+            camera.scheduler.push(frame)
+            deadline = time.monotonic() + 30
+            while camera.counters.frames_out + camera.counters.frames_dropped <= n and time.monotonic() < deadline:
+                time.sleep(0.01)
+        status = camera.status()
+        latest = camera.latest
+    finally:
+        camera.stop(join_s=30)
+        service.close()
+        loop.close()
+    assert status["frames_hidden_whole"] == status["frames_processed"] >= 1, status
+    assert status["detector_errors"] == status["frames_processed"], status
+    assert latest is not None and latest.hidden_whole
+    text = metrics.render().decode()
+    assert f'streamer_camera_frames_hidden_whole_total{{camera="yard"}} {status["frames_hidden_whole"]:.1f}' in text
+    assert f'streamer_frames_hidden_whole_total {status["frames_hidden_whole"]:.1f}' in text
