@@ -452,6 +452,7 @@ def test_a_detector_failing_right_after_each_cut_never_lets_the_new_face_out(
     """A cut to other people every second, and the detector fails on the first frames after each cut: those
     frames leave hidden whole (never with the masks of the scene before the cut), counted; the ones after are
     hidden by their own detections again. Judged against ground truth by pixels, identity and the detector."""
+    require_testdata("images")
     clip = hard_cuts(8.0, size=WEBCAM, seed=2)
     faults.set("after-cut", after_cut=3)
 

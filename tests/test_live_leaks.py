@@ -90,6 +90,7 @@ def server(netns: NetNamespace, ns_loop: NamespaceLoop, artifacts_dir: Path) -> 
 def test_the_judges_catch_every_face_an_echo_sends_back(ns_loop: NamespaceLoop, detector: Any) -> None:
     """The same harness against a plain aiortc echo, which hides nothing: through VP8 both ways, the pairing of
     returned with sent frames and the judges flag the faces. The zero-leak checks below are not vacuous."""
+    require_testdata("images")
     clip = switching_sizes(4.0, sizes=(WEBCAM, HD), seed=5)
 
     async def scenario() -> tuple[SessionResult, TruthTrack]:
