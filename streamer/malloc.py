@@ -1,10 +1,12 @@
-"""Bound glibc's malloc arenas in the long-running service.
+"""Keep glibc's malloc from holding on to memory the long-running service has freed.
 
 glibc gives threads their own malloc arenas, up to 8 per core, and memory freed into an arena that another
 thread's allocations keep fragmented is not returned to the system. The service creates and ends threads for
 every session (aiortc's codecs, executors), so its resident memory creeps up over hours of sessions joining and
-leaving while nothing leaks (``python -m bench.soak``). A small arena count is the usual remedy for such servers;
-``MALLOC_ARENA_MAX`` in the environment, when set, wins.
+leaving while nothing leaks (``python -m bench.soak``). Two remedies, both usual for such servers: a small arena
+count (``MALLOC_ARENA_MAX`` in the environment, when set, wins), and handing the freed pages of every arena back
+to the system when a session ends (``malloc_trim``): glibc only trims the top of the main heap by itself, and
+the codecs' frame buffers, freed in the middle of a heap, stay resident otherwise.
 """
 
 from __future__ import annotations
@@ -13,11 +15,13 @@ import ctypes
 import logging
 import os
 import sys
+import threading
 
 logger = logging.getLogger(__name__)
 
 M_ARENA_MAX = -8  # glibc's malloc.h
 DEFAULT_ARENAS = 2
+_trimming = threading.Lock()
 
 
 def limit_arenas(arenas: int = DEFAULT_ARENAS) -> bool:
@@ -33,3 +37,21 @@ def limit_arenas(arenas: int = DEFAULT_ARENAS) -> bool:
     done = bool(mallopt(M_ARENA_MAX, arenas))
     logger.debug("[server] malloc arenas capped at %d: %s", arenas, done)
     return done
+
+
+def release_free_memory() -> bool:
+    """Return the free pages of every malloc arena to the system (glibc's ``malloc_trim(0)``); False where that is
+    not possible (not glibc), where nothing was released, or while another call is at it. Takes milliseconds and
+    the arenas' locks: call it off the event loop."""
+    if not sys.platform.startswith("linux") or not _trimming.acquire(blocking=False):
+        return False
+    try:
+        try:
+            trim = ctypes.CDLL(None).malloc_trim
+        except (OSError, AttributeError):
+            return False
+        trim.argtypes = [ctypes.c_size_t]
+        trim.restype = ctypes.c_int
+        return bool(trim(0))
+    finally:
+        _trimming.release()

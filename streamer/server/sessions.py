@@ -14,6 +14,7 @@ from aiortc import MediaStreamTrack, RTCConfiguration, RTCIceServer, RTCPeerConn
 from aiortc.mediastreams import MediaStreamError
 
 from ..detection_service import DetectionService
+from ..malloc import release_free_memory
 from ..processor import FrameProcessor
 from ..scheduler import StreamCounters
 from ..settings import LiveSettings
@@ -103,6 +104,8 @@ class PeerSession:
                 with contextlib.suppress(Exception):
                     await transport.transport.stop()
         logger.info("[%s %s] closed after %.0f s", self.label, self.id, time.monotonic() - self.created)
+        # The session's codec buffers were freed just now; without this the process keeps them resident.
+        await asyncio.to_thread(release_free_memory)
 
 
 class LiveSession(PeerSession):
