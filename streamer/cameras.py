@@ -176,6 +176,9 @@ class Camera:
         self._running = False
         self._retired: list[tuple[RtspReader, LiveScheduler]] = []  # stopped runs whose threads may still be ending
         self._retired_lock = threading.Lock()
+        # The run check and the hand-over of a frame are one step against stop() and start(): a frame of a
+        # stopped run never becomes the picture of the next one.
+        self._publish_lock = threading.Lock()
         self._viewers = 0
         self._linger: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -211,9 +214,10 @@ class Camera:
         detection = self._detection
         if self._running or detection is None:
             return
-        self._running = True
-        self._generation += 1
-        generation = self._generation
+        with self._publish_lock:
+            self._running = True
+            self._generation += 1
+            generation = self._generation
         self._connects_before += self.reader.connects
         self.scheduler = LiveScheduler(self._processor(detection), detection,
                                        lambda hidden: self._publish(hidden, generation), counters=self.counters,
@@ -226,14 +230,15 @@ class Camera:
         """Stop pulling; with ``join_s``, wait that long for the threads of every stopped run (never from the event
         loop). Safe to call twice: a second call still waits for threads the first one left running."""
         if self._running:
-            self._running = False
+            with self._publish_lock:
+                self._running = False
+                self.latest = None  # a stopped camera shows nothing rather than a stale picture
             reader, scheduler = self.reader, self.scheduler
             assert scheduler is not None
             with self._retired_lock:
                 self._retired.append((reader, scheduler))
             reader.stop()
             scheduler.stop()
-            self.latest = None  # a stopped camera shows nothing rather than a stale picture
             logger.info("[camera %s] stopped", self.name)
         if join_s is not None:
             self.join(join_s)
@@ -279,12 +284,13 @@ class Camera:
     # -- frames ------------------------------------------------------------------------------------------------
     def _publish(self, hidden: HiddenFrame, generation: int) -> None:
         """On the scheduler's thread: make ``hidden`` the frame every viewer and snapshot gets next."""
-        if generation != self._generation or not self._running:
-            return  # stopped (or restarted) while this frame was hidden
-        # Sequence numbers run on across restarts: a viewer that stays through a stop and start must still see
-        # the new frames as newer than the last one it got.
-        self._published += 1
-        self.latest = replace(hidden, seq=self._published)
+        with self._publish_lock:
+            if generation != self._generation or not self._running:
+                return  # stopped (or restarted) while this frame was hidden
+            # Sequence numbers run on across restarts: a viewer that stays through a stop and start must still
+            # see the new frames as newer than the last one it got.
+            self._published += 1
+            self.latest = replace(hidden, seq=self._published)
         if self._loop is not None:
             with contextlib.suppress(RuntimeError):  # the loop has closed: nobody is watching
                 self._loop.call_soon_threadsafe(self._wake_viewers)

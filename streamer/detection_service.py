@@ -181,18 +181,29 @@ class DetectionService:
         try:
             results = self.detector.detect_many([item.request for item in batch])
         except BaseException as exc:
-            self._device_trouble(exc)  # first, so whoever sees this failure sees the service's new state
+            try:
+                self._device_trouble(exc)  # first, so whoever sees this failure sees the service's new state
+            except Exception:
+                logger.exception("[detector] handling a device failure failed")
             for item in batch:
                 item.future.set_exception(exc)
             return
         self._device_failures = 0
         elapsed = time.perf_counter() - started
+        if len(results) != len(batch):
+            error = RuntimeError(f"the detector returned {len(results)} result(s) for {len(batch)} frame(s)")
+            for item in batch:
+                item.future.set_exception(error)
+            return
         for item, result in zip(batch, results, strict=True):
             item.future.set_result((result, elapsed * 1000))
-        if self._on_inference is not None:
-            self._on_inference(elapsed)
-        if self._on_batch is not None:
-            self._on_batch(len(batch))
+        try:
+            if self._on_inference is not None:
+                self._on_inference(elapsed)
+            if self._on_batch is not None:
+                self._on_batch(len(batch))
+        except Exception:  # metrics must never take an inference thread down
+            logger.exception("[detector] recording an inference failed")
 
     def _device_trouble(self, exc: BaseException) -> None:
         """After repeated failures on CUDA, move to the CPU, or (``require_gpu``) stop detecting."""

@@ -244,9 +244,10 @@ class LiveScheduler:
     def _finish(self, item: _InFlight) -> HiddenFrame:
         processor, c, image, t = self.processor, self.counters, item.image, item.t
         detections, detect_ms = item.detection.result()
-        c.detections += 1
-        c.detect_rate.tick()
-        c.inference_ms = detect_ms
+        if detections is not None:  # a failed or late detection is counted as such, never as a detection
+            c.detections += 1
+            c.detect_rate.tick()
+            c.inference_ms = detect_ms
         outcome = processor.apply(image, t, detections, detect_ms)
         whole = outcome.failed_closed and outcome.held == 0
         if whole:

@@ -222,3 +222,24 @@ def test_a_live_detection_past_its_deadline_is_no_result(photos: list[U8]) -> No
         assert len(runs) == 2, f"{len(runs)} inferences: the cancelled request must not have run"
     finally:
         service.close()
+
+
+def test_an_inference_thread_survives_a_failing_metrics_callback(detector: CenterFaceDetector,
+                                                                 photos: list[U8]) -> None:
+    """Recording an inference (the /metrics histograms) may fail; the detector's threads carry on and every frame
+    still gets its own faces, rather than every later frame timing out and leaving hidden whole."""
+    calls: list[float] = []
+
+    def broken_metrics(elapsed: float) -> None:
+        calls.append(elapsed)
+        raise RuntimeError("metrics backend down (injected)")
+
+    service = DetectionService(detector, deadline_s=30, on_inference=broken_metrics)
+    processor = _processor(detector)
+    try:
+        rounds = 2 * service.batch.workers + 1  # more than one request per inference thread
+        results = [service.detect_live(processor, photos[0], float(i)) for i in range(rounds)]
+        assert all(faces is not None and len(faces) > 0 for faces, _ in results)
+        assert len(calls) == rounds and processor.stats.detections_late == 0
+    finally:
+        service.close()

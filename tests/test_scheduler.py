@@ -210,6 +210,7 @@ def test_a_failing_detector_hides_frames_whole_counts_them_and_recovers(
     assert not published.frames[3].hidden_whole
     assert scheduler.counters.frames_hidden_whole == 3
     assert scheduler.processor.stats.detector_errors == 3
+    assert scheduler.counters.detections == 1, "a failed detection is no detection (detections_per_s)"
 
 
 def test_stop_is_safe_twice_and_nothing_is_published_after_it(

@@ -128,6 +128,8 @@ class LiveSession(PeerSession):
 
     def _on_track(self, track: MediaStreamTrack) -> None:
         logger.info("[session %s] remote %s track", self.id, track.kind)
+        if self._closing is not None:
+            return  # closing already walked the tracks: one made now would never be stopped
         if track.kind == "video" and self.video is None:
             self.video = AnonymizedTrack(track, self.processor, self._detection, self.counters,
                                          self._metrics.stream_hooks(), outline=lambda: self.settings.debug)
