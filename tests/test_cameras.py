@@ -43,11 +43,11 @@ from rtsp_support import (
     make_truth_camera_clip,
     rtsp_unavailable_reason,
 )
-from test_live_leaks import assert_no_leak
+from test_live_leaks import assert_no_leak, judge_enough
 from webrtc_support import NamespaceLoop, NetNamespace, ServerProcess, free_port, http
 
 from testkit.framecode import read_index
-from testkit.judges import DetectorJudge, IdentityJudge, Judge, PixelJudge, judge
+from testkit.judges import DetectorJudge, IdentityJudge, Judge, PixelJudge
 from testkit.truth import TruthClip, switching_sizes
 from testkit.wire import as_sent, returned_pairs
 
@@ -318,7 +318,7 @@ def test_a_camera_changing_resolution_leaks_no_face_to_viewers_or_snapshots(
     judges: list[Judge] = [PixelJudge(), IdentityJudge(switch_clip.reference), DetectorJudge(detector)]
     returned = [(read_index(np.asarray(cv2.cvtColor(f, cv2.COLOR_BGR2GRAY), np.uint8), f.shape[1], f.shape[0]), f)
                 for f in frames + snapshots]  # snapshots are JPEG: the strip still reads
-    report = judge(returned_pairs(returned, sent, len(sent)), judges, identity_every=8)
+    report = judge_enough(returned_pairs(returned, sent, len(sent)), judges, identity_every=8)
     assert_no_leak(report, artifacts_dir, "camera-switch")
     assert status["frames_hidden_whole"] <= status["frames_processed"], status
 
