@@ -163,8 +163,10 @@ class CenterFaceDetector:
                 thr = self.config.threshold if request.threshold is None else request.threshold
                 results[i] = self._decode(heat[row, 0], scale[row], offset[row], lms[row], geometry[i][0],
                                           request.frame.shape[0], request.frame.shape[1], thr)
-        return [r if r is not None else FaceDetections.empty((q.frame.shape[1], q.frame.shape[0]))
-                for r, q in zip(results, requests, strict=True)]
+        missing = [i for i, r in enumerate(results) if r is None]
+        if missing:  # never "no faces" for a frame that was not looked at: the caller fails it closed
+            raise RuntimeError(f"no detection was made for request(s) {missing}")
+        return [r for r in results if r is not None]
 
     def _decode(self, heat: npt.NDArray[np.float32], scale: npt.NDArray[np.float32],
                 offset: npt.NDArray[np.float32], lms: npt.NDArray[np.float32], factor: float,

@@ -100,8 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="live sessions at once; more get 503 with Retry-After (default: %(default)s)")
     p.add_argument("--max-detector-load", type=float, default=0.9,
                    help="refuse (503 with Retry-After) a live session, or a viewer that would start a camera, when "
-                        "(detecting streams + 1) x recent inference time x 10/s would exceed this; past 1 every "
-                        "stream falls below 10 frames per second (default: %(default)s; 0: off)")
+                        "ceil((detecting streams + 1) / batch) x recent inference time x 10/s / parallel "
+                        "inferences would exceed this; past 1 every stream falls below 10 frames per second "
+                        "(default: %(default)s; 0: off)")
     p.add_argument("--camera", action="append", default=[], metavar="NAME=URL",
                    help="an RTSP camera to pull and anonymize, repeatable: NAME=rtsp://HOST/PATH")
     p.add_argument("--config", type=Path, default=None,
@@ -171,6 +172,7 @@ def cmd_detect(args: argparse.Namespace) -> int:
 
 
 def cmd_file(args: argparse.Namespace) -> int:
+    from .detection_service import cpu_inference_workers
     from .offline import Progress, anonymize_image, anonymize_video, is_image
     from .processor import FrameProcessor
 
@@ -179,10 +181,7 @@ def cmd_file(args: argparse.Namespace) -> int:
     hold = HoldSettings(hold_seconds=args.hold)
     if args.input.resolve() == args.output.resolve():
         raise ValueError("OUTPUT must differ from INPUT")
-    # Whole files have frames to spare: one single-threaded inference per core beats one inference spread over
-    # all cores (no per-layer synchronisation); a user's --threads N gives cores // N parallel inferences.
-    cores = os.cpu_count() or 1
-    workers = max(1, cores // args.threads) if args.threads else cores
+    workers = cpu_inference_workers(args.threads)  # whole files have frames to spare for parallel inferences
     detector = _load(args, threads=args.threads or 1)
     processor = FrameProcessor(detector, settings, hold, args.fail_policy, stream_id=args.input.name)
     if is_image(args.input):

@@ -1,11 +1,11 @@
-"""The one detector of the process, shared by every stream: inference on one thread, live work first, batched
-across streams where the device gains from it.
+"""The one detector of the process, shared by every stream: inference on its own threads, live work first,
+batched across streams where the device gains from it.
 
-One model copy serves all live sessions, cameras and upload jobs. Inference runs on its own thread (never on the
+One model copy serves all live sessions, cameras and upload jobs. Inference runs on its own threads (never on the
 event loop), taking the most urgent requests first: live sessions and cameras before upload jobs, so a long job
-never makes a live stream wait for more than the one inference already running. Each live stream has at most one
-frame in flight (its LiveScheduler waits for that frame's result; latest frame wins upstream), so a slow detector
-shows up as dropped frames or fail-closed frames, never as a queue.
+never makes a live stream wait for more than the inferences already running. Each live stream has at most
+``scheduler.IN_FLIGHT`` frames in flight (its LiveScheduler waits for their results in order; latest frame wins
+upstream), so a slow detector shows up as dropped frames or fail-closed frames, never as a queue.
 
 Batching: on a GPU one inference of 16 frames costs little more than one of a single frame, so the thread gathers
 the frames of different streams into one batch, waiting at most ``BatchPolicy.wait_s`` for streams that are known
@@ -74,7 +74,14 @@ class BatchPolicy:
         gpu = provider == CUDA
         return cls(max_batch if max_batch is not None else (32 if gpu else 1),
                    (wait_ms if wait_ms is not None else (3.0 if gpu else 0.0)) / 1000,
-                   workers if workers is not None else (1 if gpu else max(1, os.cpu_count() or 1)))
+                   workers if workers is not None else (1 if gpu else cpu_inference_workers(0)))
+
+
+def cpu_inference_workers(threads: int) -> int:
+    """Parallel inferences on the CPU: one single-threaded inference per core beats one inference spread over all
+    cores (no per-layer synchronisation); ``threads`` N per inference gives cores // N of them (0: one per core)."""
+    cores = os.cpu_count() or 1
+    return max(1, cores // threads) if threads else cores
 
 
 @dataclass

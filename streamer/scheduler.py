@@ -7,9 +7,10 @@ cameras alike.
                   the detector missed in it) or hide the frame whole -> I420 -> publish()
 
 - **A frame leaves hidden by a detection made on that very frame, or hidden whole.** No detection is ever used for
-  another frame, so a cut, a face that just entered, or a new frame size can never meet masks made for another
-  picture. When the detection fails, misses the deadline or the service is closing, the frame is hidden whole and
-  counted (``frames_hidden_whole``; the reason in the processor's ``detector_errors`` / ``detections_late``).
+  another frame in its place, so a cut, a face that just entered, or a new frame size is always hidden by masks
+  made on that picture; the held masks of faces seen in the last moments (scaled to a new size) only add to them.
+  When the detection fails, misses the deadline or the service is closing, the frame is hidden whole and counted
+  (``frames_hidden_whole``; the reason in the processor's ``detector_errors`` / ``detections_late``).
 - **Latest frame wins.** While the worker's frames are in flight, newer frames replace each other in the slot and
   each one replaced is counted as dropped. A stream whose frames come faster than the detector serves them gets
   fewer frames, never older ones and never a queue. Up to ``IN_FLIGHT`` frames of a stream are detected at once

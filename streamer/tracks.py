@@ -20,8 +20,6 @@ from fractions import Fraction
 from typing import Protocol
 
 import av
-import numpy as np
-import numpy.typing as npt
 from aiortc import MediaStreamTrack
 from aiortc.mediastreams import MediaStreamError
 
@@ -98,17 +96,6 @@ class AnonymizedTrack(MediaStreamTrack):
         self._ready.set()
 
 
-class PublishedFrame(Protocol):
-    @property
-    def seq(self) -> int: ...
-
-    @property
-    def yuv(self) -> npt.NDArray[np.uint8] | None: ...
-
-    @property
-    def bgr(self) -> npt.NDArray[np.uint8]: ...
-
-
 class FrameFeed(Protocol):
     """A source of already-anonymized frames shared by many viewers (a camera)."""
 
@@ -118,7 +105,7 @@ class FrameFeed(Protocol):
 
     def release(self) -> None: ...
 
-    async def next_frame(self, after_seq: int) -> PublishedFrame: ...
+    async def next_frame(self, after_seq: int) -> HiddenFrame: ...
 
 
 VIDEO_TIME_BASE = Fraction(1, 90000)
@@ -148,10 +135,7 @@ class CameraTrack(MediaStreamTrack):
         if self.readyState != "live":
             raise MediaStreamError
         self._seq = published.seq
-        if published.yuv is not None:
-            frame = av.VideoFrame.from_ndarray(published.yuv, format="yuv420p")
-        else:
-            frame = av.VideoFrame.from_ndarray(published.bgr, format="bgr24")
+        frame = published.to_video_frame()
         now = time.monotonic()
         if self._start is None:
             self._start = now

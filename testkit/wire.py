@@ -33,18 +33,19 @@ def as_sent(clip: TruthClip, strip: Strip = LEFT) -> TruthClip:
     return shifted(clip, strip.height)
 
 
-class TruthTrack(MediaStreamTrack):
-    """A live video track playing ``as_sent(clip)`` at the clip's rate, each frame stamped with its send count;
-    then it ends (``MediaStreamError``), or starts over with ``loop_forever``.
+class PacedTrack(MediaStreamTrack):
+    """A live video track playing ``length`` pictures at ``fps`` as a camera would (never faster), stamped with
+    pts on the 90 kHz clock; then it ends (``MediaStreamError``), or starts over with ``loop_forever`` until
+    ``finish()``. Subclasses say what picture n is (``yuv``).
 
     ``sent_at[n]`` is when frame n was handed to the encoder (time.monotonic()); ``ended_at`` when it ran out.
     """
 
     kind = "video"
 
-    def __init__(self, clip: TruthClip, loop_forever: bool = False) -> None:
+    def __init__(self, length: int, fps: float, loop_forever: bool = False) -> None:
         super().__init__()
-        self.clip = as_sent(clip)
+        self.length, self.fps = length, fps
         self.loop_forever = loop_forever
         self.sent_at: list[float] = []
         self.ended_at: float | None = None
@@ -56,6 +57,37 @@ class TruthTrack(MediaStreamTrack):
         """End at the next frame (for loop_forever tracks)."""
         self._stop_requested = True
 
+    def yuv(self, n: int) -> Image:
+        """The n-th picture sent (n counts on through loops), I420."""
+        raise NotImplementedError
+
+    async def recv(self) -> av.VideoFrame:
+        n = self._n
+        if self._stop_requested or (n >= self.length and not self.loop_forever):
+            if self.ended_at is None:
+                self.ended_at = time.monotonic()
+            self.stop()
+            raise MediaStreamError
+        now = time.monotonic()
+        if self._start is None:
+            self._start = now
+        target = self._start + n / self.fps
+        if target > now:
+            await asyncio.sleep(target - now)
+        frame = av.VideoFrame.from_ndarray(self.yuv(n), format="yuv420p")
+        frame.pts, frame.time_base = round(n * 90000 / self.fps), VIDEO_TIME_BASE
+        self._n = n + 1
+        self.sent_at.append(time.monotonic())
+        return frame
+
+
+class TruthTrack(PacedTrack):
+    """Plays ``as_sent(clip)``, each frame stamped with its send count in the strip."""
+
+    def __init__(self, clip: TruthClip, loop_forever: bool = False) -> None:
+        self.clip = as_sent(clip)
+        super().__init__(len(self.clip), self.clip.fps, loop_forever)
+
     def truth(self, index: int) -> TruthFrame:
         """The frame sent with ``index`` in its strip."""
         return self.clip.frame(index % len(self.clip))
@@ -64,26 +96,9 @@ class TruthTrack(MediaStreamTrack):
         """The index in a returned frame's strip (a returned frame has the size it was sent at)."""
         return read_index(gray, gray.shape[1], gray.shape[0])
 
-    async def recv(self) -> av.VideoFrame:
-        n = self._n
-        if self._stop_requested or (n >= len(self.clip) and not self.loop_forever):
-            if self.ended_at is None:
-                self.ended_at = time.monotonic()
-            self.stop()
-            raise MediaStreamError
-        now = time.monotonic()
-        if self._start is None:
-            self._start = now
-        target = self._start + n / self.clip.fps
-        if target > now:
-            await asyncio.sleep(target - now)
+    def yuv(self, n: int) -> Image:
         stamped = stamp_over(np.asarray(self.truth(n).image), n % (1 << INDEX_BITS))
-        frame = av.VideoFrame.from_ndarray(np.asarray(cv2.cvtColor(stamped, cv2.COLOR_BGR2YUV_I420), np.uint8),
-                                           format="yuv420p")
-        frame.pts, frame.time_base = round(n * 90000 / self.clip.fps), VIDEO_TIME_BASE
-        self._n = n + 1
-        self.sent_at.append(time.monotonic())
-        return frame
+        return np.asarray(cv2.cvtColor(stamped, cv2.COLOR_BGR2YUV_I420), np.uint8)
 
 
 def _thumb(image: Image, strip_rows: int) -> Image:

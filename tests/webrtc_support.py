@@ -42,12 +42,11 @@ from typing import Any, TypeVar
 
 import numpy as np
 import numpy.typing as npt
-from aiortc import MediaStreamTrack
 
 from testkit.framecode import CENTRED, STRIP_HEIGHT, read_index, stamp_index, stamp_over
 from testkit.relay import LatestFrameRelay
 from testkit.truth import TruthClip
-from testkit.wire import TruthTrack, as_sent
+from testkit.wire import PacedTrack, TruthTrack, as_sent
 
 T = TypeVar("T")
 U8 = npt.NDArray[np.uint8]
@@ -57,7 +56,6 @@ SERVER_ADDR = "10.77.0.1"
 CLIENT_ADDR = "10.77.0.2"
 SUBNET_PREFIX = "10.77.0."
 CLONE_NEWNET = 0x40000000
-VIDEO_TIME_BASE = fractions.Fraction(1, 90000)
 CHROMIUM = Path("/usr/bin/chromium")
 # Flags from ../shared/notes/conventions.md (checked with Debian's Chromium on this kind of machine).
 CHROMIUM_FLAGS = (
@@ -490,55 +488,19 @@ def chromium_wrapper(ns: NetNamespace, folder: Path) -> Path:
 # ---------------------------------------------------------------------------------------------- aiortc client
 
 
-class ClipTrack(MediaStreamTrack):
-    """A live video track playing a :class:`SourceClip` once at its frame rate, then ending.
-
-    ``sent_at[i]`` is when frame i was handed to the encoder (time.monotonic()); ``ended_at`` when the clip ran
-    out (recv() then raises MediaStreamError, which stops aiortc's sender).
-    """
-
-    kind = "video"
+class ClipTrack(PacedTrack):
+    """A live video track playing a :class:`SourceClip` once at its frame rate, then ending (or looping)."""
 
     def __init__(self, clip: SourceClip, loop_forever: bool = False) -> None:
-        super().__init__()
         self.clip = clip
-        self.loop_forever = loop_forever
-        self.sent_at: list[float] = []
-        self.ended_at: float | None = None
-        self._start: float | None = None
-        self._n = 0
-        self._stop_requested = False
-
-    def finish(self) -> None:
-        """End the clip at the next frame (for loop_forever tracks)."""
-        self._stop_requested = True
+        super().__init__(len(clip), clip.fps, loop_forever)
 
     def read_index(self, gray: U8) -> int | None:
         """The index in a returned frame's strip (it may have been rescaled from the clip's size)."""
         return read_index(gray, self.clip.width, self.clip.height)
 
-    async def recv(self) -> Any:
-        import av
-        from aiortc.mediastreams import MediaStreamError
-
-        n = self._n
-        if self._stop_requested or (n >= len(self.clip) and not self.loop_forever):
-            if self.ended_at is None:
-                self.ended_at = time.monotonic()
-            self.stop()
-            raise MediaStreamError
-        now = time.monotonic()
-        if self._start is None:
-            self._start = now
-        target = self._start + n / self.clip.fps
-        if target > now:
-            await asyncio.sleep(target - now)
-        frame = av.VideoFrame.from_ndarray(self.clip.i420[n % len(self.clip)], format="yuv420p")
-        frame.pts = round(n * 90000 / self.clip.fps)
-        frame.time_base = VIDEO_TIME_BASE
-        self._n = n + 1
-        self.sent_at.append(time.monotonic())
-        return frame
+    def yuv(self, n: int) -> U8:
+        return self.clip.i420[n % len(self.clip)]
 
 
 @dataclass

@@ -11,7 +11,6 @@ import asyncio
 import dataclasses
 import json
 import logging
-import os
 import ssl
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -25,7 +24,7 @@ from models.centerface import CenterFaceDetector
 from models.runtime import CUDA
 
 from ..cameras import CameraManager, load_cameras_file, parse_camera_arg
-from ..detection_service import BatchPolicy, DetectionService
+from ..detection_service import BatchPolicy, DetectionService, cpu_inference_workers
 from ..jobs import JobManager
 from ..settings import MODES, LiveSettings
 from ..sources.rtsp import RtspOptions
@@ -194,9 +193,7 @@ async def _start(app: web.Application) -> None:
     # On the CPU one single-threaded inference per core at once (two frames of one stream, or of two): measured
     # live on 2 cores (bench.live_loopback, one 640x480 session, int8) 19.6 frames/s out, against 17.4 with one
     # two-threaded inference at a time. --threads N gives cores / N inferences of N threads each.
-    cores = os.cpu_count() or 1
-    workers = 1 if detector.provider == CUDA else max(1, cores // detector.config.threads if detector.config.threads
-                                                      else cores)
+    workers = 1 if detector.provider == CUDA else cpu_inference_workers(detector.config.threads)
     batch = BatchPolicy.for_provider(detector.provider, config.batch_size, config.batch_wait_ms, workers)
     busy.workers = batch.workers
     app[DETECTION] = DetectionService(detector, config.detect_deadline_s, on_inference=on_inference,

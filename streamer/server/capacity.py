@@ -26,8 +26,8 @@ MIN_STREAM_FPS = 10.0  # below this a live picture stops looking like video
 
 
 class DetectorLoad:
-    """Inference durations of the last ``window_s`` seconds (fed by DetectionService's on_inference, from the
-    event loop and from camera threads alike)."""
+    """Inference durations of the last ``window_s`` seconds (fed by DetectionService's on_inference, from its
+    inference threads)."""
 
     def __init__(self, window_s: float = WINDOW_S, workers: int = 1) -> None:
         self.window_s = window_s
