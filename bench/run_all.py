@@ -4,7 +4,8 @@
     python -m bench --quick     # smoke run, written to bench/out/BENCHMARKS.quick.md
 
 Steps: ``bash bench/deface_env.sh`` (idempotent), then ``python -m bench.detector_latency``,
-``python -m bench.file_throughput``, ``python -m bench.live_profile`` (where the time goes per live frame, stage by
+``python -m bench.file_throughput``, ``python -m bench.small_faces`` (recall by face size band),
+``python -m bench.live_profile`` (where the time goes per live frame, stage by
 stage, in one process), ``python -m bench.live_loopback`` (WebRTC in a network namespace of its own, one session
 per size, then concurrent 640x480 sessions ramped until fps drops; needs root) and ``python -m bench.cameras``
 (RTSP cameras x WHEP viewers, in a namespace of its own too; needs root and GStreamer's RTSP server), each in its
@@ -194,6 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--skip-latency", action="store_true")
     p.add_argument("--skip-batch", action="store_true", help="skip detector batching across streams")
     p.add_argument("--skip-throughput", action="store_true")
+    p.add_argument("--skip-small-faces", action="store_true", help="skip recall by face size")
     p.add_argument("--skip-profile", action="store_true", help="skip the per-stage profile of the live loop")
     p.add_argument("--skip-live", action="store_true",
                    help="skip the live WebRTC loopback and its session ramp (needs root)")
@@ -236,6 +238,9 @@ def main(argv: list[str] | None = None) -> int:
         cmd = [sys.executable, "-m", "bench.file_throughput", "--device", args.device, *quick,
                *shlex.split(args.throughput_args)]
         sections.append(run_section("File throughput and recall", cmd))
+    if not args.skip_small_faces:
+        cmd = [sys.executable, "-m", "bench.small_faces", "--device", args.device, *quick]
+        sections.append(run_section("Small faces: recall by face size, ours and deface", cmd))
     if not args.skip_profile:
         cmd = [sys.executable, "-m", "bench.live_profile", "--device", args.device, *quick,
                *shlex.split(args.profile_args)]

@@ -10,6 +10,7 @@ import numpy as np
 import numpy.typing as npt
 
 from .centerface import CenterFaceDetector, DetectorConfig
+from .coverage import DetectSize
 from .detections import FaceDetections
 from .precision import PRECISION_CHOICES, PRECISIONS, Precision, PrecisionChoice, resolve_precision
 from .runtime import CUDA, Device, ProviderError
@@ -40,7 +41,7 @@ class Detector(Protocol):
     config: DetectorConfig
 
     def detect(self, frame_bgr: npt.NDArray[np.uint8], threshold: float | None = None,
-               detect_size: int | None = None) -> FaceDetections: ...
+               detect_size: DetectSize | None = None) -> FaceDetections: ...
 
 
 def load_detector(device: Device = "auto", model: str | os.PathLike[str] | None = None,

@@ -12,6 +12,8 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
+from . import coverage
+from .coverage import DetectSize, View, parse_detect_size
 from .detections import FaceDetections
 from .runtime import Device, create_session
 from .weights import ModelError
@@ -78,17 +80,16 @@ def nms(boxes: npt.NDArray[np.float32], scores: npt.NDArray[np.float32], iou: fl
 
 @dataclass(frozen=True)
 class DetectorConfig:
-    """Detection settings. Defaults chosen by measurement on ../shared/testdata (see BENCHMARKS.md)."""
+    """Detection settings. Defaults chosen by measurement (BENCHMARKS.md, "Small faces" and "File throughput")."""
 
-    detect_size: int = 640  # long side of the image the network sees; boxes are mapped back to the frame
+    detect_size: DetectSize = "full"  # how frames are covered: "full", "fast" or a long side in px (models.coverage)
     threshold: float = 0.3
     nms_iou: float = 0.3
     threads: int = 0  # ONNX Runtime intra-op threads; 0 lets it choose (one per core)
     spin_wait: bool = True  # False for live pipelines, where other stages need the cores between inferences
 
     def __post_init__(self) -> None:
-        if not 64 <= self.detect_size <= 4096:
-            raise ValueError(f"detect_size must be within 64..4096, not {self.detect_size}")
+        object.__setattr__(self, "detect_size", parse_detect_size(self.detect_size))
         if not 0.0 < self.threshold < 1.0:
             raise ValueError(f"threshold must be within (0, 1), not {self.threshold}")
         if not 0.0 < self.nms_iou <= 1.0:
@@ -99,11 +100,29 @@ class DetectorConfig:
 
 @dataclass(frozen=True)
 class DetectRequest:
-    """One frame to detect faces in, with its own threshold and network size (``None``: the configured ones)."""
+    """One frame to detect faces in, with its own threshold and coverage (``None``: the configured ones)."""
 
     frame: npt.NDArray[np.uint8]
     threshold: float | None = None
-    detect_size: int | None = None
+    detect_size: DetectSize | None = None
+
+
+@dataclass(frozen=True)
+class _Job:
+    request: int
+    view: View
+    threshold: float  # decode threshold for this view
+    zoom: bool = False
+
+
+@dataclass
+class _Found:
+    """Faces one view found, in frame pixels."""
+
+    job: _Job
+    boxes: npt.NDArray[np.float32]
+    scores: npt.NDArray[np.float32]
+    landmarks: npt.NDArray[np.float32]
 
 
 class CenterFaceDetector:
@@ -121,59 +140,135 @@ class CenterFaceDetector:
         self.warmup_ms = (time.perf_counter() - started) * 1000
         logger.info("CenterFace loaded from %s on %s, warm-up %.0f ms", model_path, self.provider, self.warmup_ms)
 
-    def input_size(self, height: int, width: int, detect_size: int | None = None) -> tuple[float, int, int, int, int]:
-        """Scale and (resized h, w, padded h, w) for a frame of this size."""
-        scale = (detect_size or self.config.detect_size) / max(height, width)
-        rh, rw = max(1, round(height * scale)), max(1, round(width * scale))
-        ph, pw = -(-rh // ALIGN) * ALIGN, -(-rw // ALIGN) * ALIGN
-        return scale, rh, rw, ph, pw
+    def network_inputs(self, height: int, width: int, detect_size: DetectSize | None = None) -> list[tuple[int, int]]:
+        """(height, width) of each padded network input the first pass over a frame of this size runs."""
+        size = self.config.detect_size if detect_size is None else detect_size
+        return [_padded(*view.input_size()) for view in coverage.plan(height, width, size)]
 
     def detect(self, frame_bgr: npt.NDArray[np.uint8], threshold: float | None = None,
-               detect_size: int | None = None) -> FaceDetections:
+               detect_size: DetectSize | None = None) -> FaceDetections:
         """Faces in one BGR frame; ``threshold`` and ``detect_size`` override the configured ones for this call."""
         return self.detect_batch([frame_bgr], threshold, detect_size)[0]
 
     def detect_batch(self, frames_bgr: Sequence[npt.NDArray[np.uint8]], threshold: float | None = None,
-                     detect_size: int | None = None) -> list[FaceDetections]:
+                     detect_size: DetectSize | None = None) -> list[FaceDetections]:
         """Faces in each frame, in one inference per input shape (frames of one size share one batch)."""
         return self.detect_many([DetectRequest(f, threshold, detect_size) for f in frames_bgr])
 
     def detect_many(self, requests: Sequence[DetectRequest]) -> list[FaceDetections]:
-        """Faces for each request (its own frame, threshold and size), in request order. Requests whose network
-        input has the same padded shape run as one batch: this is how many streams share one GPU inference."""
+        """Faces for each request (its own frame, threshold and coverage), in request order. Views whose network
+        input has the same padded shape run as one batch: this is how many streams share one GPU inference, and
+        how the tiles of one large photo do."""
         for request in requests:
             frame = request.frame
             if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8 or min(frame.shape[:2]) < 1:
                 raise ValueError(f"expected an HxWx3 uint8 BGR frame, got {frame.dtype} {frame.shape}")
-        geometry = [self.input_size(r.frame.shape[0], r.frame.shape[1], r.detect_size) for r in requests]
-        groups: dict[tuple[int, int], list[int]] = {}
-        for i, (_, _, _, ph, pw) in enumerate(geometry):
-            groups.setdefault((ph, pw), []).append(i)
-        results: list[FaceDetections | None] = [None] * len(requests)
+        thresholds = [self.config.threshold if r.threshold is None else r.threshold for r in requests]
+        sizes = [self.config.detect_size if r.detect_size is None else parse_detect_size(r.detect_size)
+                 for r in requests]
+        # Full coverage decodes low-score peaks too: the small-face candidates of the zoom pass.
+        zooms = [size == "full" and thr > coverage.ZOOM_LOW for size, thr in zip(sizes, thresholds, strict=True)]
+        jobs = [_Job(i, view, coverage.ZOOM_LOW if zooms[i] else thresholds[i])
+                for i, (r, size) in enumerate(zip(requests, sizes, strict=True))
+                for view in coverage.plan(r.frame.shape[0], r.frame.shape[1], size)]
+        first = self._run(requests, jobs)
+        seen = {job.request for job in jobs}
+        if seen != set(range(len(requests))):  # never "no faces" for a frame that was not looked at
+            raise RuntimeError(f"no detection was made for request(s) {sorted(set(range(len(requests))) - seen)}")
+        per_request: list[list[_Found]] = [[] for _ in requests]
+        zoom_jobs: list[_Job] = []
+        for found in first:
+            per_request[found.job.request].append(found)
+        for i, request in enumerate(requests):
+            if not zooms[i]:
+                continue
+            height, width = request.frame.shape[:2]
+            kept, candidates = [], []
+            for found in per_request[i]:
+                sides = np.maximum(found.boxes[:, 2] - found.boxes[:, 0], found.boxes[:, 3] - found.boxes[:, 1])
+                small = (found.scores < thresholds[i]) & (sides < coverage.ZOOM_MAX_SIDE)
+                candidates.append((found.boxes[small], found.scores[small]))
+                # unzoomed, a low score is no face; over the crop cap, it is kept as one rather than left unseen
+                keep = found.scores >= thresholds[i]
+                kept.append(_Found(found.job, found.boxes[keep], found.scores[keep], found.landmarks[keep]))
+            boxes = np.concatenate([b for b, _ in candidates]).reshape(-1, 4)
+            scores = np.concatenate([s for _, s in candidates]).reshape(-1)
+            views, uncovered = coverage.zoom_views(height, width, boxes, scores)
+            if uncovered.any():
+                logger.debug("%d small-face candidates over the zoom cap are kept as faces", int(uncovered.sum()))
+                kept.append(_Found(_Job(i, coverage.View(0, 0, width, height, 1.0), thresholds[i]),
+                                   boxes[uncovered], scores[uncovered],
+                                   np.full((int(uncovered.sum()), 5, 2), np.nan, np.float32)))
+            per_request[i] = kept
+            zoom_threshold = max(thresholds[i], coverage.ZOOM_THRESHOLD)
+            zoom_jobs += [_Job(i, view, zoom_threshold, zoom=True) for view in views]
+        for found in self._run(requests, zoom_jobs):
+            per_request[found.job.request].append(found)
+        return [self._merge(request.frame.shape[0], request.frame.shape[1], parts)
+                for request, parts in zip(requests, per_request, strict=True)]
+
+    def _run(self, requests: Sequence[DetectRequest], jobs: Sequence[_Job]) -> list[_Found]:
+        """Run every job's view through the network, batched by padded input shape."""
+        groups: dict[tuple[int, int], list[_Job]] = {}
+        for job in jobs:
+            groups.setdefault(_padded(*job.view.input_size()), []).append(job)
+        out: list[_Found] = []
         for (ph, pw), members in groups.items():
-            blob = np.zeros((len(members), 3, ph, pw), np.float32)
-            for row, i in enumerate(members):
-                frame, (_, rh, rw, _, _) = requests[i].frame, geometry[i]
-                resized = cv2.resize(frame, (rw, rh), interpolation=cv2.INTER_AREA if rw < frame.shape[1]
-                                     else cv2.INTER_LINEAR)
-                blob[row, :, :rh, :rw] = resized[:, :, ::-1].transpose(2, 0, 1)  # BGR HWC -> RGB CHW
-            heat, scale, offset, lms = self.session.run(None, {self._input: blob})
-            for row, i in enumerate(members):
-                request = requests[i]
-                thr = self.config.threshold if request.threshold is None else request.threshold
-                results[i] = self._decode(heat[row, 0], scale[row], offset[row], lms[row], geometry[i][0],
-                                          request.frame.shape[0], request.frame.shape[1], thr)
-        missing = [i for i, r in enumerate(results) if r is None]
-        if missing:  # never "no faces" for a frame that was not looked at: the caller fails it closed
-            raise RuntimeError(f"no detection was made for request(s) {missing}")
-        return [r for r in results if r is not None]
+            per_batch = max(1, coverage.MAX_BATCH_PIXELS // (ph * pw))
+            for start in range(0, len(members), per_batch):
+                chunk = members[start:start + per_batch]
+                blob = np.zeros((len(chunk), 3, ph, pw), np.float32)
+                for row, job in enumerate(chunk):
+                    view = job.view
+                    crop: npt.NDArray[np.uint8] = requests[job.request].frame[view.y0:view.y1, view.x0:view.x1]
+                    rh, rw = view.input_size()
+                    if (rh, rw) != crop.shape[:2]:
+                        crop = np.asarray(cv2.resize(crop, (rw, rh), interpolation=cv2.INTER_AREA if view.scale < 1
+                                                     else cv2.INTER_LINEAR), np.uint8)
+                    blob[row, :, :rh, :rw] = crop[:, :, ::-1].transpose(2, 0, 1)  # BGR HWC -> RGB CHW
+                heat, scale, offset, lms = self.session.run(None, {self._input: blob})
+                for row, job in enumerate(chunk):
+                    boxes, scores, marks = self._decode(heat[row, 0], scale[row], offset[row], lms[row], job.threshold)
+                    view = job.view
+                    shift = np.asarray([view.x0, view.y0], np.float32)
+                    boxes = np.asarray(boxes / view.scale + np.tile(shift, 2), np.float32)
+                    marks = np.asarray(marks / view.scale + shift, np.float32)
+                    if job.zoom:  # only faces the crop saw whole, and small: larger ones are the first pass's
+                        frame = requests[job.request].frame
+                        sides = np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
+                        whole = ~coverage.inner_edge_contact(boxes, view, frame.shape[0], frame.shape[1])
+                        ok = whole & (sides < (view.x1 - view.x0) * 0.75)
+                        boxes, scores, marks = boxes[ok], scores[ok], marks[ok]
+                    out.append(_Found(job, boxes, scores, marks))
+        return out
+
+    def _merge(self, height: int, width: int, parts: Sequence[_Found]) -> FaceDetections:
+        """One set of faces from every view: boxes touching a tile's inner edge dropped (a face cut there is whole
+        in a neighbouring tile when it is up to OVERLAP px, and large in the overview when it is larger; the edge
+        itself, where the network sees padding, makes spurious peaks), then NMS across views."""
+        if not parts:
+            return FaceDetections.empty((width, height))
+        whole = [~coverage.inner_edge_contact(p.boxes, p.job.view, height, width) if p.job.view.tiled
+                 else np.ones(len(p.boxes), bool) for p in parts]
+        boxes: npt.NDArray[np.float32] = np.concatenate([p.boxes[w] for p, w in zip(parts, whole, strict=True)])
+        scores: npt.NDArray[np.float32] = np.concatenate([p.scores[w] for p, w in zip(parts, whole, strict=True)])
+        marks: npt.NDArray[np.float32] = np.concatenate([p.landmarks[w] for p, w in zip(parts, whole, strict=True)])
+        boxes, scores, marks = boxes.reshape(-1, 4), scores.reshape(-1), marks.reshape(-1, 5, 2)
+        if len(parts) > 1 and len(boxes):
+            keep = nms(boxes, scores, self.config.nms_iou)
+            boxes, scores, marks = boxes[keep], scores[keep], marks[keep]
+        boxes = boxes.copy()
+        np.clip(boxes[:, 0::2], 0, width, out=boxes[:, 0::2])
+        np.clip(boxes[:, 1::2], 0, height, out=boxes[:, 1::2])
+        return FaceDetections(boxes, scores, marks, (width, height))
 
     def _decode(self, heat: npt.NDArray[np.float32], scale: npt.NDArray[np.float32],
-                offset: npt.NDArray[np.float32], lms: npt.NDArray[np.float32], factor: float,
-                height: int, width: int, threshold: float) -> FaceDetections:
+                offset: npt.NDArray[np.float32], lms: npt.NDArray[np.float32],
+                threshold: float) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32], npt.NDArray[np.float32]]:
+        """Boxes, scores and landmarks (network input px) of the heatmap peaks above ``threshold``, after NMS."""
         ys, xs = np.nonzero(heat > threshold)
         if ys.size == 0:
-            return FaceDetections.empty((width, height))
+            return np.zeros((0, 4), np.float32), np.zeros((0,), np.float32), np.zeros((0, 5, 2), np.float32)
         scores = heat[ys, xs].astype(np.float32)
         bh = np.exp(scale[0, ys, xs]) * STRIDE
         bw = np.exp(scale[1, ys, xs]) * STRIDE
@@ -185,8 +280,8 @@ class CenterFaceDetector:
         marks[:, :, 0] = lms[1::2, ys, xs].T * bw[:, None] + x1[:, None]
         marks[:, :, 1] = lms[0::2, ys, xs].T * bh[:, None] + y1[:, None]
         keep = nms(boxes, scores, self.config.nms_iou)
-        boxes = np.asarray(boxes[keep] / factor, np.float32)
-        scores, points = scores[keep], np.asarray(marks[keep] / factor, np.float32)
-        np.clip(boxes[:, 0::2], 0, width, out=boxes[:, 0::2])
-        np.clip(boxes[:, 1::2], 0, height, out=boxes[:, 1::2])
-        return FaceDetections(boxes, scores, points, (width, height))
+        return boxes[keep], scores[keep], marks[keep]
+
+
+def _padded(height: int, width: int) -> tuple[int, int]:
+    return -(-height // ALIGN) * ALIGN, -(-width // ALIGN) * ALIGN

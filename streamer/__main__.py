@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from models import PRECISION_CHOICES, DetectorConfig, ModelError, ProviderError, load_detector
+from models.coverage import parse_detect_size
 
 from .settings import FAIL_POLICIES, MODES, AnonymizeSettings, HoldSettings
 
@@ -28,8 +29,12 @@ def _detector_args(parser: argparse.ArgumentParser) -> None:
                         help="int8: quantized, 1.4-1.7x faster on the CPU with the same measured recall; fp16: for "
                              "CUDA; auto: int8 on the CPU, fp32 on CUDA and for --model files. Built from the "
                              "default weights on first use and cached in models/weights/ (default: %(default)s)")
-    parser.add_argument("--detect-size", type=int, default=d.detect_size,
-                        help="long side of the image the detector sees, in px (default: %(default)s)")
+    parser.add_argument("--detect-size", type=parse_detect_size, default=d.detect_size, metavar="full|fast|N",
+                        help="how much of each picture the detector sees. full: its own resolution, never shrunk "
+                             "(tiles above 2048 px), plus a 2x look at every small face candidate: finds faces "
+                             "down to ~8 px, ~1.5-6x the time of fast depending on size. fast: shrunk at most 2x, "
+                             "never below 640 px, no small-face pass: faces under ~32 px are missed. N: the long "
+                             "side shrunk (or enlarged) to N px (default: %(default)s)")
     parser.add_argument("--threshold", type=float, default=d.threshold,
                         help="face score threshold; lower finds more faces and more false alarms "
                              "(default: %(default)s)")
@@ -124,6 +129,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rtsp-timeout", type=float, default=5.0,
                    help="seconds a camera may send nothing before it counts as hung and is reconnected "
                         "(default: %(default)s)")
+    p.add_argument("--webcam-detect-size", type=parse_detect_size, default="fast", metavar="full|fast|N",
+                   help="--detect-size for browsers' webcams; --detect-size applies to uploads and cameras "
+                        "(default: %(default)s: a webcam's faces are large, and full coverage of a 720p frame "
+                        "costs ~3x the time on a CPU)")
     p.add_argument("--detect-deadline", type=float, default=1.0,
                    help="seconds a live frame may wait for its detection before it is hidden whole "
                         "(default: %(default)s)")

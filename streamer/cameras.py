@@ -22,6 +22,8 @@ from pathlib import Path
 from typing import Any, Literal, cast
 from urllib.parse import urlsplit
 
+from models.coverage import DetectSize, parse_detect_size
+
 from .detection_service import DetectionService
 from .processor import FrameProcessor, ProcessorStats
 from .scheduler import HiddenFrame, LiveScheduler, StreamCounters, StreamHooks
@@ -39,7 +41,7 @@ class CameraSettings:
     name: str
     url: str
     anonymize: AnonymizeSettings = field(default_factory=AnonymizeSettings)
-    detect_size: int | None = None  # None: the service's --detect-size
+    detect_size: DetectSize | None = None  # None: the service's --detect-size (full coverage by default)
     transport: Literal["tcp", "udp"] = "tcp"
     always_on: bool = False
     # The live threshold, as for webcams: codecs lower face scores, and a camera shows strangers.
@@ -64,8 +66,11 @@ class CameraSettings:
             raise ValueError(f"camera {self.name}: the URL has no host")
         if self.transport not in ("tcp", "udp"):
             raise ValueError(f"camera {self.name}: transport must be tcp or udp")
-        if self.detect_size is not None and not 64 <= self.detect_size <= 4096:
-            raise ValueError(f"camera {self.name}: detect_size must be within 64..4096")
+        if self.detect_size is not None:
+            try:
+                object.__setattr__(self, "detect_size", parse_detect_size(self.detect_size))
+            except ValueError as exc:
+                raise ValueError(f"camera {self.name}: detect_size: {exc}") from None
         low, high = THRESHOLD_RANGE
         if not low <= self.threshold <= high:  # NaN fails this too
             raise ValueError(f"camera {self.name}: threshold must be within {low}..{high}")
@@ -93,7 +98,7 @@ def load_cameras_file(path: Path) -> list[CameraSettings]:
         url = "rtsp://user:pass@10.0.0.5/stream1"
         transport = "tcp"        # or "udp"
         strength = 0.7
-        detect_size = 640
+        detect_size = "full"     # full (the default), fast (shrunk at most 2x, no small faces) or N px
         threshold = 0.2          # face score threshold (default: the live one, 0.2)
         always_on = true
     """
@@ -138,18 +143,24 @@ def camera_from_mapping(m: dict[str, Any]) -> CameraSettings:
     for key in ("ellipse", "always_on"):
         if not isinstance(m.get(key, False), bool):
             raise ValueError(f"{key} must be true or false")
-    for key in ("strength", "padding", "detect_size", "threshold"):
+    for key in ("strength", "padding", "threshold"):
         if key in m and (isinstance(m[key], bool) or not isinstance(m[key], int | float)):
             raise ValueError(f"{key} must be a number")
     mode = m.get("mode", "mosaic")
     if not isinstance(mode, str) or mode not in MODES:
         raise ValueError(f"mode must be one of {', '.join(MODES)}")
     detect_size = m.get("detect_size")
-    if isinstance(detect_size, float) and not detect_size.is_integer():
-        raise ValueError("detect_size must be a whole number of pixels")
+    if detect_size is not None:
+        if (isinstance(detect_size, bool) or not isinstance(detect_size, int | float | str)
+                or (isinstance(detect_size, str) and detect_size not in ("full", "fast"))):
+            raise ValueError("detect_size must be \"full\", \"fast\" or a number of pixels")
+        try:
+            detect_size = parse_detect_size(detect_size)
+        except ValueError as exc:
+            raise ValueError(f"detect_size: {exc}") from None
     anonymize = AnonymizeSettings(mode=cast(Mode, mode), strength=float(m.get("strength", 0.5)),
                                   padding=float(m.get("padding", 1.3)), ellipse=m.get("ellipse", False))
-    return CameraSettings(m["name"], m["url"], anonymize, int(detect_size) if detect_size is not None else None,
+    return CameraSettings(m["name"], m["url"], anonymize, detect_size,
                           m.get("transport", "tcp"), m.get("always_on", False),
                           float(m.get("threshold", LIVE_THRESHOLD)))
 

@@ -38,6 +38,7 @@ import numpy.typing as npt
 
 from models import DetectorConfig, FaceDetections
 from models.centerface import CenterFaceDetector, DetectRequest
+from models.coverage import DetectSize
 from models.runtime import CUDA
 
 from .processor import FrameProcessor
@@ -358,11 +359,11 @@ class BackgroundDetector:
         return self._service.provider
 
     def detect(self, frame_bgr: npt.NDArray[np.uint8], threshold: float | None = None,
-               detect_size: int | None = None) -> FaceDetections:
+               detect_size: DetectSize | None = None) -> FaceDetections:
         return self.detect_batch([frame_bgr], threshold, detect_size)[0]
 
     def detect_batch(self, frames_bgr: Sequence[npt.NDArray[np.uint8]], threshold: float | None = None,
-                     detect_size: int | None = None) -> list[FaceDetections]:
+                     detect_size: DetectSize | None = None) -> list[FaceDetections]:
         futures = [self._service.submit_detect(BACKGROUND, DetectRequest(f, threshold, detect_size), "job")
                    for f in frames_bgr]
         return [future.result()[0] for future in futures]

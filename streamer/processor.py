@@ -18,6 +18,7 @@ import numpy.typing as npt
 
 from models import Detector, FaceDetections
 from models.centerface import DetectRequest
+from models.coverage import DetectSize
 
 from .anonymize import anonymize, hide_frame
 from .settings import AnonymizeSettings, FailPolicy, HoldSettings
@@ -71,9 +72,9 @@ class FrameProcessor:
         self.fail_policy: FailPolicy = fail_policy
         self.stream_id = stream_id
         self.threshold: float | None = None  # None: the detector's configured threshold
-        self.detect_size: int | None = None  # None: the detector's configured size
-        # Live streams never enlarge a frame for detection (a 512 px frame is not worth 1.6x the inference);
-        # files may, since there recall is worth the time.
+        self.detect_size: DetectSize | None = None  # None: the detector's configured coverage
+        # Live streams never enlarge a frame for an explicit size (a 512 px frame is not worth 1.6x the
+        # inference); files may, since there recall is worth the time.
         self.upscale = True
         self.last_boxes: npt.NDArray[np.float32] = np.zeros((0, 4), np.float32)  # hidden in the last frame
         # A camera keeps one across restarts, each of which gets a new processor (and so new tracks).
@@ -86,9 +87,9 @@ class FrameProcessor:
 
     def detect_request(self, frame: npt.NDArray[np.uint8]) -> DetectRequest:
         """What to ask the detector for this stream's ``frame``: its threshold and network size."""
-        size = self.detect_size
-        if not self.upscale:
-            size = min(size or self.detector.config.detect_size, max(frame.shape[:2]))
+        size = self.detector.config.detect_size if self.detect_size is None else self.detect_size
+        if not self.upscale and isinstance(size, int):
+            size = min(size, max(frame.shape[:2]))
         return DetectRequest(frame, self.threshold, size)
 
     def detect_failed(self, t: float, exc: BaseException) -> None:

@@ -90,7 +90,8 @@ names = st.one_of(st.sampled_from(["lobby", "door-1", "a_b"]), st.text(max_size=
 key_values: dict[str, st.SearchStrategy[Any]] = {
     "name": names, "url": urls, "mode": st.sampled_from(["mosaic", "blur", "solid"]) | values,
     "strength": st.floats(-1, 2) | values, "padding": st.floats(0.5, 4) | values, "ellipse": st.booleans() | values,
-    "detect_size": st.integers(0, 10000) | values, "transport": st.sampled_from(["tcp", "udp"]) | values,
+    "detect_size": st.integers(0, 10000) | st.sampled_from(["full", "fast", "FULL", "640", "tiles"]) | values,
+    "transport": st.sampled_from(["tcp", "udp"]) | values,
     "always_on": st.booleans() | values, "threshold": st.floats(0, 1.2) | values,
 }
 camera_tables = st.fixed_dictionaries(
@@ -123,7 +124,8 @@ def check_accepted_camera(camera: CameraSettings, source: dict[str, Any] | None)
     assert isinstance(a.strength, float) and 0 <= a.strength <= 1
     assert isinstance(a.padding, float) and 1 <= a.padding <= 3
     assert isinstance(a.ellipse, bool) and isinstance(camera.always_on, bool)
-    assert camera.detect_size is None or (type(camera.detect_size) is int and 64 <= camera.detect_size <= 4096)
+    assert camera.detect_size in (None, "full", "fast") or (type(camera.detect_size) is int
+                                                           and 64 <= camera.detect_size <= 4096)
     assert camera.transport in ("tcp", "udp")
     assert isinstance(camera.threshold, float) and 0.05 <= camera.threshold <= 0.95
     assert "***" in redact(camera.url) or "@" not in camera.url.split("/", 3)[2]
@@ -132,8 +134,10 @@ def check_accepted_camera(camera: CameraSettings, source: dict[str, Any] | None)
         for key in ("ellipse", "always_on"):
             if key in source:
                 assert isinstance(source[key], bool), f"{key} = {source[key]!r} was accepted"
+        if isinstance(source.get("detect_size"), str):
+            assert source["detect_size"] in ("full", "fast"), f"detect_size = {source['detect_size']!r} was accepted"
         for key in ("strength", "padding", "detect_size", "threshold"):
-            if key in source:
+            if key in source and not isinstance(source[key], str):
                 assert isinstance(source[key], int | float) and not isinstance(source[key], bool), \
                     f"{key} = {source[key]!r} was accepted"
 

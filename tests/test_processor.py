@@ -9,6 +9,7 @@ from conftest import video_frames
 
 from models import FaceDetections
 from models.centerface import CenterFaceDetector
+from models.coverage import DetectSize
 from streamer.processor import FrameProcessor
 from streamer.settings import HoldSettings
 
@@ -26,7 +27,8 @@ class MissingFrames:
         self.provider, self.config = detector.provider, detector.config
         self.calls = 0
 
-    def detect(self, frame: Frame, threshold: float | None = None, detect_size: int | None = None) -> FaceDetections:
+    def detect(self, frame: Frame, threshold: float | None = None,
+               detect_size: DetectSize | None = None) -> FaceDetections:
         index = self.calls
         self.calls += 1
         if index in self.broken:

@@ -271,6 +271,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         # One single-threaded inference per core at once (DetectionService's workers), as for files.
         detector=DetectorConfig(detect_size=args.detect_size, threshold=args.threshold, threads=args.threads or 1,
                                 spin_wait=False),
+        webcam_detect_size=args.webcam_detect_size,
         ice_servers=tuple(parse_ice_server(u) for u in args.ice_server),
         audio=args.audio, max_sessions=args.max_sessions, max_viewers=args.max_viewers,
         max_detector_load=args.max_detector_load,

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from models import DetectorConfig
+from models.coverage import DetectSize
 from models.precision import PrecisionChoice
 from models.runtime import Device
 
@@ -83,7 +84,8 @@ class ServerConfig:
     device: Device = "auto"
     model: Path | None = None
     precision: PrecisionChoice = "auto"  # auto: int8 on the CPU, fp32 on CUDA (models.precision)
-    detector: DetectorConfig = field(default_factory=DetectorConfig)
+    detector: DetectorConfig = field(default_factory=DetectorConfig)  # its detect_size: uploads and cameras
+    webcam_detect_size: DetectSize = "fast"  # browsers' webcams: faces close to the camera, frames per second count
     ice_servers: tuple[IceServer, ...] = ()
     audio: AudioPolicy = "drop"
     max_sessions: int = 4

@@ -120,6 +120,7 @@ class LiveSession(PeerSession):
         self.counters = StreamCounters()
         self.processor = FrameProcessor(detection.detector, settings.anonymize, stream_id=f"session {self.id}")
         self.processor.threshold = settings.threshold
+        self.processor.detect_size = config.webcam_detect_size
         self.processor.upscale = False
         self._detection = detection
         self._metrics = metrics
