@@ -37,7 +37,7 @@ ZOOM_CROP = 64  # frame px around a candidate, enlarged ZOOM_FACTOR x
 ZOOM_FACTOR = 2
 ZOOM_THRESHOLD = 0.4  # a zoomed candidate is a face from this score (or the request's threshold, if higher)
 ZOOM_MAX_CROPS = 512  # beyond this, candidates are kept as faces unzoomed: bounded cost, never a missed face
-MAX_BATCH_PIXELS = 16 * 1024 * 1024  # network input pixels per inference, to bound memory on huge photos
+MAX_BATCH_PIXELS = 10 * 1024 * 1024  # network input pixels per inference: 32 VGA streams or 2 tiles; bounds memory
 
 
 def parse_detect_size(value: object) -> DetectSize:

@@ -32,7 +32,8 @@ def _detector_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--detect-size", type=parse_detect_size, default=d.detect_size, metavar="full|fast|N",
                         help="how much of each picture the detector sees. full: its own resolution, never shrunk "
                              "(tiles above 2048 px), plus a 2x look at every small face candidate: finds faces "
-                             "down to ~8 px, ~1.5-6x the time of fast depending on size. fast: shrunk at most 2x, "
+                             "down to ~8 px, for 1.4-4.5x the time of fast (640x480 to 1080p, BENCHMARKS.md). "
+                             "fast: shrunk at most 2x, "
                              "never below 640 px, no small-face pass: faces under ~32 px are missed. N: the long "
                              "side shrunk (or enlarged) to N px (default: %(default)s)")
     parser.add_argument("--threshold", type=float, default=d.threshold,

@@ -336,8 +336,15 @@ class Camera:
             "detections_late": int(stats["detections_late"]),
             "connects": self._connects_before + self.reader.connects,
             "mode": self.settings.anonymize.mode, "transport": self.settings.transport,
-            "threshold": self.settings.threshold,
+            "threshold": self.settings.threshold, "detect_size": self.detect_size,
         }
+
+    @property
+    def detect_size(self) -> DetectSize | None:
+        """The coverage this camera's frames are detected at: its own, else the service's (None before binding)."""
+        if self.settings.detect_size is not None:
+            return self.settings.detect_size
+        return self._detection.detector.config.detect_size if self._detection is not None else None
 
 
 class CameraManager:

@@ -6,18 +6,23 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import numpy as np
 from aiohttp import web
 from webrtc_support import SERVER_ADDR, NamespaceLoop, free_port, http, make_offer_sdp
 
 from streamer.cameras import CameraSettings
 from streamer.server.app import create_app
 from streamer.server.config import ServerConfig
+from streamer.server.sessions import LiveSession
+from streamer.server.state import SESSIONS
 
 CONCURRENT = 6
+_apps: list[web.Application] = []
 
 
 async def _serve(config: ServerConfig, detector: Any) -> tuple[web.AppRunner, str]:
     app = create_app(config, detector=detector)
+    _apps.append(app)
     runner = web.AppRunner(app)
     await runner.setup()
     await web.TCPSite(runner, config.host, config.port).start()
@@ -34,6 +39,10 @@ async def test_concurrent_offers_never_pass_max_sessions(ns_loop: NamespaceLoop,
             answers = await asyncio.gather(*(http("POST", base + "/offer", json_body={"sdp": sdp, "type": "offer"})
                                              for sdp in offers))
             sessions = (await http("GET", base + "/healthz")).json()["sessions"]
+            # what each admitted webcam asks the detector for: the fast path, whatever the service's default
+            coverages = {s.processor.detect_request(np.zeros((1080, 1920, 3), np.uint8)).detect_size
+                         for s in _apps[-1][SESSIONS].values() if isinstance(s, LiveSession)}
+            assert coverages == {"fast"}, coverages
             return [a.status for a in answers], sessions
         finally:
             await runner.cleanup()

@@ -11,6 +11,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from streamer.cameras import Camera, CameraManager, CameraSettings, load_cameras_file
@@ -95,10 +96,12 @@ url = "{hung_url}"
 name = "yard"
 url = "{hung_url}"
 threshold = 0.35
+detect_size = "fast"
 """)
     lobby, yard = load_cameras_file(config)
     assert lobby.threshold == LiveSettings().threshold == 0.2
     assert yard.threshold == 0.35
+    assert (lobby.detect_size, yard.detect_size) == (None, "fast")
     camera = Camera(lobby, RtspOptions(open_timeout_s=1.0))
     loop = _Loop()
     try:
@@ -106,11 +109,17 @@ threshold = 0.35
         camera.start()
         assert camera.scheduler is not None and camera.scheduler.processor.threshold == 0.2
         assert camera.status()["threshold"] == 0.2
+        # no detect_size of its own: the service's, full coverage unless serve --detect-size says otherwise
+        assert camera.status()["detect_size"] == service.detector.config.detect_size == "full"
+        assert camera.scheduler.processor.detect_request(np.zeros((1080, 1920, 3), np.uint8)).detect_size == "full"
         camera.stop(join_s=30)
     finally:
         loop.close()
     config.write_text(f'[[camera]]\nname = "x"\nurl = "{hung_url}"\nthreshold = 2\n')
     with pytest.raises(ValueError, match="threshold"):
+        load_cameras_file(config)
+    config.write_text(f'[[camera]]\nname = "x"\nurl = "{hung_url}"\ndetect_size = "huge"\n')
+    with pytest.raises(ValueError, match="detect_size"):
         load_cameras_file(config)
 
 

@@ -176,3 +176,19 @@ def test_fast_coverage_is_what_a_webcam_session_asks_for() -> None:
     assert ServerConfig().webcam_detect_size == "fast"
     assert ServerConfig().detector.detect_size == "full"
     assert math.isclose(plan(720, 1280, ServerConfig().webcam_detect_size)[0].scale, 0.5)
+
+
+def test_zoom_crops_are_capped_and_candidates_over_the_cap_stay_faces(default_detector: Any, hd_set: Any,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """A picture full of candidates costs a bounded number of crops; a candidate no crop looked at is hidden as a
+    face rather than dropped, so the cap can add masks but never lose one."""
+    boxes = np.asarray([[x, y, x + 10, y + 10] for x in range(0, 1900, 60) for y in range(0, 1000, 60)], np.float32)
+    views, uncovered = coverage.zoom_views(1080, 1920, boxes, np.linspace(0.29, 0.1, len(boxes), dtype=np.float32))
+    assert len(views) == coverage.ZOOM_MAX_CROPS and int(uncovered.sum()) == len(boxes) - coverage.ZOOM_MAX_CROPS
+    assert not uncovered[:coverage.ZOOM_MAX_CROPS].any()  # the best candidates get the crops
+    frame = np.array(max(hd_set, key=lambda f: len(f.boxes)).image)
+    uncapped = default_detector.detect(frame)
+    monkeypatch.setattr(coverage, "ZOOM_MAX_CROPS", 3)
+    capped = default_detector.detect(frame)
+    assert len(capped) > len(uncapped)  # more boxes: the unzoomed candidates kept as faces
+    assert (iou_matrix(uncapped.boxes, capped.boxes).max(axis=1) > 0.3).mean() > 0.9
