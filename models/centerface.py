@@ -62,10 +62,19 @@ def prepare_graph(path: Path) -> bytes:
 
 def nms(boxes: npt.NDArray[np.float32], scores: npt.NDArray[np.float32], iou: float) -> npt.NDArray[np.intp]:
     """Greedy non-maximum suppression; returns kept indices, best score first."""
+    return merge_overlaps(boxes, scores, iou)[0]
+
+
+def merge_overlaps(boxes: npt.NDArray[np.float32], scores: npt.NDArray[np.float32],
+                   iou: float) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.float32]]:
+    """Greedy NMS that also returns, for each kept box, the union of the boxes it suppressed. Across views the
+    union is what hides a face: a confident fragment of a close-up face (an eye and a cheek) must not remove the
+    shrunk view's box of the whole face, it must grow into it."""
     order = np.argsort(-scores, kind="stable")
     x1, y1, x2, y2 = boxes[:, 0], boxes[:, 1], boxes[:, 2], boxes[:, 3]
     areas = np.maximum(x2 - x1, 0) * np.maximum(y2 - y1, 0)
     keep: list[int] = []
+    merged: list[npt.NDArray[np.float32]] = []
     while order.size:
         i = int(order[0])
         keep.append(i)
@@ -74,8 +83,10 @@ def nms(boxes: npt.NDArray[np.float32], scores: npt.NDArray[np.float32], iou: fl
         h = np.maximum(0.0, np.minimum(y2[i], y2[rest]) - np.maximum(y1[i], y1[rest]))
         inter = w * h
         overlap = inter / np.maximum(areas[i] + areas[rest] - inter, 1e-6)
+        group = boxes[np.concatenate([[i], rest[overlap > iou]])]
+        merged.append(np.concatenate([group[:, :2].min(axis=0), group[:, 2:].max(axis=0)]))
         order = rest[overlap <= iou]
-    return np.asarray(keep, dtype=np.intp)
+    return np.asarray(keep, dtype=np.intp), np.asarray(merged, np.float32).reshape(-1, 4)
 
 
 @dataclass(frozen=True)
@@ -172,7 +183,7 @@ class CenterFaceDetector:
                 for i, (r, size) in enumerate(zip(requests, sizes, strict=True))
                 for view in coverage.plan(r.frame.shape[0], r.frame.shape[1], size)]
         first = self._run(requests, jobs)
-        seen = {job.request for job in jobs}
+        seen = {found.job.request for found in first}
         if seen != set(range(len(requests))):  # never "no faces" for a frame that was not looked at
             raise RuntimeError(f"no detection was made for request(s) {sorted(set(range(len(requests))) - seen)}")
         per_request: list[list[_Found]] = [[] for _ in requests]
@@ -233,19 +244,23 @@ class CenterFaceDetector:
                     shift = np.asarray([view.x0, view.y0], np.float32)
                     boxes = np.asarray(boxes / view.scale + np.tile(shift, 2), np.float32)
                     marks = np.asarray(marks / view.scale + shift, np.float32)
-                    if job.zoom:  # only faces the crop saw whole, and small: larger ones are the first pass's
-                        frame = requests[job.request].frame
+                    if view.min_face:
                         sides = np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
+                        large = sides >= view.min_face
+                        boxes, scores, marks = boxes[large], scores[large], marks[large]
+                    if job.zoom:  # only faces the crop saw whole: one touching its edge may be a fragment
+                        frame = requests[job.request].frame
                         whole = ~coverage.inner_edge_contact(boxes, view, frame.shape[0], frame.shape[1])
-                        ok = whole & (sides < (view.x1 - view.x0) * 0.75)
-                        boxes, scores, marks = boxes[ok], scores[ok], marks[ok]
+                        boxes, scores, marks = boxes[whole], scores[whole], marks[whole]
                     out.append(_Found(job, boxes, scores, marks))
         return out
 
     def _merge(self, height: int, width: int, parts: Sequence[_Found]) -> FaceDetections:
         """One set of faces from every view: boxes touching a tile's inner edge dropped (a face cut there is whole
         in a neighbouring tile when it is up to OVERLAP px, and large in the overview when it is larger; the edge
-        itself, where the network sees padding, makes spurious peaks), then NMS across views."""
+        itself, where the network sees padding, makes spurious peaks), then NMS across views in which the kept box
+        grows to the union of those it suppresses: the fragments a close-up face gives at full resolution never
+        shrink the shrunk view's box of the whole face."""
         if not parts:
             return FaceDetections.empty((width, height))
         whole = [~coverage.inner_edge_contact(p.boxes, p.job.view, height, width) if p.job.view.tiled
@@ -255,8 +270,8 @@ class CenterFaceDetector:
         marks: npt.NDArray[np.float32] = np.concatenate([p.landmarks[w] for p, w in zip(parts, whole, strict=True)])
         boxes, scores, marks = boxes.reshape(-1, 4), scores.reshape(-1), marks.reshape(-1, 5, 2)
         if len(parts) > 1 and len(boxes):
-            keep = nms(boxes, scores, self.config.nms_iou)
-            boxes, scores, marks = boxes[keep], scores[keep], marks[keep]
+            keep, boxes = merge_overlaps(boxes, scores, self.config.nms_iou)
+            scores, marks = scores[keep], marks[keep]
         boxes = boxes.copy()
         np.clip(boxes[:, 0::2], 0, width, out=boxes[:, 0::2])
         np.clip(boxes[:, 1::2], 0, height, out=boxes[:, 1::2])

@@ -34,8 +34,8 @@ def _detector_args(parser: argparse.ArgumentParser) -> None:
                              "(tiles above 2048 px), plus a 2x look at every small face candidate: finds faces "
                              "down to ~8 px, for 1.4-4.5x the time of fast (640x480 to 1080p, BENCHMARKS.md). "
                              "fast: shrunk at most 2x, "
-                             "never below 640 px, no small-face pass: faces under ~32 px are missed. N: the long "
-                             "side shrunk (or enlarged) to N px (default: %(default)s)")
+                             "never below 640 px, no small-face pass: most faces under 16 px are missed. N: the "
+                             "long side scaled to N px (live streams never enlarge) (default: %(default)s)")
     parser.add_argument("--threshold", type=float, default=d.threshold,
                         help="face score threshold; lower finds more faces and more false alarms "
                              "(default: %(default)s)")

@@ -94,14 +94,17 @@ def _spans_ok(length: int) -> None:
 @pytest.mark.parametrize("length", [TILE + 1, 3000, 3840, 4096, 7680, 12000])
 def test_tiles_cover_the_frame_with_enough_overlap(length: int) -> None:
     _spans_ok(length)
-    views = plan(2160, length, "full")
-    assert views[-1].scale < 1 and not views[-1].tiled  # the overview, for faces larger than the overlap
-    assert max(views[-1].input_size()) == coverage.OVERVIEW
+    *tiles, overview, whole = plan(2160, length, "full")
+    assert all(t.tiled and t.scale == 1 for t in tiles)
+    assert not overview.tiled and max(overview.input_size()) == coverage.OVERVIEW  # faces larger than the overlap
+    assert not whole.tiled and max(whole.input_size()) == coverage.WHOLE  # close-ups
 
 
-def test_frames_up_to_the_tile_size_run_whole_at_their_own_resolution() -> None:
-    assert plan(1080, 1920, "full") == [View(0, 0, 1920, 1080, 1.0)]
-    assert plan(480, 640, "full") == [View(0, 0, 640, 480, 1.0)]
+def test_frames_up_to_the_tile_size_run_whole_at_their_own_resolution_and_shrunk() -> None:
+    assert plan(1080, 1920, "full") == [View(0, 0, 1920, 1080, 1.0),
+                                        View(0, 0, 1920, 1080, coverage.WHOLE / 1920,
+                                             min_face=coverage.SHRUNK_MIN_FACE)]
+    assert plan(480, 640, "full") == [View(0, 0, 640, 480, 1.0)]  # no face here is too large for 640 px
 
 
 @pytest.mark.parametrize(("size", "long_side"), [((640, 480), 640), ((320, 240), 320), ((1280, 720), 640),
@@ -174,6 +177,8 @@ def test_fast_coverage_is_what_a_webcam_session_asks_for() -> None:
     from streamer.server.config import ServerConfig
 
     assert ServerConfig().webcam_detect_size == "fast"
+    with pytest.raises(ValueError, match="--webcam-detect-size"):
+        ServerConfig(webcam_detect_size="tiny")  # type: ignore[arg-type]
     assert ServerConfig().detector.detect_size == "full"
     assert math.isclose(plan(720, 1280, ServerConfig().webcam_detect_size)[0].scale, 0.5)
 
@@ -192,3 +197,40 @@ def test_zoom_crops_are_capped_and_candidates_over_the_cap_stay_faces(default_de
     capped = default_detector.detect(frame)
     assert len(capped) > len(uncapped)  # more boxes: the unzoomed candidates kept as faces
     assert (iou_matrix(uncapped.boxes, capped.boxes).max(axis=1) > 0.3).mean() > 0.9
+
+
+@pytest.mark.parametrize("side", [1400, 2000, 2600, 3400])
+def test_close_up_faces_are_covered_whole(default_detector: Any, astronaut_bgr: npt.NDArray[np.uint8],
+                                          side: int) -> None:
+    """At its own resolution a face of more than ~600 px comes back as fragments (an eye, a cheek) that leave the
+    mouth or chin out; full coverage's shrunk view must still hide the whole face, up to a face filling the frame
+    and through the tiles of a large photo."""
+    from streamer.anonymize import pad_boxes
+
+    (fx1, fy1, fx2, fy2), = default_detector.detect(astronaut_bgr).boxes.astype(int)
+    cx, cy, half = (fx1 + fx2) // 2, (fy1 + fy2) // 2, int(max(fx2 - fx1, fy2 - fy1) * 0.8)
+    head = astronaut_bgr[max(0, cy - half):cy + half, max(0, cx - half):cx + half]  # the face and a margin
+    big = np.asarray(cv2.resize(head, (side, side), interpolation=cv2.INTER_CUBIC), np.uint8)
+    reference = default_detector.detect(big, detect_size=640)  # seen small, the face is one box
+    assert len(reference) == 1
+    x1, y1, x2, y2 = reference.boxes[0].astype(int)
+    assert x2 - x1 > 600  # a face that native resolution breaks into pieces
+    found = default_detector.detect(big)
+    mask = np.zeros(big.shape[:2], bool)
+    for a, b, c, d in pad_boxes(found.boxes, 1.3, side, side):
+        mask[b:d, a:c] = True
+    assert mask[y1:y2, x1:x2].mean() > 0.99, (found.boxes.round().tolist(), reference.boxes.round().tolist())
+
+
+def test_a_confident_fragment_never_shrinks_the_whole_face_box() -> None:
+    from models.centerface import merge_overlaps, nms
+
+    whole = [100, 100, 700, 800]  # the shrunk view's box of a close-up face, lower score
+    fragment = [120, 120, 560, 620]  # IoU 0.52 with it, higher score
+    boxes = np.asarray([fragment, whole], np.float32)
+    scores = np.asarray([0.9, 0.6], np.float32)
+    assert nms(boxes, scores, 0.3).tolist() == [0]  # plain NMS keeps only the fragment
+    keep, merged = merge_overlaps(boxes, scores, 0.3)
+    assert keep.tolist() == [0] and merged.tolist() == [whole]  # merging keeps the whole face covered
+    apart = np.asarray([whole, [900, 100, 1000, 200]], np.float32)
+    assert merge_overlaps(apart, scores, 0.3)[1].tolist() == apart.tolist()

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from models import DetectorConfig
-from models.coverage import DetectSize
+from models.coverage import DetectSize, parse_detect_size
 from models.precision import PrecisionChoice
 from models.runtime import Device
 
@@ -111,6 +111,10 @@ class ServerConfig:
     def __post_init__(self) -> None:
         if self.token is not None:
             _check_token(self.token)
+        try:
+            object.__setattr__(self, "webcam_detect_size", parse_detect_size(self.webcam_detect_size))
+        except ValueError as exc:
+            raise ValueError(f"--webcam-detect-size: {exc}") from None
         if self.max_sessions < 1:
             raise ValueError("--max-sessions must be at least 1")
         if self.max_viewers < 1:
