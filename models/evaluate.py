@@ -37,6 +37,13 @@ class Match:
 def match(truth_xyxy: npt.NDArray[np.float32], found_xyxy: npt.NDArray[np.float32], iou: float = 0.3) -> Match:
     """Greedy one-to-one matching, best IoU first. Unmatched detections count as false positives (some real
     background faces are not annotated in the test set, so this over-counts them)."""
+    used_t, used_f = matched_pairs(truth_xyxy, found_xyxy, iou)
+    return Match(truth_xyxy.shape[0], len(used_t), found_xyxy.shape[0] - len(used_f))
+
+
+def matched_pairs(truth_xyxy: npt.NDArray[np.float32], found_xyxy: npt.NDArray[np.float32],
+                  iou: float = 0.3) -> tuple[set[int], set[int]]:
+    """Indices of the truth boxes and of the detections that greedy one-to-one matching pairs, best IoU first."""
     m = iou_matrix(truth_xyxy, found_xyxy)
     used_t: set[int] = set()
     used_f: set[int] = set()
@@ -47,7 +54,7 @@ def match(truth_xyxy: npt.NDArray[np.float32], found_xyxy: npt.NDArray[np.float3
         if t not in used_t and f not in used_f:
             used_t.add(t)
             used_f.add(f)
-    return Match(truth_xyxy.shape[0], len(used_t), found_xyxy.shape[0] - len(used_f))
+    return used_t, used_f
 
 
 def load_truth(json_path: Path) -> npt.NDArray[np.float32]:

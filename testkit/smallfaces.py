@@ -158,19 +158,10 @@ class BandScore:
     def add(self, frame: AnnotatedFrame, found: Boxes, iou: float = 0.3) -> None:
         """Greedy one-to-one matching at ``iou``; an unmatched detection whose centre is in an ignore region is
         not a false positive."""
-        from models.evaluate import iou_matrix
+        from models.evaluate import matched_pairs
 
         found = np.asarray(found, np.float32).reshape(-1, 4)
-        m = iou_matrix(frame.boxes, found)
-        used_t: set[int] = set()
-        used_f: set[int] = set()
-        for flat in np.argsort(-m, axis=None):
-            t, f = divmod(int(flat), m.shape[1])
-            if m[t, f] < iou:
-                break
-            if t not in used_t and f not in used_f:
-                used_t.add(t)
-                used_f.add(f)
+        used_t, used_f = matched_pairs(frame.boxes, found, iou)
         for t, size in enumerate(frame.face_sizes):
             band = band_of(float(size))
             self.faces[band] += 1
