@@ -2,34 +2,54 @@
 #   GPU (default target): docker build -t face-streamer:gpu .
 #   CPU:                  docker build --target cpu -t face-streamer:cpu .
 # The GPU image carries onnxruntime-gpu with its CUDA and cuDNN libraries from PyPI, so the host needs only the
-# NVIDIA driver and the NVIDIA container toolkit.
+# NVIDIA driver and the NVIDIA container toolkit. Where the base image cannot be pulled, build with
+# --build-arg BASE_IMAGE=... (scripts/images builds a stand-in from Debian's packages).
+# Layers go from what changes least to what changes most: a code change rebuilds only the last COPY layers.
+ARG BASE_IMAGE=python:3.11.11-slim-bookworm
 
-FROM python:3.11.11-slim-bookworm AS common
+FROM ${BASE_IMAGE} AS common
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
-    PIP_DISABLE_PIP_VERSION_CHECK=1
+    PYTHONPATH=/app \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_NO_CACHE_DIR=1 \
+    STREAMER_PORT=9002
 WORKDIR /app
 RUN useradd --system --uid 10001 --user-group --home-dir /app --shell /usr/sbin/nologin streamer
-COPY pyproject.toml README.md ./
-COPY scripts/install-image.sh scripts/
-COPY requirements requirements
-COPY models models
-COPY streamer streamer
-COPY web web
-# Readiness: the model loaded and its provider known. The start period covers start-up, the warm-up inference
-# and, on a GPU, CUDA/cuDNN initialisation.
+# Readiness: the model loaded and its provider known, on $STREAMER_PORT (http or https). The start period covers
+# start-up, the warm-up inference and, on a GPU, CUDA/cuDNN initialisation.
 HEALTHCHECK --interval=15s --timeout=5s --start-period=120s --retries=3 \
-    CMD ["python", "-c", "import sys, urllib.request; sys.exit(urllib.request.urlopen('http://127.0.0.1:9002/healthz', timeout=4).status != 200)"]
+    CMD ["python", "-m", "streamer.healthcheck"]
 EXPOSE 9002
 ENTRYPOINT ["python", "-m", "streamer"]
 
+# The dependency lists alone: the install layers below are rebuilt only when these lists change, not on every
+# edit of pyproject.toml.
+FROM common AS requirements
+COPY pyproject.toml scripts/install-image.sh ./
+RUN sh install-image.sh requirements cpu > cpu.txt && sh install-image.sh requirements gpu > gpu.txt
+
 FROM common AS cpu
-RUN sh scripts/install-image.sh cpu
+COPY scripts/install-image.sh scripts/
+COPY requirements requirements
+COPY --from=requirements /app/cpu.txt requirements/image.txt
+RUN sh scripts/install-image.sh deps requirements/image.txt
+COPY models models
+RUN sh scripts/install-image.sh weights cpu
+COPY streamer streamer
+COPY web web
 USER 10001
-CMD ["serve", "--host", "0.0.0.0", "--port", "9002", "--device", "cpu"]
+CMD ["serve", "--host", "0.0.0.0", "--device", "cpu"]
 
 FROM common AS gpu
-RUN sh scripts/install-image.sh gpu
+COPY scripts/install-image.sh scripts/
+COPY requirements requirements
+COPY --from=requirements /app/gpu.txt requirements/image.txt
+RUN sh scripts/install-image.sh deps requirements/image.txt
+COPY models models
+RUN sh scripts/install-image.sh weights gpu
+COPY streamer streamer
+COPY web web
 USER 10001
 # --require-gpu: the service refuses to start unless its warm-up inference really ran on CUDA.
-CMD ["serve", "--host", "0.0.0.0", "--port", "9002", "--device", "cuda", "--require-gpu"]
+CMD ["serve", "--host", "0.0.0.0", "--device", "cuda", "--require-gpu"]

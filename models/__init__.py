@@ -9,6 +9,12 @@ from typing import Protocol
 import numpy as np
 import numpy.typing as npt
 
+# ONNX Runtime's PyPI builds (1.31) queue usage telemetry for Microsoft's collector in
+# ~/.cache/Microsoft/DeveloperTools/.onnxruntime (a device id and an event database) unless this is set before
+# onnxruntime is first imported; ``disable_telemetry_events()`` afterwards is too late. A privacy tool sends
+# nothing anywhere by default; an operator may still set it to 0.
+os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+
 from .centerface import CenterFaceDetector, DetectorConfig
 from .coverage import DetectSize
 from .detections import FaceDetections

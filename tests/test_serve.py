@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 import ssl
 import subprocess
@@ -26,8 +27,10 @@ def free_port() -> int:
 @pytest.fixture(scope="module")
 def server() -> Iterator[str]:
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "streamer", "serve", "--port", str(port), "--device", "cpu"],
-                            cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    # The port from $STREAMER_PORT, as the image and compose set it.
+    proc = subprocess.Popen([sys.executable, "-m", "streamer", "serve", "--device", "cpu"], cwd=REPO_ROOT,
+                            env={**os.environ, "STREAMER_PORT": str(port)}, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
@@ -52,6 +55,21 @@ def test_healthz_reports_ready_and_the_provider_in_use(server: str) -> None:
         body = json.load(response)
     assert body["status"] == "ok" and body["ready"] is True and body["error"] is None
     assert body["provider"] == "CPUExecutionProvider" and body["sessions"] == 0
+
+
+def health_probe(port: int | str) -> subprocess.CompletedProcess[str]:
+    """The container's HEALTHCHECK command, pointed at ``port`` as the image's $STREAMER_PORT does."""
+    return subprocess.run([sys.executable, "-m", "streamer.healthcheck"], cwd=REPO_ROOT, capture_output=True,
+                          text=True, timeout=60, check=False, env={**os.environ, "STREAMER_PORT": str(port)})
+
+
+def test_the_container_health_check_follows_the_service(server: str) -> None:
+    ready = health_probe(server.rsplit(":", 1)[1])
+    assert ready.returncode == 0 and "/healthz 200: ok" in ready.stdout, ready.stdout + ready.stderr
+    nobody = health_probe(free_port())
+    assert nobody.returncode == 1 and "no answer on 127.0.0.1" in nobody.stdout
+    wrong = health_probe("http")
+    assert wrong.returncode == 1 and "is not a TCP port" in wrong.stdout
 
 
 def test_page_is_served_with_a_strict_csp(server: str) -> None:
@@ -118,6 +136,9 @@ def test_tls_serves_https(tmp_path: Path) -> None:
                 time.sleep(0.2)
         with pytest.raises((urllib.error.URLError, ConnectionError)):  # plain http on the TLS port fails
             urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5)
+        # The container's health check finds the service on https by itself.
+        probe = health_probe(port)
+        assert probe.returncode == 0, probe.stdout + probe.stderr
     finally:
         proc.terminate()
         proc.wait(timeout=10)

@@ -25,6 +25,7 @@ from models.runtime import CUDA
 
 from ..cameras import CameraManager, load_cameras_file, parse_camera_arg
 from ..detection_service import BatchPolicy, DetectionService, cpu_inference_workers
+from ..healthcheck import default_port
 from ..jobs import JobManager
 from ..settings import MODES, LiveSettings
 from ..sources.rtsp import RtspOptions
@@ -267,7 +268,8 @@ def create_app(config: ServerConfig | None = None, detector: CenterFaceDetector 
 
 def config_from_args(args: argparse.Namespace) -> ServerConfig:
     return ServerConfig(
-        host=args.host, port=args.port, device=args.device, model=args.model, precision=args.precision,
+        host=args.host, port=default_port() if args.port is None else args.port, device=args.device,
+        model=args.model, precision=args.precision,
         # One single-threaded inference per core at once (DetectionService's workers), as for files.
         detector=DetectorConfig(detect_size=args.detect_size, threshold=args.threshold, threads=args.threads or 1,
                                 spin_wait=False),
