@@ -4,7 +4,8 @@
 # The GPU image carries onnxruntime-gpu with its CUDA and cuDNN libraries from PyPI, so the host needs only the
 # NVIDIA driver and the NVIDIA container toolkit. Where the base image cannot be pulled, build with
 # --build-arg BASE_IMAGE=... (scripts/images builds a stand-in from Debian's packages).
-# Layers go from what changes least to what changes most: a code change rebuilds only the last COPY layers.
+# Layers go from what changes least to what changes most: an edit under streamer/ or web/ rebuilds only the last
+# two COPY layers; one under models/ also fetches and checks the weights again (and rebuilds the int8 model).
 ARG BASE_IMAGE=python:3.11.11-slim-bookworm
 
 FROM ${BASE_IMAGE} AS common

@@ -17,7 +17,8 @@ from ._common import markdown_table
 
 DOCKER = os.environ.get("DOCKER") or ("/usr/bin/docker" if Path("/usr/bin/docker").exists() else "docker")
 IMAGES = ("face-streamer:cpu", "face-streamer:gpu")
-SITE = "/usr/local/lib/python3.11/dist-packages"
+# Debian's Python (the stand-in base) installs into dist-packages, python:*-slim into site-packages.
+SITE = "/usr/local/lib/python3.11/*-packages"
 
 
 def docker(*args: str) -> str:

@@ -50,10 +50,12 @@ def preload_cuda_libraries(ort: Any) -> list[str]:
             preload = getattr(ort, "preload_dlls", None)
             report = io.StringIO()
             if preload is not None:
+                # sys.stdout is swapped process-wide for this moment; it runs once, while the detector loads.
                 with contextlib.redirect_stdout(report):
                     preload(cuda=True, cudnn=True, msvc=False)
-            _preloaded = [line.strip() for line in report.getvalue().splitlines() if line.startswith("Failed")]
-            for line in _preloaded:
+            lines = [line.strip() for line in report.getvalue().splitlines() if line.strip()]
+            _preloaded = [line for line in lines if line.startswith("Failed")]
+            for line in lines:  # failures, and warnings such as "not supported for preloading"
                 logger.warning("CUDA preload: %s", line)
         return list(_preloaded)
 
@@ -82,8 +84,8 @@ def explain_cuda_failure(reason: str | None) -> str:
     if "libcuda.so" in reason:
         return (f"the NVIDIA driver is missing ({reason}): this machine or container has no NVIDIA driver or GPU; in "
                 "Docker, run with --gpus all (or the compose GPU reservation) and the NVIDIA container toolkit")
-    return (f"a library of the GPU install is missing ({reason}); reinstall with `pip install -e .[gpu]` "
-            "(onnxruntime-gpu[cuda,cudnn] brings CUDA and cuDNN)")
+    return (f"a library of the GPU install is missing ({reason}); reinstall onnxruntime-gpu[cuda,cudnn], which "
+            "brings CUDA and cuDNN (`pip install -e .[gpu]`, or rebuild the gpu image)")
 
 
 def create_session(model: bytes, device: Device = "auto", *, threads: int = 0,

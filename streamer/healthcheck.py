@@ -14,6 +14,7 @@ import ssl
 import sys
 
 DEFAULT_PORT = 9002
+MAX_BODY = 8 * 1024 * 1024
 PORT_ENV = "STREAMER_PORT"
 
 
@@ -40,7 +41,8 @@ def _ask(port: int, tls: bool, timeout: float) -> tuple[int, bytes]:
     try:
         connection.request("GET", "/healthz")
         response = connection.getresponse()
-        return response.status, response.read(65536)
+        # The whole body (many cameras make it long), within a bound a healthy service never nears.
+        return response.status, response.read(MAX_BODY)
     finally:
         connection.close()
 

@@ -126,3 +126,14 @@ def ns_loop(netns: NetNamespace) -> Iterator[NamespaceLoop]:
 def artifacts_dir() -> Path:
     ARTIFACTS_DIR.mkdir(exist_ok=True)
     return ARTIFACTS_DIR
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The image tests run against images scripts/images has just built, and only from there
+    (``STREAMER_IMAGE_TESTS=1``): any other run, whatever its ``-m``, leaves them out."""
+    if os.environ.get("STREAMER_IMAGE_TESTS") == "1":
+        return
+    kept = [item for item in items if item.get_closest_marker("image") is None]
+    if len(kept) != len(items):
+        config.hook.pytest_deselected(items=[item for item in items if item not in kept])
+        items[:] = kept

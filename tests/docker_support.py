@@ -64,7 +64,11 @@ class Container:
     @classmethod
     def run(cls, image: str, *command: str, tag: str, options: tuple[str, ...] = ()) -> Container:
         name = unique_name(tag)
-        cid = docker("run", "-d", "--name", name, *options, image, *command).stdout.strip()
+        try:
+            cid = docker("run", "-d", "--name", name, *options, image, *command).stdout.strip()
+        except (DockerError, subprocess.TimeoutExpired):
+            docker("rm", "-f", name, check=False)  # created but not started
+            raise
         return cls(cid, name)
 
     def inspect(self) -> dict[str, Any]:
@@ -97,8 +101,8 @@ class Container:
         done = docker("wait", self.id, timeout=limit_s)
         return int(done.stdout.strip())
 
-    def exec(self, *command: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        return docker("exec", self.id, *command, check=check, timeout=120)
+    def exec(self, *command: str, check: bool = True, user: str | None = None) -> subprocess.CompletedProcess[str]:
+        return docker("exec", *(("-u", user) if user else ()), self.id, *command, check=check, timeout=120)
 
     def logs(self) -> str:
         done = docker("logs", self.id, check=False)

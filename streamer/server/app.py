@@ -11,6 +11,7 @@ import asyncio
 import dataclasses
 import json
 import logging
+import os
 import ssl
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -25,7 +26,7 @@ from models.runtime import CUDA
 
 from ..cameras import CameraManager, load_cameras_file, parse_camera_arg
 from ..detection_service import BatchPolicy, DetectionService, cpu_inference_workers
-from ..healthcheck import default_port
+from ..healthcheck import PORT_ENV, default_port
 from ..jobs import JobManager
 from ..settings import MODES, LiveSettings
 from ..sources.rtsp import RtspOptions
@@ -303,6 +304,10 @@ def run(args: argparse.Namespace) -> None:
     scheme = "https" if ssl_context else "http"
     logger.info("[server] listening on %s://%s:%d (max %d sessions, ICE servers: %s)", scheme, config.host,
                 config.port, config.max_sessions, json.dumps([s.url for s in config.ice_servers]))
+    env_port = os.environ.get(PORT_ENV, "").strip()
+    if env_port and env_port != str(config.port):
+        logger.warning("[server] listening on port %d but %s=%s: a container's health check probes %s, so set "
+                       "the port there rather than with --port", config.port, PORT_ENV, env_port, PORT_ENV)
     if config.token is None and config.host not in ("127.0.0.1", "::1", "localhost"):
         logger.warning("[server] no access token: anyone who can reach %s:%d may use the service (--token)",
                        config.host, config.port)
