@@ -13,7 +13,8 @@ For each number of cameras, three processes run in the namespace:
 - an RTSP server (GStreamer, the script :data:`GST_SERVER` run by ``/usr/bin/python3``, like tests/rtsp_server.py)
   on the namespace's 127.0.0.1, one mount per camera, every mount playing the same prepared clip in real time
   from its start for each client;
-- the service: ``python -m streamer serve --host 10.77.0.1 --device cpu --camera c1=rtsp://127.0.0.1:P/c1 ...``
+- the service: ``python -m streamer serve --insecure-no-token --host 10.77.0.1 --device cpu
+  --camera c1=rtsp://127.0.0.1:P/c1 ...``
   (cameras on demand: each starts with its first viewer);
 - the viewers: one process of receive-only aiortc peers (``POST /whep/{camera}``, ``iceServers=[]``). It connects
   the first number of ``--viewers`` to *each* camera, waits for every one's first frame, then ``--warmup`` s, and
@@ -671,8 +672,8 @@ def _tail(path: Path, chars: int = 1500) -> str:
 
 def service_command(py: str, port: int, rtsp_port: int, names: list[str], args: argparse.Namespace) -> list[str]:
     max_viewers = len(names) * max(args.viewer_counts) + 4
-    cmd = [py, "-m", "streamer", "serve", "--host", SERVER_ADDR, "--port", str(port), "--device", args.device,
-           "--max-viewers", str(max_viewers)]
+    cmd = [py, "-m", "streamer", "serve", "--insecure-no-token", "--host", SERVER_ADDR, "--port", str(port),
+           "--device", args.device, "--max-viewers", str(max_viewers)]
     for name in names:
         cmd += ["--camera", f"{name}=rtsp://127.0.0.1:{rtsp_port}/{name}"]
     return cmd + shlex.split(args.server_args)
@@ -889,7 +890,8 @@ def render(results: list[RunResult], args: argparse.Namespace, command: str, mac
         f"- Clip: {clip_text}. Each camera is an RTSP mount of GStreamer's RTSP server playing it in real time from "
         "its start; every camera plays the same clip, started when the service first pulls it.",
         "- Processes in a network namespace made for the run: the RTSP server (127.0.0.1 there), the service "
-        f"(`ip netns exec NS python -m streamer serve --host 10.77.0.1 --port P --device {args.device} "
+        "(`ip netns exec NS python -m streamer serve --insecure-no-token --host 10.77.0.1 --port P "
+        f"--device {args.device} "
         "--max-viewers N --camera c1=rtsp://127.0.0.1:RP/c1 ...`"
         + (f" plus `{args.server_args}`" if args.server_args else "") + "; cameras on demand), and one process "
         "with every viewer (aiortc, receive-only WHEP, VP8 from the service, one encoder per viewer).",

@@ -13,7 +13,8 @@ For each frame size, two servers are measured one after the other, each in its o
 - **echo**: a plain aiortc peer that sends the client's own video back (decoded, newest frame wins, re-encoded
   with VP8 like ours). It is the floor: what WebRTC, two codecs and this machine cost anyway. It hides nothing,
   so its frames show that the judges see the faces through VP8 both ways.
-- **ours**: ``python -m streamer serve --host 10.77.0.1 --device cpu`` (readiness: ``GET /healthz`` 200).
+- **ours**: ``python -m streamer serve --insecure-no-token --host 10.77.0.1 --device cpu`` (readiness:
+  ``GET /healthz`` 200).
 
 The client is a third process in the namespace (aiortc, ``iceServers=[]``), so client encode/decode and the server
 share the cores as they would on one laptop. It plays a ground-truth clip (``testkit.truth.virtual_camera``: a
@@ -751,7 +752,7 @@ def run_one(ns: Namespace, size: str, server: str, port: int, args: argparse.Nam
     if server == "echo":
         server_cmd = [py, "-m", "bench.live_loopback", "_echo", "--host", SERVER_ADDR, "--port", str(port)]
     else:
-        server_cmd = [py, "-m", "streamer", "serve", "--host", SERVER_ADDR, "--port", str(port),
+        server_cmd = [py, "-m", "streamer", "serve", "--insecure-no-token", "--host", SERVER_ADDR, "--port", str(port),
                       "--device", args.device, *shlex.split(args.server_args)]
     shown = shlex.join(["ip", "netns", "exec", "NS", *["python" if c == py else c for c in server_cmd]])
     server_log = logs / f"{size}-{server}-server.log"
@@ -823,8 +824,9 @@ def run_ramp(ns: Namespace, args: argparse.Namespace, port: int, logs: Path) -> 
             server_cmd = [py, "-m", "bench.live_loopback", "_echo", "--host", SERVER_ADDR, "--port", str(port)]
         else:
             # Room for every step's sessions (the default --max-sessions is 4); the user's --server-args come last.
-            server_cmd = [py, "-m", "streamer", "serve", "--host", SERVER_ADDR, "--port", str(port), "--device",
-                          args.device, "--max-sessions", str(args.ramp_max + 2), *shlex.split(args.server_args)]
+            server_cmd = [py, "-m", "streamer", "serve", "--insecure-no-token", "--host", SERVER_ADDR, "--port",
+                          str(port), "--device", args.device,
+                          "--max-sessions", str(args.ramp_max + 2), *shlex.split(args.server_args)]
         shown = shlex.join(["ip", "netns", "exec", "NS", *["python" if c == py else c for c in server_cmd]])
         print(f"[live] ramp {server}: {shown}", file=sys.stderr, flush=True)
         server_log = logs / f"ramp-{server}-server.log"
@@ -1082,7 +1084,7 @@ def render(results: list[RunResult], args: argparse.Namespace, command: str, mac
         f"- Source: {clip_text}. It plays like a camera at its own rate. {args.warmup:g} s warm-up, then "
         f"{args.seconds:g} s measured.",
         "- Three processes run in a network namespace created for the run. The server is `ip netns exec NS python "
-        f"-m streamer serve --host 10.77.0.1 --port P --device {args.device}"
+        f"-m streamer serve --insecure-no-token --host 10.77.0.1 --port P --device {args.device}"
         + (f" {args.server_args}" if args.server_args else "") + "` or the aiortc echo `python -m "
         "bench.live_loopback _echo`. The client is aiortc. VP8 both ways; every hop decodes and re-encodes.",
         "- fps: frames sent in the window that came back with a valid code, per second of window.",

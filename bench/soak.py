@@ -569,8 +569,9 @@ def main(argv: list[str] | None = None) -> int:
         server_log, client_log = Path(tmp) / "server.log", Path(tmp) / "client.log"
         try:
             ns.create()
-            server_cmd = [py, "-m", "streamer", "serve", "--host", SERVER_ADDR, "--port", str(port), "--device",
-                          "cpu", "--max-sessions", str(args.sessions), *shlex.split(args.server_args)]
+            server_cmd = [py, "-m", "streamer", "serve", "--insecure-no-token", "--host", SERVER_ADDR, "--port",
+                          str(port), "--device", "cpu",
+                          "--max-sessions", str(args.sessions), *shlex.split(args.server_args)]
             with server_log.open("wb") as slog, client_log.open("wb") as clog:
                 proc = subprocess.Popen(ns.exec(*server_cmd), cwd=REPO, stdout=slog, stderr=subprocess.STDOUT)
                 try:

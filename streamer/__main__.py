@@ -95,12 +95,33 @@ def build_parser() -> argparse.ArgumentParser:
                         "cookie), players and scripts send Authorization: Bearer TOKEN (default: $STREAMER_TOKEN, "
                         "else none; prefer the variable or --token-file, command lines are visible to other users)")
     p.add_argument("--token-file", type=Path, default=None,
-                   help="read the access token from this file (a Docker secret, for example)")
+                   help="read the access token from this file (a Docker secret, for example; default: "
+                        "$STREAMER_TOKEN_FILE)")
+    p.add_argument("--insecure-no-token", action="store_true",
+                   help="DANGEROUS: listen on a non-loopback address without a token, so anyone who can reach it "
+                        "may watch every camera, read every upload and start sessions. Only for a deployment that "
+                        "puts its own authentication in front (a reverse proxy, a VPN)")
+    p.add_argument("--allowed-host", action="append", metavar="NAME",
+                   default=[h for h in os.environ.get("STREAMER_ALLOWED_HOSTS", "").replace(",", " ").split() if h],
+                   help="a host name (or address) browsers and players use to reach the server, besides loopback "
+                        "and the addresses it listens on; others get 421 (repeatable; default: "
+                        "$STREAMER_ALLOWED_HOSTS, space-separated)")
     p.add_argument("--ice-server", action="append", metavar="URL",
                    default=[u for u in os.environ.get("STREAMER_ICE_SERVERS", "").split() if u],
                    help="STUN/TURN server for WebRTC, repeatable: stun:HOST[:PORT] or "
                         "turn:USER:PASSWORD@HOST[:PORT][?transport=udp|tcp] (default: $STREAMER_ICE_SERVERS, "
                         "space-separated, else none; never a public one)")
+    p.add_argument("--turn-url", action="append", metavar="URL",
+                   default=[u for u in os.environ.get("STREAMER_TURN_URLS", "").split() if u],
+                   help="a TURN relay that shares --turn-secret-file with the server (coturn's use-auth-secret): "
+                        "turn:HOST[:PORT][?transport=udp|tcp], repeatable; browsers get a credential that expires "
+                        "after --turn-ttl instead of a lasting password (default: $STREAMER_TURN_URLS)")
+    p.add_argument("--turn-secret-file", type=Path, default=None,
+                   help="the secret shared with the TURN relay (default: $STREAMER_TURN_SECRET_FILE, else "
+                        "$STREAMER_TURN_SECRET)")
+    p.add_argument("--turn-ttl", type=float, default=None,
+                   help="seconds a TURN credential from /config may start a relay (default: 3600; a relay in use "
+                        "keeps working past it)")
     p.add_argument("--audio", choices=("drop", "passthrough"), default="drop",
                    help="what happens to a webcam's audio: dropped, or sent back unchanged (default: %(default)s)")
     p.add_argument("--max-sessions", type=int, default=4,
@@ -126,8 +147,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--job-ttl", type=float, default=3600.0,
                    help="seconds a finished job's result is kept before it is removed (default: %(default)s)")
     p.add_argument("--jobs-dir", type=Path, default=None,
-                   help="where uploads and results are kept while a job lives (default: a folder in the system "
-                        "temp directory)")
+                   help="where uploads and results are kept while a job lives, in 0700 folders and 0600 files; "
+                        "created 0700 if missing, refused if another user owns it, others may write to it, or it is "
+                        "a symbolic link (default: $XDG_RUNTIME_DIR/face-streamer-jobs, else a new private folder "
+                        "in the system temp directory, removed at shutdown)")
     p.add_argument("--rtsp-timeout", type=float, default=5.0,
                    help="seconds a camera may send nothing before it counts as hung and is reconnected "
                         "(default: %(default)s)")

@@ -26,9 +26,10 @@ from models.coverage import DetectSize, parse_detect_size
 
 from .detection_service import DetectionService
 from .processor import FrameProcessor, ProcessorStats
+from .redact import redact_url
 from .scheduler import HiddenFrame, LiveScheduler, StreamCounters, StreamHooks
 from .settings import LIVE_THRESHOLD, MODES, THRESHOLD_RANGE, AnonymizeSettings, Mode
-from .sources.rtsp import CameraState, RtspOptions, RtspReader, redact
+from .sources.rtsp import CameraState, RtspOptions, RtspReader
 
 logger = logging.getLogger(__name__)
 
@@ -51,17 +52,18 @@ class CameraSettings:
         if not self.name or not set(self.name) <= NAME_CHARS or len(self.name) > 64:
             raise ValueError(f"camera name {self.name!r}: use 1-64 letters, digits, '-' or '_'")
         if not self.url.startswith(("rtsp://", "rtsps://")):
-            try:
-                shown = repr(redact(self.url))
-            except ValueError:  # unparsable: it may hold a password that redact cannot find
-                shown = "an unparsable URL"
+            shown = repr(redact_url(self.url))
             raise ValueError(f"camera {self.name}: URL must start with rtsp:// or rtsps://, not {shown}")
         try:
             # What the reader, the logs and /cameras parse later (redact reads the port) must parse now.
             parts = urlsplit(self.url)
             parts.port  # noqa: B018
         except ValueError as exc:
-            raise ValueError(f"camera {self.name}: the URL is not a valid URL ({exc})") from exc
+            # urlsplit's reasons may quote a piece of the URL, which may be the password: say what to fix instead.
+            if "out of range" in str(exc):
+                raise ValueError(f"camera {self.name}: the URL's port is out of range 0-65535") from None
+            raise ValueError(f"camera {self.name}: the URL's host or port cannot be read (a password with '/', "
+                             "'?', '#', '[' or ']' must be percent-escaped)") from None
         if not parts.hostname:
             raise ValueError(f"camera {self.name}: the URL has no host")
         if self.transport not in ("tcp", "udp"):
@@ -235,7 +237,7 @@ class Camera:
                                        hooks=self._hooks)
         self.reader = RtspReader(self.name, self.settings.url, self.scheduler.push, self._options)
         self.reader.start()
-        logger.info("[camera %s] started (%s)", self.name, redact(self.settings.url))
+        logger.info("[camera %s] started (%s)", self.name, redact_url(self.settings.url))
 
     def stop(self, join_s: float | None = None) -> None:
         """Stop pulling; with ``join_s``, wait that long for the threads of every stopped run (never from the event

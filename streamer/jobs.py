@@ -4,6 +4,9 @@ Jobs run on a small pool of worker threads at a lower CPU priority, and their in
 request (DetectionService), so uploads never starve live streams. Every job's files live in a directory of its
 own under this instance's jobs directory, named by the job id (never by the uploaded name), and are removed on
 failure, cancel, expiry and shutdown; a directory left by a crashed instance is removed at the next start.
+
+Uploads are raw pictures of people: every folder here is 0700 and every file 0600, under a root that only this
+user can write (``private_root``), so no other local user can read them or plant anything where they are written.
 """
 
 from __future__ import annotations
@@ -15,12 +18,14 @@ import os
 import re
 import secrets
 import shutil
+import stat
+import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, BinaryIO, Literal
 
 from .detection_service import DetectionService
 from .offline import (
@@ -31,6 +36,7 @@ from .offline import (
     anonymize_image,
     anonymize_video,
     check_image_size,
+    classify_input,
 )
 from .processor import FrameProcessor
 from .settings import AnonymizeSettings
@@ -41,6 +47,75 @@ JobState = Literal["queued", "running", "done", "failed", "cancelled"]
 TERMINAL = ("done", "failed", "cancelled")
 VIDEO_INPUT_SUFFIXES = frozenset({".mp4", ".mov", ".m4v", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".ts", ".3gp"})
 JOB_NICE = 10  # worker threads yield the CPU to live streams
+DEFAULT_ROOT_NAME = "face-streamer-jobs"  # under $XDG_RUNTIME_DIR; in the temp directory, mkdtemp's prefix
+
+
+def _refuse_unless_private(path: Path, what: str) -> None:
+    """ValueError unless ``path`` is a real directory (not a symbolic link) owned by this user and writable by
+    nobody else. Checked on owner and mode, not by trying: root may write anywhere, and another user's folder (or
+    one that others may write into) could be read, or have links planted in it, under our uploads."""
+    try:
+        st = os.lstat(path)
+    except OSError as exc:
+        raise ValueError(f"{what} {path} cannot be used: {exc.strerror}") from exc
+    if stat.S_ISLNK(st.st_mode):
+        raise ValueError(f"{what} {path} is a symbolic link; give the folder itself")
+    if not stat.S_ISDIR(st.st_mode):
+        raise ValueError(f"{what} {path} is not a directory")
+    if st.st_uid != os.geteuid():
+        raise ValueError(f"{what} {path} is owned by uid {st.st_uid}, not by this user (uid {os.geteuid()}): "
+                         "uploads must live in a folder only this user controls")
+    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise ValueError(f"{what} {path} is writable by other users (mode {stat.S_IMODE(st.st_mode):04o}): "
+                         "uploads must live in a folder only this user may write (chmod go-w)")
+
+
+def _make_private(path: Path, what: str) -> None:
+    """Create ``path`` 0700 (parents as the umask says), or accept it as it is when it is already private."""
+    try:
+        path.mkdir(mode=0o700, parents=True)
+    except FileExistsError:
+        pass  # checked below, whoever made it
+    except OSError as exc:
+        raise ValueError(f"{what} {path} cannot be created: {exc.strerror}") from exc
+    _refuse_unless_private(path, what)
+
+
+def private_root(root: Path | None) -> tuple[Path, bool]:
+    """The jobs root, and whether it is this instance's own (made by mkdtemp, removed at shutdown).
+
+    An explicit root is created 0700 if missing and refused (ValueError, which `serve` prints) when it is not
+    private. The default is per user: $XDG_RUNTIME_DIR/face-streamer-jobs when that is a private folder of ours
+    (a tmpfs that the login session owns), else a fresh mkdtemp folder, never a fixed name in a shared /tmp that
+    another user could create first."""
+    if root is not None:
+        _make_private(root, "--jobs-dir")
+        return root, False
+    runtime = os.environ.get("XDG_RUNTIME_DIR", "")
+    if runtime:
+        try:
+            _refuse_unless_private(Path(runtime), "$XDG_RUNTIME_DIR")
+        except ValueError as exc:
+            logger.warning("[jobs] not using %s; a folder of its own in the temp directory instead", exc)
+        else:
+            default = Path(runtime) / DEFAULT_ROOT_NAME
+            _make_private(default, "the jobs directory")
+            return default, False
+    return Path(tempfile.mkdtemp(prefix=f"{DEFAULT_ROOT_NAME}-")), True
+
+
+def _stopped_instance(entry: Path) -> bool:
+    """Whether ``entry`` is an instance directory ("PID-hex") whose process is gone."""
+    pid_text = entry.name.split("-", 1)[0]
+    if not pid_text.isdigit():
+        return False
+    try:
+        os.kill(int(pid_text), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        pass  # alive, another user's
+    return False
 
 
 def safe_suffix(filename: str) -> str:
@@ -80,6 +155,11 @@ class Job:
     def input(self) -> Path:
         return self.directory / f"input{self.suffix}"
 
+    def create_input(self) -> BinaryIO:
+        """The upload's file, new and 0600 whatever the umask lets files be: it holds raw faces."""
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        return os.fdopen(os.open(self.input, flags, 0o600), "wb")
+
     def as_dict(self) -> dict[str, Any]:
         eta = None
         if self.state == "running" and self.frames_total and self.fps > 0:
@@ -103,19 +183,19 @@ class QueueFull(RuntimeError):
 
 
 class JobManager:
-    def __init__(self, root: Path, detection: DetectionService | None = None, *, workers: int = 1,
+    def __init__(self, root: Path | None, detection: DetectionService | None = None, *, workers: int = 1,
                  max_queued: int = 8, ttl_s: float = 3600.0) -> None:
-        self.root = root
+        """``root`` None: a private per-user default (``private_root``). ValueError when ``root`` is not private."""
+        self.root, self._own_root = private_root(root)
         self.max_queued = max_queued
         self.ttl_s = ttl_s
         self._detection = detection
         self._jobs: dict[str, Job] = {}
         self._lock = threading.Lock()
+        self.directory = self.root / f"{os.getpid()}-{secrets.token_hex(4)}"
+        self.directory.mkdir(mode=0o700)
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="job",
                                         initializer=self._lower_priority)
-        self.root.mkdir(parents=True, exist_ok=True)
-        self.directory = root / f"{os.getpid()}-{secrets.token_hex(4)}"
-        self.directory.mkdir()
         self._remove_orphans()
 
     @staticmethod
@@ -125,20 +205,25 @@ class JobManager:
             os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), JOB_NICE)
 
     def _remove_orphans(self) -> None:
-        """Directories of instances that are no longer running (a crash, a kill -9) are removed."""
+        """Directories of instances that are no longer running (a crash, a kill -9) are removed. With a mkdtemp
+        root, each instance has a root of its own: those of stopped instances of this user go too."""
         for entry in self.root.iterdir():
-            pid_text = entry.name.split("-", 1)[0]
-            if entry == self.directory or not pid_text.isdigit():
-                continue
-            try:
-                os.kill(int(pid_text), 0)
-                continue  # that instance is alive
-            except ProcessLookupError:
-                pass
-            except PermissionError:
-                continue
-            logger.info("[jobs] removing %s left by a stopped instance", entry)
-            shutil.rmtree(entry, ignore_errors=True)
+            if entry != self.directory and _stopped_instance(entry):
+                logger.info("[jobs] removing %s left by a stopped instance", entry)
+                shutil.rmtree(entry, ignore_errors=True)
+        if not self._own_root:
+            return
+        for other in self.root.parent.glob(f"{DEFAULT_ROOT_NAME}-*"):
+            with contextlib.suppress(OSError):
+                st = os.lstat(other)
+                if other == self.root or not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid():
+                    continue
+                entries = list(other.iterdir())
+                # An empty root may be an instance that is starting (between mkdtemp and its own folder): only an
+                # old one is left over.
+                if all(_stopped_instance(e) for e in entries) and (entries or time.time() - st.st_mtime > 60):
+                    logger.info("[jobs] removing %s left by a stopped instance", other)
+                    shutil.rmtree(other, ignore_errors=True)
 
     def bind(self, detection: DetectionService) -> None:
         self._detection = detection
@@ -154,7 +239,7 @@ class JobManager:
             job = Job(job_id, display_stem(filename), suffix, settings, self.directory / job_id,
                       title=Path(filename.replace("\\", "/")).stem[:120],
                       kind="image" if suffix in IMAGE_SUFFIXES else "video")
-            job.directory.mkdir()
+            job.directory.mkdir(mode=0o700)
             self._jobs[job_id] = job
         return job
 
@@ -186,14 +271,20 @@ class JobManager:
                 raise Cancelled(f"job {job.id} cancelled")
 
         try:
+            # By its content, not its name (the same rule as the `file` command): refuses still-image formats whose
+            # size is not checked before decoding.
+            self._update(job, kind=classify_input(job.input))
             if job.kind == "image":
                 check_image_size(job.input)
-                output = job.directory / f"output{job.suffix if job.suffix != '.bmp' else '.png'}"
-                anonymize_image(job.input, output, processor)
+                # The name's image type; BMP and a photo under another name come back as PNG.
+                suffix = job.suffix if job.suffix in IMAGE_SUFFIXES - {".bmp"} else ".png"
+                output = job.directory / f"output{suffix}"
+                anonymize_image(job.input, output, processor, private=True)
                 self._update(job, frames_done=1, frames_total=1)
             else:
                 output = job.directory / "output.mp4"
-                anonymize_video(job.input, output, processor, on_progress=on_progress, cancel=job.cancel)
+                anonymize_video(job.input, output, processor, on_progress=on_progress, cancel=job.cancel,
+                                private=True)
             job.input.unlink(missing_ok=True)
             with self._lock:
                 # A DELETE that came while the last frame was written (or an image was processed, which never
@@ -263,4 +354,4 @@ class JobManager:
         for job in list(self._jobs.values()):
             job.cancel.set()
         self._pool.shutdown(wait=True, cancel_futures=True)
-        shutil.rmtree(self.directory, ignore_errors=True)
+        shutil.rmtree(self.root if self._own_root else self.directory, ignore_errors=True)

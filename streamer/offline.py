@@ -5,10 +5,14 @@ encode+mux. Output is written to a temporary file beside OUTPUT and renamed only
 cancel never leaves a half-written OUTPUT.
 
 Hostile input is refused before it costs memory or time: image and video sizes are checked against their headers
-before anything is decoded whole, and an MP4/MOV whose index points past the end of the file is reported truncated
-at once instead of after decoding everything that is there. A video's display matrix (a phone's rotation metadata)
-is applied to the pixels, so faces are detected upright and the output, which carries no rotation, displays as the
-input did; photos get the same from OpenCV, which applies the EXIF orientation when it decodes.
+before anything is decoded whole. A file is taken as a photo by its magic bytes, and only in the formats whose
+header is read here (JPEG, PNG, WebP, BMP); other still-image formats (TIFF, GIF, ...) are refused, whatever their
+name. Behind that, OpenCV's and FFmpeg's own pixel limits are set too (OPENCV_IO_MAX_IMAGE_PIXELS in
+streamer/__init__.py, ``max_pixels`` on every decoder opened here). An MP4/MOV whose index points past the end of
+the file is reported truncated at once instead of after decoding everything that is there. A video's display
+matrix (a phone's rotation metadata) is applied to the pixels, so faces are detected upright and the output, which
+carries no rotation, displays as the input did; photos get the same from OpenCV, which applies the EXIF
+orientation when it decodes.
 """
 
 from __future__ import annotations
@@ -30,20 +34,21 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import av
 import cv2
 import numpy as np
 import numpy.typing as npt
 
+from . import MAX_IMAGE_PIXELS
 from .processor import FrameProcessor
 
 logger = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp"})
 VIDEO_SUFFIXES = frozenset({".mp4", ".mkv", ".mov", ".m4v", ".webm", ".avi"})
-MAX_IMAGE_PIXELS = 100_000_000
+# MAX_IMAGE_PIXELS (100 MP) comes from the package, which also gives it to OpenCV before cv2 is imported.
 # 8K UHD (7680x4320) fits. A bigger frame is refused before it is decoded: each one held in the pipeline's queues
 # costs width*height*3 bytes, and a header can claim any size for a few bytes of file.
 MAX_VIDEO_PIXELS = 36_000_000
@@ -51,6 +56,15 @@ QUEUE_DEPTH = 8
 # Packets read before the first video frame (audio ahead of it, decoder delay); beyond that the file has no usable
 # video, and holding more would let a hostile file grow memory.
 HEAD_PACKETS = 2000
+HEAD_BYTES = 16  # enough for every signature below
+ACCEPTED_IMAGES = "JPEG, PNG, WebP or BMP"
+# Still-image formats that FFmpeg or OpenCV would decode but whose header is not read here: a few hundred bytes of
+# TIFF can declare gigapixels. Refused by name; any other still image FFmpeg knows is refused in open_video.
+OTHER_IMAGES = ((b"II*\x00", "TIFF"), (b"MM\x00*", "TIFF"), (b"II+\x00", "TIFF"), (b"MM\x00+", "TIFF"),
+                (b"GIF87a", "GIF"), (b"GIF89a", "GIF"), (b"8BPS", "PSD"), (b"\xff\x0a", "JPEG XL"),
+                (b"\x00\x00\x00\x0cJXL \r\n\x87\n", "JPEG XL"), (b"\xffO\xffQ", "JPEG 2000"),
+                (b"\x00\x00\x00\x0cjP  \r\n\x87\n", "JPEG 2000"), (b"v/1\x01", "OpenEXR"), (b"qoif", "QOI"))
+HEIF_BRANDS = frozenset({b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1", b"avif", b"avis"})
 
 
 class InputError(ValueError):
@@ -86,17 +100,55 @@ class FileResult:
 ProgressCallback = Callable[[Progress], None]
 
 
+def image_format(head: bytes) -> str | None:
+    """Which of the accepted photo formats the first bytes of a file are, by their signature; None for others."""
+    if head.startswith(b"\xff\xd8\xff"):
+        return "JPEG"
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "PNG"
+    if head.startswith(b"RIFF") and head[8:12] == b"WEBP":
+        return "WebP"
+    if head.startswith(b"BM"):
+        return "BMP"
+    return None
+
+
+def input_kind(head: bytes, name: str) -> Literal["image", "video"]:
+    """How an input whose first HEAD_BYTES are ``head`` is processed: as a photo when its signature is one of the
+    accepted formats (whatever its name), InputError for another still-image format, else as a photo only when
+    ``name`` says so (and check_image_size refuses it), else as a video (open_video refuses other still images)."""
+    if image_format(head) is not None:
+        return "image"
+    other = next((kind for magic, kind in OTHER_IMAGES if head.startswith(magic)), None)
+    if other is None and head[4:8] == b"ftyp" and head[8:12] in HEIF_BRANDS:
+        other = "HEIF/AVIF"
+    if other is not None:
+        raise InputError(f"{name}: {other} images are not accepted; send {ACCEPTED_IMAGES} (the formats whose "
+                         "size is checked before decoding)")
+    return "image" if Path(name).suffix.lower() in IMAGE_SUFFIXES else "video"
+
+
+def classify_input(path: Path) -> Literal["image", "video"]:
+    """``input_kind`` of a file: the one place that decides, for the `file` command and for upload jobs alike."""
+    check_input(path)
+    with path.open("rb") as f:
+        return input_kind(f.read(HEAD_BYTES), str(path))
+
+
 def is_image(path: Path) -> bool:
-    return path.suffix.lower() in IMAGE_SUFFIXES
+    """Whether ``path`` goes the photo way (by content, see ``input_kind``); InputError when it is refused."""
+    return classify_input(path) == "image"
 
 
 @contextmanager
-def atomic_output(output: Path) -> Iterator[Path]:
-    """A temporary path beside ``output`` that replaces it on success and is removed on any failure."""
+def atomic_output(output: Path, *, private: bool = False) -> Iterator[Path]:
+    """A temporary path beside ``output`` that replaces it on success and is removed on any failure. ``private``
+    (upload jobs): the file stays 0600, as mkstemp makes it, while it is written and after."""
     output.parent.mkdir(parents=True, exist_ok=True)
     fd, name = tempfile.mkstemp(prefix=f".{output.stem}.", suffix=f".partial{output.suffix}", dir=output.parent)
-    # mkstemp makes the file 0600; the result is the user's file and gets the mode any file they create gets.
-    os.fchmod(fd, 0o666 & ~_umask())
+    if not private:
+        # The result of the `file` command is the user's file and gets the mode any file they create gets.
+        os.fchmod(fd, 0o666 & ~_umask())
     os.close(fd)
     tmp = Path(name)
     try:
@@ -130,6 +182,7 @@ def declared_image_size(path: Path) -> tuple[int, int] | None:
     """Width and height as the image's own header declares them (PNG, JPEG, WebP, BMP, told apart by their
     signature), or None when the header is not one of those. Nothing is decoded: ffmpeg's probe decodes a whole
     PNG to learn its size (and reports 0x0 above ~268 megapixels), so it cannot guard against a decompression bomb.
+    Keep ``image_format`` in step: a format is accepted only where its size is read here.
     """
     with path.open("rb") as f:
         head = f.read(64)
@@ -153,7 +206,7 @@ def declared_image_size(path: Path) -> tuple[int, int] | None:
                 return int(width), int(height)
             width, height = struct.unpack("<ii", head[18:26])
             return abs(int(width)), abs(int(height))
-        if head.startswith(b"\xff\xd8"):
+        if head.startswith(b"\xff\xd8\xff"):
             f.seek(2)
             while True:  # walk the segments up to the first start-of-frame
                 byte = f.read(1)
@@ -186,23 +239,13 @@ def declared_image_size(path: Path) -> tuple[int, int] | None:
 
 
 def check_image_size(path: Path) -> None:
-    """Refuse an image whose header declares more than MAX_IMAGE_PIXELS, before anything decodes it whole."""
-    check_input(path)
+    """Refuse an image whose header declares more than MAX_IMAGE_PIXELS, before anything decodes it whole, and any
+    image whose size cannot be read from its header (another format, or a corrupt header): no decoder is asked."""
+    classify_input(path)  # a TIFF, GIF, ... gets its own message
     declared = declared_image_size(path)
-    if declared is not None:
-        width, height = declared
-        if width * height > MAX_IMAGE_PIXELS:
-            raise InputError(f"{path}: image of {width}x{height} is over the {MAX_IMAGE_PIXELS // 1_000_000} MP "
-                             "limit")
-        return
-    try:
-        with av.open(str(path)) as container:
-            if not container.streams.video:
-                raise InputError(f"{path}: not a readable image")
-            ctx = container.streams.video[0].codec_context
-            width, height = ctx.width, ctx.height
-    except av.FFmpegError as exc:
-        raise InputError(f"{path}: not a readable image (corrupt, or a format other than jpg/png/webp/bmp)") from exc
+    if declared is None:
+        raise InputError(f"{path}: not a readable image (corrupt, or a format other than {ACCEPTED_IMAGES})")
+    width, height = declared
     if width * height > MAX_IMAGE_PIXELS:
         raise InputError(f"{path}: image of {width}x{height} is over the {MAX_IMAGE_PIXELS // 1_000_000} MP limit")
 
@@ -238,12 +281,18 @@ def read_image(path: Path) -> npt.NDArray[np.uint8]:
     check_image_size(path)
     data = np.fromfile(path, dtype=np.uint8)
     said: list[str] = []
-    with _native_stderr(said):
-        image = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    try:
+        with _native_stderr(said):
+            image = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    except cv2.error as exc:
+        # OpenCV's own limit (the second wall): the picture is larger than its header said.
+        if "MAX_IMAGE_PIXELS" in str(exc):
+            raise InputError(f"{path}: image is over the {MAX_IMAGE_PIXELS // 1_000_000} MP limit") from exc
+        raise InputError(f"{path}: not a readable image ({' '.join(str(exc).split())})") from exc
     if said:
         logger.info("%s: the decoder said: %s", path.name, "; ".join(said))
     if image is None:
-        reason = said[-1] if said else "corrupt, or a format other than jpg/png/webp/bmp"
+        reason = said[-1] if said else f"corrupt, or a format other than {ACCEPTED_IMAGES}"
         raise InputError(f"{path}: not a readable image ({reason})")
     if image.shape[0] * image.shape[1] > MAX_IMAGE_PIXELS:
         raise InputError(f"{path}: image of {image.shape[1]}x{image.shape[0]} is over the "
@@ -251,13 +300,14 @@ def read_image(path: Path) -> npt.NDArray[np.uint8]:
     return np.asarray(image, np.uint8)
 
 
-def anonymize_image(src: Path, dst: Path, processor: FrameProcessor) -> FileResult:
+def anonymize_image(src: Path, dst: Path, processor: FrameProcessor, *, private: bool = False) -> FileResult:
+    """``private``: the output is 0600 (see ``atomic_output``)."""
     if dst.suffix.lower() not in IMAGE_SUFFIXES:
         raise InputError(f"{dst}: output of an image must end in one of {', '.join(sorted(IMAGE_SUFFIXES))}")
     started = time.perf_counter()
     image = read_image(src)
     outcome = processor.process(image, 0.0)
-    with atomic_output(dst) as tmp:
+    with atomic_output(dst, private=private) as tmp:
         ok, encoded = cv2.imencode(dst.suffix.lower(), image)
         if not ok:
             raise InputError(f"{dst}: could not encode the image as {dst.suffix}")
@@ -311,17 +361,26 @@ def _reason(exc: BaseException) -> str:
 
 def open_video(path: Path) -> Any:
     """The opened container, once its first video stream has a size within limits and, where the container has an
-    index (MP4, MOV), the index does not point past the end of the file."""
+    index (MP4, MOV), the index does not point past the end of the file. Every decoder, the probe's included, is
+    held to MAX_VIDEO_PIXELS by FFmpeg itself (``max_pixels``): a header may lie about the frames' size."""
     check_input(path)
+    limit = {"max_pixels": str(MAX_VIDEO_PIXELS)}
     try:
-        container = av.open(str(path), mode="r", timeout=(10.0, 10.0))
+        # ``options`` reach the decoders avformat_find_stream_info opens to probe the streams.
+        container = av.open(str(path), mode="r", timeout=(10.0, 10.0), options=limit)
     except (av.FFmpegError, OSError) as exc:
         raise InputError(f"{path}: not a readable video (corrupt, truncated, or not a video format: "
                          f"{_reason(exc).lower()})") from exc
     try:
+        demuxer = container.format.name
+        if demuxer.endswith("_pipe") or demuxer in ("image2", "image2pipe"):
+            # A still image in a format whose header is not read here (ICO, PCX, SGI, ...): refused, not decoded.
+            raise InputError(f"{path}: a still image in a format that is not accepted ({demuxer.removesuffix('_pipe')}"
+                             f"); send {ACCEPTED_IMAGES}, or a video")
         if not container.streams.video:
             raise InputError(f"{path}: has no video stream")
         vin = container.streams.video[0]
+        vin.codec_context.options = {**vin.codec_context.options, **limit}  # the decoder the frames come from
         _check_video_size(path, vin.codec_context.width, vin.codec_context.height)
         # An MP4 with its index first ("faststart", as phones and web tools write it) opens fine when cut short;
         # without this its end would only show after every frame that is there was decoded and hidden.
@@ -393,9 +452,9 @@ def display_transform(frame: Any) -> tuple[Callable[[Image], Image], bool]:
 def anonymize_video(src: Path, dst: Path, processor: FrameProcessor, *, keep_audio: bool = False,
                     crf: int = 20, preset: str = "superfast", detect_workers: int = 1,
                     on_progress: ProgressCallback | None = None,
-                    cancel: threading.Event | None = None) -> FileResult:
+                    cancel: threading.Event | None = None, private: bool = False) -> FileResult:
     """Anonymize a video file. ``detect_workers`` frames are detected at once (use one per core with a
-    single-threaded detector on CPU)."""
+    single-threaded detector on CPU). ``private``: the output is 0600 (see ``atomic_output``)."""
     if dst.suffix.lower() not in VIDEO_SUFFIXES - {".webm"}:
         raise InputError(f"{dst}: output of a video must be .mp4, .mkv, .mov, .m4v or .avi (H.264)")
     started = time.perf_counter()
@@ -418,7 +477,9 @@ def anonymize_video(src: Path, dst: Path, processor: FrameProcessor, *, keep_aud
                 if len(head) >= HEAD_PACKETS:
                     raise InputError(f"{src}: no video frame in the first {HEAD_PACKETS} packets")
         except av.FFmpegError as exc:
-            raise InputError(f"{src}: video could not be decoded ({_reason(exc)})") from exc
+            # No size from the probe: FFmpeg's max_pixels may be what refused the frame.
+            hint = "" if vin.codec_context.width else f"; frames over {MAX_VIDEO_PIXELS // 1_000_000} MP are refused"
+            raise InputError(f"{src}: video could not be decoded ({_reason(exc)}{hint})") from exc
         if not head or head[-1][0] != "video":
             raise InputError(f"{src}: video has no decodable frames")
         first = head[-1][1]
@@ -505,7 +566,7 @@ def anonymize_video(src: Path, dst: Path, processor: FrameProcessor, *, keep_aud
                         future.cancel()
                 _put(hidden, _END, stop)
 
-        with atomic_output(dst) as tmp:
+        with atomic_output(dst, private=private) as tmp:
             output = av.open(str(tmp), mode="w", format=_muxer_for(dst))
             try:
                 vout = output.add_stream("libx264", rate=rate)

@@ -49,6 +49,22 @@ def test_compose_gpu_service_reserves_an_nvidia_gpu_and_refuses_cpu() -> None:
     assert "restart: unless-stopped" in text
 
 
+def test_compose_services_take_the_token_from_a_secret() -> None:
+    """Both services listen on every address of the host, so each must get the token; from a secret file, never
+    from the compose file or the command line."""
+    done = compose("--profile", "cpu", "config")
+    assert done.returncode == 0, done.stderr
+    text = done.stdout
+    assert text.startswith("secrets:\n  streamer_token:\n    file: ") and "deploy/streamer_token\n" in text
+    for name, end in (("streamer", "  streamer-cpu:"), ("streamer-cpu", None)):
+        start = text.index(f"\n  {name}:\n")
+        block = text[start:text.index(end, start) if end else None]
+        assert "- 0.0.0.0\n" in block and "insecure" not in block, block
+        assert "    secrets:\n    - source: streamer_token\n" in block, block
+        assert "      STREAMER_TOKEN_FILE: /run/secrets/streamer_token\n" in block, block
+        assert "STREAMER_TOKEN:" not in block
+
+
 def test_require_gpu_refuses_to_run_on_cpu(tmp_path: Path) -> None:
     image = require_testdata("images", "2008_001009.jpg")
     for args in (["detect", str(image)], ["file", str(image), str(tmp_path / "out.jpg")],

@@ -775,7 +775,8 @@ class TmpfsServer:
         self.jobs_dir.mkdir(parents=True, exist_ok=True)
         serve = (f"exec {sys.executable} -m streamer serve --host 127.0.0.1 --port {self.port} --device cpu "
                  f"--jobs-dir {self.jobs_dir}")
-        script = f"mount -t tmpfs -o size={self.size} tmpfs {self.jobs_dir} && {serve}"
+        # mode=0700: a tmpfs root is 1777 by default, a jobs directory others may write to, which serve refuses.
+        script = f"mount -t tmpfs -o size={self.size},mode=0700 tmpfs {self.jobs_dir} && {serve}"
         with self.log.open("wb") as out:
             self.proc = subprocess.Popen(  # noqa: ASYNC220 (starting it does not wait; readiness is polled below)
                 ["unshare", "-m", "--propagation", "private", "sh", "-c", script], cwd=REPO_ROOT, stdout=out,

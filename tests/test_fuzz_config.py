@@ -20,9 +20,9 @@ from hypothesis import strategies as st
 
 from streamer.__main__ import build_parser
 from streamer.cameras import CAMERA_KEYS, CameraSettings, load_cameras_file
+from streamer.redact import redact_url
 from streamer.server.app import config_from_args
 from streamer.server.config import parse_ice_server
-from streamer.sources.rtsp import redact
 
 FUZZ = settings(max_examples=150, deadline=None, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
@@ -128,7 +128,7 @@ def check_accepted_camera(camera: CameraSettings, source: dict[str, Any] | None)
                                                            and 64 <= camera.detect_size <= 4096)
     assert camera.transport in ("tcp", "udp")
     assert isinstance(camera.threshold, float) and 0.05 <= camera.threshold <= 0.95
-    assert "***" in redact(camera.url) or "@" not in camera.url.split("/", 3)[2]
+    assert "***" in redact_url(camera.url) or "@" not in camera.url.split("/", 3)[2]
     if source is not None:
         # A value of the wrong type is refused, never coerced (ellipse = "false" must not mean true).
         for key in ("ellipse", "always_on"):
@@ -184,8 +184,8 @@ def test_camera_tables_are_typed_strictly(document: dict[str, Any]) -> None:
     ("a = " + "[" * 100_000 + "]" * 100_000, "nested too deeply"),
     ('[[camera]]\nname = "a"\nurl = "rtsp://cam/x"\nellipse = "false"\n', "ellipse must be true or false"),
     ('[[camera]]\nname = "a"\nurl = "rtsp://cam/x"\nstrength = "0.5"\n', "strength must be a number"),
-    ('[[camera]]\nname = "a"\nurl = "rtsp://cam:99999/x"\n', "Port out of range"),
-    ('[[camera]]\nname = "a"\nurl = "rtsp://[::1/x"\n', "not a valid URL"),
+    ('[[camera]]\nname = "a"\nurl = "rtsp://cam:99999/x"\n', "port is out of range"),
+    ('[[camera]]\nname = "a"\nurl = "rtsp://[::1/x"\n', "host or port cannot be read"),
 ], ids=["deep-array", "quoted-bool", "quoted-number", "port-out-of-range", "broken-ipv6"])
 def test_cameras_file_mistakes_found_by_fuzzing(text: str, reason: str) -> None:
     _, result = load_text(text)

@@ -15,6 +15,8 @@ import os
 import re
 import shutil
 import subprocess
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -54,15 +56,40 @@ def need(image: str) -> None:
         pytest.fail(f"the image tests need {image}: {reason}")
 
 
+TOKEN = "image-test-token-0123456789"
+BEARER = {"Authorization": f"Bearer {TOKEN}"}
+
+
+def token_secret(folder: Path) -> Path:
+    """The token as a file the image's user can read, as a Docker secret is mounted."""
+    secret = folder / "streamer_token"
+    secret.write_text(TOKEN + "\n")
+    os.chown(secret, 0, USER_ID)
+    secret.chmod(0o640)
+    return secret
+
+
 @pytest.fixture(scope="module")
-def cpu_container() -> Iterator[Container]:
-    """The CPU image with its own command, in a network namespace of its own (``--network none``)."""
+def cpu_container(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Container]:
+    """The CPU image with its own command and the token as a secret, in a network namespace of its own
+    (``--network none``)."""
     need(CPU_IMAGE)
-    container = Container.run(CPU_IMAGE, tag="cpu", options=("--network", "none"))
+    secret = token_secret(tmp_path_factory.mktemp("secret"))
+    container = Container.run(CPU_IMAGE, tag="cpu", options=(
+        "--network", "none", "-v", f"{secret}:/run/secrets/streamer_token:ro",
+        "-e", "STREAMER_TOKEN_FILE=/run/secrets/streamer_token"))
     try:
         yield container
     finally:
         container.remove()
+
+
+def test_cpu_image_without_a_token_refuses_to_start() -> None:
+    """The image listens on every address: without a token it stops at once, saying how to give one."""
+    need(CPU_IMAGE)
+    done = docker("run", "--rm", "--network", "none", CPU_IMAGE, check=False)
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert "without an access token" in done.stderr and "STREAMER_TOKEN_FILE" in done.stderr, done.stderr[-2000:]
 
 
 def test_cpu_image_is_healthy_within_its_start_period_as_a_non_root_user(cpu_container: Container) -> None:
@@ -72,8 +99,11 @@ def test_cpu_image_is_healthy_within_its_start_period_as_a_non_root_user(cpu_con
     first_ok = min(when(p["End"]) for p in state["Health"]["Log"] if p["ExitCode"] == 0)
     assert (first_ok - when(state["StartedAt"])).total_seconds() <= START_PERIOD_S, state["Health"]
     # /healthz from inside, as the health check and an operator's curl see it.
-    probe = cpu_container.exec("python", "-c", "import json, urllib.request; print(json.dumps(json.load("
-                               f"urllib.request.urlopen('http://127.0.0.1:{PORT}/healthz'))))")
+    fetch = ("import json, sys, urllib.request; print(json.dumps(json.load(urllib.request.urlopen("
+             f"urllib.request.Request('http://127.0.0.1:{PORT}/healthz', headers=dict([sys.argv[1:]]))))))")
+    public = cpu_container.exec("python", "-c", fetch, "X-None", "")
+    assert json.loads(public.stdout) == {"status": "ok", "ready": True, "reason": None}, public.stdout
+    probe = cpu_container.exec("python", "-c", fetch, "Authorization", BEARER["Authorization"])
     assert '"ready": true' in probe.stdout and '"provider": "CPUExecutionProvider"' in probe.stdout, probe.stdout
     assert cpu_container.inspect()["Config"]["User"] == str(USER_ID)
     ids = cpu_container.exec("python", "-c", "import os; print(os.getuid(), os.geteuid())").stdout.split()
@@ -110,10 +140,10 @@ def test_a_webrtc_session_through_the_cpu_image_leaks_no_face(cpu_container: Con
                                                                detector: Any, artifacts_dir: Path) -> None:
     require_testdata("images")
     base_url = f"http://{SERVER_ADDR}:{PORT}"
-    health = wired.run(wait_ready_async(base_url), 200)
+    health = wired.run(wait_ready_async(base_url, headers=BEARER), 200)
     assert health["provider"] == "CPUExecutionProvider"
     clip = hard_cuts(8.0, size=WEBCAM)
-    result, track, _ = wired.run(play(base_url, clip), 180)
+    result, track, _ = wired.run(play(base_url, clip, headers=BEARER), 180)
     assert_no_leak(judged(result, track, clip, detector), artifacts_dir, "docker-cpu")
 
 
@@ -221,7 +251,15 @@ def test_gpu_image_loads_every_cuda_library_it_carries_but_the_driver() -> None:
     assert any("libonnxruntime_providers_cuda.so" in line for line in failed), done.stdout  # the driver it needs
 
 
-def test_compose_cpu_profile_comes_up_healthy() -> None:
+def http_status(url: str, headers: dict[str, str] | None = None) -> int:
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers or {}), timeout=10) as answer:
+            return int(answer.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
+
+
+def test_compose_cpu_profile_comes_up_healthy(tmp_path: Path) -> None:
     need(CPU_IMAGE)
     compose = shutil.which("docker-compose")
     if compose is None:
@@ -229,7 +267,7 @@ def test_compose_cpu_profile_comes_up_healthy() -> None:
     project = unique_name("compose")
     port = free_port()
     env = {**{k: v for k, v in os.environ.items() if not k.startswith(("TURN_", "STREAMER_"))},
-           "STREAMER_PORT": str(port)}
+           "STREAMER_PORT": str(port), "STREAMER_TOKEN_SECRET": str(token_secret(tmp_path))}
     base = [compose, "-f", str(REPO_ROOT / "docker-compose.yml"), "-p", project, "--profile", "cpu"]
     try:
         up = subprocess.run([*base, "up", "-d", "--no-build", "streamer-cpu"], capture_output=True, text=True,
@@ -240,6 +278,11 @@ def test_compose_cpu_profile_comes_up_healthy() -> None:
         container = Container(cid[0], project)
         assert container.wait_health() == "healthy", container.logs()[-3000:]
         assert container.inspect()["HostConfig"]["NetworkMode"] == "host"
+        # On the host's network, on every address: the token from the secret guards it, Host names are checked.
+        url = f"http://127.0.0.1:{port}/config"
+        assert http_status(url) == 401
+        assert http_status(url, BEARER) == 200
+        assert http_status(url, {**BEARER, "Host": f"rebind.attacker.example:{port}"}) == 421
     finally:
         subprocess.run([*base, "down", "--timeout", "10"], capture_output=True, text=True, env=env, timeout=300,
                        check=False)

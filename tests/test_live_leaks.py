@@ -74,16 +74,17 @@ def assert_no_leak(report: LeakReport, artifacts: Path, tag: str, min_frames: in
     assert report.ok, f"faces left the service visible ({artifacts / f'leaks-{tag}'}):\n{report.describe()}"
 
 
-async def play(base_url: str, clip: TruthClip,
-               session_state: bool = True) -> tuple[SessionResult, TruthTrack, dict[str, Any]]:
+async def play(base_url: str, clip: TruthClip, session_state: bool = True,
+               headers: dict[str, str] | None = None) -> tuple[SessionResult, TruthTrack, dict[str, Any]]:
     """Send ``clip`` once as a live webcam: the frames that came back, the track, and the session's counters."""
-    async with LiveClient(base_url, clip) as client:
+    async with LiveClient(base_url, clip, headers=headers) as client:
         answer = await client.connect()
         assert answer.status == 200, answer.text
         await client.wait_connected()
         assert isinstance(client.track, TruthTrack)
         result = await client.run_clip(tail=1.5)
-        state = (await http("GET", f"{base_url}/sessions/{client.session_id}")).json() if session_state else {}
+        state = (await http("GET", f"{base_url}/sessions/{client.session_id}", headers=headers)).json() \
+            if session_state else {}
         return result, client.track, state
 
 

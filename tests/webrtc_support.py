@@ -268,7 +268,8 @@ async def free_port(host: str = SERVER_ADDR) -> int:
         return int(s.getsockname()[1])
 
 
-async def wait_ready(base_url: str, limit_s: float = 120, alive: Any = None) -> dict[str, Any]:
+async def wait_ready(base_url: str, limit_s: float = 120, alive: Any = None,
+                     headers: dict[str, str] | None = None) -> dict[str, Any]:
     """Poll GET /healthz until it answers 200; return its body. ``alive()`` False aborts (server died)."""
     deadline = time.monotonic() + limit_s
     last = "no answer"
@@ -276,7 +277,7 @@ async def wait_ready(base_url: str, limit_s: float = 120, alive: Any = None) -> 
         if alive is not None and not alive():
             raise RuntimeError(f"server exited before it was ready ({last})")
         try:
-            answer = await http("GET", base_url + "/healthz", limit_s=3)
+            answer = await http("GET", base_url + "/healthz", headers=headers, limit_s=3)
             if answer.status == 200:
                 body: dict[str, Any] = answer.json()
                 return body
@@ -310,8 +311,10 @@ class ServerProcess:
     def start(self, timeout: float = 120) -> ServerProcess:
         self.port = self.ns_loop.run(free_port())
         self._log = self.log_path.open("wb")
+        # The namespace is the test's own, reachable from nothing else: it stands for the authentication a
+        # deployment without a token must put in front.
         cmd = [*self.ns.exec_prefix(), sys.executable, "-m", "streamer", "serve", "--host", SERVER_ADDR,
-               "--port", str(self.port), "--device", "cpu", *self.args]
+               "--port", str(self.port), "--device", "cpu", "--insecure-no-token", *self.args]
         self.proc = subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=self._log, stderr=subprocess.STDOUT)
         try:
             self.ns_loop.run(wait_ready(self.base_url, timeout, alive=lambda: self.proc is not None
@@ -553,10 +556,11 @@ class LiveClient:
     :class:`NamespaceLoop` (``async with LiveClient(...) as c: await c.connect(...)``)."""
 
     def __init__(self, base_url: str, clip: SourceClip | TruthClip, keep_frames: bool = True,
-                 loop_forever: bool = False, audio: bool = False) -> None:
+                 loop_forever: bool = False, audio: bool = False, headers: dict[str, str] | None = None) -> None:
         from aiortc import RTCConfiguration, RTCPeerConnection
 
         self.base_url = base_url
+        self.headers = headers  # Authorization for a server with a token
         self.audio = audio
         self.keep_frames = keep_frames
         # iceServers=[] always: with no configuration aiortc falls back to a public STUN server.
@@ -617,7 +621,7 @@ class LiveClient:
         body: dict[str, Any] = {"sdp": sdp, "type": "offer"}
         if options is not None:
             body["options"] = options
-        answer = await http("POST", self.base_url + "/offer", json_body=body, limit_s=limit_s)
+        answer = await http("POST", self.base_url + "/offer", json_body=body, headers=self.headers, limit_s=limit_s)
         if answer.status == 200:
             data = answer.json()
             self.session_id = data.get("session")

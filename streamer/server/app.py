@@ -30,9 +30,11 @@ from ..healthcheck import PORT_ENV, default_port
 from ..jobs import JobManager
 from ..settings import MODES, LiveSettings
 from ..sources.rtsp import RtspOptions
-from . import auth
+from . import auth, hosts
+from .bodies import body_deadline
 from .capacity import DetectorLoad
 from .config import ServerConfig, parse_ice_server
+from .hostnames import binds_loopback_only
 from .jobs import add_routes as add_job_routes
 from .jobs import expire_loop
 from .metrics import ServerMetrics
@@ -51,6 +53,7 @@ from .state import (
     VIEWERS,
     error_response,
 )
+from .turn import DEFAULT_TTL_S, TurnRelay, check_ttl, read_secret_file
 from .whep import add_routes as add_whep_routes
 
 logger = logging.getLogger(__name__)
@@ -119,8 +122,14 @@ async def healthz(request: web.Request) -> web.Response:
     # A detector that stopped for good (the GPU failed under --require-gpu) is an error, not a slow start.
     error = app.get(DETECTOR_ERROR) or (detection.failed if detection is not None else None)
     ready = detection is not None and error is None
+    status = "ok" if ready else ("error" if error else "starting")
+    if not auth.authenticated(request):
+        # Health checks and load balancers need no more; camera names, addresses, errors and counts are for
+        # those who hold the token.
+        reason = None if ready else ("the face detector failed" if error else "the face detector is loading")
+        return web.json_response({"status": status, "ready": ready, "reason": reason}, status=200 if ready else 503)
     body = {
-        "status": "ok" if ready else ("error" if error else "starting"),
+        "status": status,
         "ready": ready,
         "provider": detection.provider if detection is not None else None,
         "error": error,
@@ -147,8 +156,9 @@ async def client_config(request: web.Request) -> web.Response:
     app = request.app
     config = app[CONFIG]
     detection = app.get(DETECTION)
+    turn = config.turn.ice_servers() if config.turn is not None else []
     return web.json_response({
-        "iceServers": [s.as_client_dict() for s in config.ice_servers],
+        "iceServers": [*(s.as_client_dict() for s in config.ice_servers), *turn],
         "maxSessions": config.max_sessions,
         "maxOfferBytes": config.max_offer_bytes,
         "audio": config.audio,
@@ -233,9 +243,12 @@ def create_app(config: ServerConfig | None = None, detector: CenterFaceDetector 
     """The service; ``detector`` (already loaded and checked) skips loading it at start-up."""
     config = config or ServerConfig()
     # Outermost first: every answer, refusals included, gets the security headers and the JSON error shape.
-    app = web.Application(middlewares=[security_headers, json_errors, auth.same_origin, auth.require_token],
+    # Bodies are read last, once the request may be served at all: a stranger cannot make the server hold one.
+    app = web.Application(middlewares=[security_headers, json_errors, hosts.allowed_host, auth.same_origin,
+                                       auth.require_token, body_deadline],
                           client_max_size=config.max_offer_bytes)
     app[CONFIG] = config
+    hosts.setup(app)
     if detector is not None:
         app[PRELOADED] = detector
     app[METRICS] = ServerMetrics()
@@ -286,11 +299,49 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         max_queued_jobs=args.max_queued_jobs, job_workers=args.job_workers, job_ttl_s=args.job_ttl,
         **({"jobs_dir": args.jobs_dir} if args.jobs_dir else {}),
         tls_cert=args.tls_cert, tls_key=args.tls_key, token=auth.token_from_args(args),
+        insecure_no_token=args.insecure_no_token, allowed_hosts=tuple(args.allowed_host), turn=turn_from_args(args),
     )
+
+
+def turn_from_args(args: argparse.Namespace) -> TurnRelay | None:
+    """The TURN relay whose credentials /config signs, from --turn-url and the secret (a file, else a variable)."""
+    env_file, env_secret = os.environ.get("STREAMER_TURN_SECRET_FILE"), os.environ.get("STREAMER_TURN_SECRET")
+    if args.turn_secret_file is not None:
+        secret: str | None = read_secret_file(args.turn_secret_file)
+    elif env_file and env_secret:
+        raise ValueError("set STREAMER_TURN_SECRET_FILE or STREAMER_TURN_SECRET, not both")
+    elif env_file:
+        secret = read_secret_file(Path(env_file), "STREAMER_TURN_SECRET_FILE")
+    else:
+        secret = env_secret or None
+    if not args.turn_url:
+        if args.turn_secret_file is not None or args.turn_ttl is not None:
+            raise ValueError("--turn-secret-file and --turn-ttl need --turn-url")
+        return None  # a secret in the environment alone (compose without the turn profile) means no relay
+    if secret is None:
+        raise ValueError("--turn-url needs the relay's secret: --turn-secret-file, $STREAMER_TURN_SECRET_FILE or "
+                         "$STREAMER_TURN_SECRET")
+    ttl = DEFAULT_TTL_S if args.turn_ttl is None else args.turn_ttl
+    return TurnRelay(tuple(args.turn_url), secret, check_ttl(ttl))
+
+
+def check_exposure(config: ServerConfig) -> None:
+    """A server others can reach needs a token, unless the operator says loudly that something else guards it."""
+    if config.token is not None or binds_loopback_only(config.host):
+        return
+    if not config.insecure_no_token:
+        raise ValueError(
+            f"refusing to listen on {config.host or 'every address'} without an access token: anyone who can "
+            "reach it could watch every camera, read every upload and start sessions. Give one with "
+            "--token-file PATH (or $STREAMER_TOKEN_FILE, $STREAMER_TOKEN), or keep --host 127.0.0.1; "
+            "--insecure-no-token serves without one, for a deployment whose own authentication is in front")
+    logger.warning("[server] --insecure-no-token: NO ACCESS CONTROL on %s:%d; anyone who can reach it may watch "
+                   "every camera, read every upload and start sessions", config.host, config.port)
 
 
 def run(args: argparse.Namespace) -> None:
     config = config_from_args(args)
+    check_exposure(config)
     detector = None
     if args.require_gpu:
         # Refuse to start at all (non-zero exit, clear message) rather than serve on the wrong device.
@@ -303,15 +354,13 @@ def run(args: argparse.Namespace) -> None:
         ssl_context.load_cert_chain(config.tls_cert, config.tls_key)
     scheme = "https" if ssl_context else "http"
     logger.info("[server] listening on %s://%s:%d (max %d sessions, ICE servers: %s)", scheme, config.host,
-                config.port, config.max_sessions, json.dumps([s.url for s in config.ice_servers]))
+                config.port, config.max_sessions,
+                json.dumps([s.url for s in config.ice_servers] + list(config.turn.urls if config.turn else ())))
     env_port = os.environ.get(PORT_ENV, "").strip()
     if env_port and env_port != str(config.port):
         logger.warning("[server] listening on port %d but %s=%s: a container's health check probes %s, so set "
                        "the port there rather than with --port", config.port, PORT_ENV, env_port, PORT_ENV)
-    if config.token is None and config.host not in ("127.0.0.1", "::1", "localhost"):
-        logger.warning("[server] no access token: anyone who can reach %s:%d may use the service (--token)",
-                       config.host, config.port)
-    elif config.token is not None:
+    if config.token is not None:
         logger.info("[server] access token required on everything but /healthz (log in at /login)")
     web.run_app(create_app(config, detector), host=config.host, port=config.port, ssl_context=ssl_context, print=None,
                 shutdown_timeout=5.0)

@@ -5,10 +5,11 @@ guard on every state-changing request.
   browser marks ``Sec-Fetch-Site: cross-site|same-site``, is refused with 403, so that another web site cannot drive
   the API from a visitor's browser (CSRF), token or not. Requests with neither header (curl, OBS, ffmpeg, aiortc)
   are not browsers' cross-site requests and pass.
-- ``require_token`` (when ``serve --token`` / ``$STREAMER_TOKEN`` / ``--token-file`` is set): every route but
-  ``GET /healthz`` and the login page needs ``Authorization: Bearer TOKEN`` (external players, scripts; the WHEP
-  draft says so) or the session cookie that ``POST /login`` sets. The cookie holds a random session id, never the
-  token; sessions live in memory, so a restart logs everyone out.
+- ``require_token`` (when ``serve --token`` / ``--token-file`` / ``$STREAMER_TOKEN_FILE`` / ``$STREAMER_TOKEN`` is
+  set): every route but ``GET /healthz`` (which then says only ready or not) and the login page needs
+  ``Authorization: Bearer TOKEN`` (external players, scripts; the WHEP draft says so) or the session cookie that
+  ``POST /login`` sets. The cookie holds a random session id, never the token; sessions live
+  in memory, so a restart logs everyone out.
 - Failed attempts (a wrong token in the form or in a bearer header) are counted per client address; after
   ``MAX_FAILURES`` within ``FAILURE_WINDOW_S`` that address gets 429 until the window has passed. They are logged
   with the address, never with what was sent.
@@ -49,19 +50,33 @@ PUBLIC_PATHS = frozenset({"/healthz", "/login", "/static/style.css", "/static/au
 LOGIN_ERROR_SLOT = '<p id="login-error" class="inline-error" role="alert" hidden></p>'
 
 
+def _read_token_file(path: Path, source: str) -> str:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ValueError(f"{source} {path}: cannot read ({exc.strerror})") from exc
+    except UnicodeDecodeError:
+        raise ValueError(f"{source} {path}: not a text file") from None
+    if not text.strip():
+        raise ValueError(f"{source} {path}: the file is empty")
+    return text.strip()
+
+
 def token_from_args(args: argparse.Namespace) -> str | None:
-    """The token from ``--token-file`` (a Docker secret), ``--token`` or ``$STREAMER_TOKEN``, in that order."""
+    """The token from ``--token-file`` (a Docker secret) or ``--token``, else from ``$STREAMER_TOKEN_FILE`` or
+    ``$STREAMER_TOKEN``. Two sources at the same level are refused: the operator meant one of them."""
+    if args.token_file is not None and args.token is not None:
+        raise ValueError("give --token or --token-file, not both")
     if args.token_file is not None:
-        if args.token is not None:
-            raise ValueError("give --token or --token-file, not both")
-        try:
-            text = Path(args.token_file).read_text(encoding="utf-8")
-        except OSError as exc:
-            raise ValueError(f"--token-file {args.token_file}: cannot read ({exc.strerror})") from exc
-        return text.strip() or None
+        return _read_token_file(Path(args.token_file), "--token-file")
     if args.token is not None:
         return str(args.token) or None
-    return os.environ.get("STREAMER_TOKEN") or None
+    env_file, env_token = os.environ.get("STREAMER_TOKEN_FILE"), os.environ.get("STREAMER_TOKEN")
+    if env_file and env_token:
+        raise ValueError("set STREAMER_TOKEN_FILE or STREAMER_TOKEN, not both")
+    if env_file:
+        return _read_token_file(Path(env_file), "STREAMER_TOKEN_FILE")
+    return env_token or None
 
 
 @dataclass
@@ -203,6 +218,27 @@ def _unauthorized(message: str, error: str | None = None) -> web.Response:
 def _too_many(address: str, wait_s: float) -> web.Response:
     return error_response(429, f"too many failed attempts from {address}; try again in {wait_s:.0f} s",
                           retry_after=int(wait_s + 0.999))
+
+
+def authenticated(request: web.Request) -> bool:
+    """Whether this request may see what the token protects (always, when there is no token). For routes that
+    answer everyone but say more to those who hold the token; a wrong bearer token counts as a failure here too,
+    so such a route is no way around the limit on guesses."""
+    token = request.app[CONFIG].token
+    state = request.app[AUTH]
+    if token is None or state.valid_session(request.cookies.get(COOKIE)):
+        return True
+    given = _bearer(request)
+    if given is None:
+        return False
+    address = request.remote or "unknown"
+    if state.locked_for(address):
+        return False
+    if _matches(token, given):
+        return True
+    state.failed(address)
+    logger.warning("[auth] wrong bearer token from %s for %s %s", address, request.method, request.path)
+    return False
 
 
 @web.middleware

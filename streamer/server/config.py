@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import re
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -15,6 +14,8 @@ from models.precision import PrecisionChoice
 from models.runtime import Device
 
 from ..cameras import CameraSettings
+from .hostnames import host_name
+from .turn import TurnRelay
 
 AudioPolicy = Literal["drop", "passthrough"]
 ICE_SCHEMES = ("stun", "stuns", "turn", "turns")
@@ -103,10 +104,13 @@ class ServerConfig:
     max_queued_jobs: int = 8
     job_workers: int = 1
     job_ttl_s: float = 3600.0  # results are removed this long after their job finished
-    jobs_dir: Path = field(default_factory=lambda: Path(tempfile.gettempdir()) / "face-streamer-jobs")
+    jobs_dir: Path | None = None  # None: a private per-user folder (streamer.jobs.JobManager chooses it)
     tls_cert: Path | None = None
     tls_key: Path | None = None
     token: str | None = field(default=None, repr=False)  # --token: kept out of repr, so out of any log line
+    insecure_no_token: bool = False  # --insecure-no-token: the operator's own authentication is in front
+    allowed_hosts: tuple[str, ...] = ()  # --allowed-host: Host names served besides loopback and our addresses
+    turn: TurnRelay | None = None  # --turn-url + --turn-secret-file: short-lived TURN credentials in /config
 
     def __post_init__(self) -> None:
         if self.token is not None:
@@ -124,6 +128,9 @@ class ServerConfig:
         names = [c.name for c in self.cameras]
         if len(set(names)) != len(names):
             raise ValueError(f"camera names must be unique: {', '.join(sorted(names))}")
+        for name in self.allowed_hosts:
+            if not name or host_name(name) is None or "/" in name:
+                raise ValueError(f"--allowed-host {name!r}: expected a host name or address (no scheme or path)")
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ValueError("--tls-cert and --tls-key go together")
         if not 0 <= self.port <= 65535:

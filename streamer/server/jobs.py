@@ -14,12 +14,17 @@ from aiohttp import BodyPartReader, web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from ..jobs import TERMINAL, Job, QueueFull
+from ..offline import HEAD_BYTES, InputError, input_kind
 from ..settings import AnonymizeSettings
 from .state import CONFIG, DETECTION, JOBS, error_response
 
 logger = logging.getLogger(__name__)
 
 CHUNK = 1 << 20
+UPLOAD_CHUNK_TIMEOUT_S = 30.0  # the longest an upload may send nothing (aiohttp itself would wait for ever)
+# ... and the least it must send in each such window: a few bytes now and then would otherwise hold a queue slot
+# and a connection for ever (128 kbit/s; a 500 MB upload at that rate takes 9 hours).
+UPLOAD_MIN_BYTES_PER_S = 16 * 1024
 SSE_INTERVAL_S = 0.25
 
 
@@ -50,37 +55,71 @@ async def post_job(request: web.Request) -> web.Response:
         return error_response(400, f"the multipart body cannot be read: {exc}")
     fields: dict[str, str] = {}
     job: Job | None = None
+    loop = asyncio.get_running_loop()
     try:
-        while (part := await reader.next()) is not None:
-            if not isinstance(part, BodyPartReader):
-                raise ValueError("nested multipart bodies are not supported")
-            if part.name == "file":
-                if job is not None:
-                    raise ValueError("send one file per job")
-                job = jobs.new_job(part.filename or "", _settings(fields))
-                size = 0
-                with job.input.open("wb") as out:
-                    while chunk := await part.read_chunk(CHUNK):
-                        size += len(chunk)
-                        if size > limit:
-                            jobs.fail_upload(job, "too large")
-                            jobs.cancel(job)
-                            return error_response(413, f"the upload is larger than the {config.max_upload_mb} MB "
-                                                       "limit")
-                        # Disk writes off the event loop: a slow disk must not stall live sessions.
-                        await asyncio.get_running_loop().run_in_executor(None, out.write, chunk)
-            elif part.name in ("mode", "strength"):
-                try:
-                    fields[part.name] = (await part.text())[:64]
-                except (RuntimeError, zlib.error) as exc:  # aiohttp: an unknown or corrupt Content-Encoding
-                    raise ValueError(f"field {part.name!r} cannot be decoded: {exc}") from exc
-            else:
-                raise ValueError(f"unknown field {part.name!r}; send file, mode, strength")
-        if job is None:
-            raise ValueError("no file in the upload (multipart field 'file')")
-        job.settings = _settings(fields)  # fields may come before or after the file
+        # aiohttp has no read timeout: a client that trickles its upload must not hold a connection and a job
+        # slot for ever. Each part header and chunk must come within UPLOAD_CHUNK_TIMEOUT_S.
+        async with asyncio.timeout(UPLOAD_CHUNK_TIMEOUT_S) as deadline:
+            while (part := await reader.next()) is not None:
+                deadline.reschedule(loop.time() + UPLOAD_CHUNK_TIMEOUT_S)
+                if not isinstance(part, BodyPartReader):
+                    raise ValueError("nested multipart bodies are not supported")
+                if part.name == "file":
+                    if job is not None:
+                        raise ValueError("send one file per job")
+                    job = jobs.new_job(part.filename or "", _settings(fields))
+                    size = 0
+                    head = b""
+                    window_start, window_size = loop.time(), 0
+                    with job.create_input() as out:
+                        while chunk := await part.read_chunk(CHUNK):
+                            if len(head) < HEAD_BYTES:
+                                # A TIFF, GIF, ... is refused before the rest is read; the job classifies the whole
+                                # file again by the same rule (input_kind), also when it is shorter than this.
+                                head += chunk[:HEAD_BYTES - len(head)]
+                                if len(head) == HEAD_BYTES:
+                                    job.kind = input_kind(head, job.name + job.suffix)
+                            now = loop.time()
+                            deadline.reschedule(now + UPLOAD_CHUNK_TIMEOUT_S)
+                            size += len(chunk)
+                            window_size += len(chunk)
+                            if now - window_start >= UPLOAD_CHUNK_TIMEOUT_S:
+                                if window_size < UPLOAD_MIN_BYTES_PER_S * (now - window_start):
+                                    raise TimeoutError  # a trickle: answered like silence
+                                window_start, window_size = now, 0
+                            if size > limit:
+                                jobs.fail_upload(job, "too large")
+                                jobs.cancel(job)
+                                return error_response(413, f"the upload is larger than the {config.max_upload_mb} MB "
+                                                           "limit")
+                            # Disk writes off the event loop: a slow disk must not stall live sessions.
+                            await asyncio.get_running_loop().run_in_executor(None, out.write, chunk)
+                elif part.name in ("mode", "strength"):
+                    try:
+                        fields[part.name] = (await part.text())[:64]
+                    except (RuntimeError, zlib.error) as exc:  # aiohttp: an unknown or corrupt Content-Encoding
+                        raise ValueError(f"field {part.name!r} cannot be decoded: {exc}") from exc
+                else:
+                    raise ValueError(f"unknown field {part.name!r}; send file, mode, strength")
+            if job is None:
+                raise ValueError("no file in the upload (multipart field 'file')")
+            job.settings = _settings(fields)  # fields may come before or after the file
+    except TimeoutError:
+        if job is not None:
+            jobs.cancel(job)
+        logger.warning("[job %s] upload from %s stalled (under the minimum rate for %.0f s); closing",
+                       job.id if job else "-", request.remote,
+                       UPLOAD_CHUNK_TIMEOUT_S)
+        response = error_response(408, f"the upload stalled: less than {UPLOAD_MIN_BYTES_PER_S // 1024} KiB/s "
+                                       f"over {UPLOAD_CHUNK_TIMEOUT_S:.0f} s")
+        response.force_close()
+        return response
     except QueueFull as exc:
         return error_response(429, f"too many jobs waiting: {exc}; try again later", retry_after=30)
+    except InputError as exc:  # before ValueError, which it is
+        if job is not None:
+            jobs.cancel(job)
+        return error_response(415, str(exc))
     except (ValueError, LookupError, HttpProcessingError) as exc:
         # LookupError: a part declared a charset that does not exist; HttpProcessingError: a part's headers are
         # malformed (aiohttp's message is "400, message: ...": say it plainly).

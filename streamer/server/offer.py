@@ -19,8 +19,44 @@ logger = logging.getLogger(__name__)
 RETRY_AFTER_S = 5
 
 
-def _has_media(sdp: str, kind: str) -> bool:
-    return any(line.startswith(f"m={kind} ") for line in sdp.splitlines())
+# Caps checked before aiortc parses anything: it parses on the event loop, and one 231 KB offer with 800 media
+# sections held the loop for seconds (every live stream froze). Its codec matching also grows with rtpmap x rtcp-fb
+# lines in a section: 600 x 1,200 within 64 KB held it 7 s. A browser's offer is a few KB: two or three sections,
+# each with up to ~40 rtpmap, ~100 rtcp-fb and a few ssrc lines.
+MAX_SDP_BYTES = 64 * 1024
+MAX_SDP_LINES = 1000
+MAX_MEDIA_SECTIONS = 8
+MAX_CANDIDATES = 64
+MAX_PER_SECTION = {"a=rtpmap:": 64, "a=rtcp-fb:": 256, "a=ssrc:": 64, "a=fmtp:": 64}
+
+
+def check_offer_sdp(sdp: str) -> None:
+    """ValueError with the reason when ``sdp`` is not an offer this server will parse."""
+    if len(sdp.encode("utf-8", "surrogatepass")) > MAX_SDP_BYTES:
+        raise ValueError(f"the offer is too large: at most {MAX_SDP_BYTES} bytes of SDP")
+    if not sdp.lstrip().startswith("v=0"):
+        raise ValueError("sdp is not a session description (it must start with v=0)")
+    lines = sdp.splitlines()  # as aiortc splits it
+    if len(lines) > MAX_SDP_LINES:
+        raise ValueError(f"the offer has {len(lines)} lines; at most {MAX_SDP_LINES} are accepted")
+    media = [line for line in lines if line.startswith("m=")]
+    if len(media) > MAX_MEDIA_SECTIONS:
+        raise ValueError(f"the offer has {len(media)} media sections; at most {MAX_MEDIA_SECTIONS} are accepted")
+    counts: dict[str, int] = {}
+    for line in lines:
+        if line.startswith("m="):
+            counts = {}
+            continue
+        for prefix, most in MAX_PER_SECTION.items():
+            if line.startswith(prefix):
+                counts[prefix] = counts.get(prefix, 0) + 1
+                if counts[prefix] > most:
+                    raise ValueError(f"a media section of the offer has more than {most} {prefix[2:-1]} lines")
+    candidates = sum(1 for line in lines if line.startswith("a=candidate:"))
+    if candidates > MAX_CANDIDATES:
+        raise ValueError(f"the offer has {candidates} ICE candidates; at most {MAX_CANDIDATES} are accepted")
+    if not any(line.startswith("m=video ") for line in media):
+        raise ValueError("the offer has no video track")
 
 
 async def _read_json(request: web.Request) -> Any:
@@ -69,10 +105,7 @@ def _offer_fields(body: Any) -> tuple[str, LiveSettings]:
     if not isinstance(options, dict):
         raise ValueError("options must be a JSON object")
     settings = LiveSettings().updated(options)
-    if not sdp.lstrip().startswith("v=0"):
-        raise ValueError("sdp is not a session description (it must start with v=0)")
-    if not _has_media(sdp, "video"):
-        raise ValueError("the offer has no video track")
+    check_offer_sdp(sdp)
     return sdp, settings
 
 

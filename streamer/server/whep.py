@@ -11,7 +11,7 @@ from aiohttp import web
 from aiortc import RTCSessionDescription
 
 from ..cameras import Camera
-from .offer import RETRY_AFTER_S, _has_media, capacity_refused, sdp_error
+from .offer import RETRY_AFTER_S, capacity_refused, check_offer_sdp, sdp_error
 from .sessions import ViewerSession
 from .state import CAMERAS, CONFIG, EXECUTOR, VIEWERS, error_response
 
@@ -37,10 +37,10 @@ async def post_whep(request: web.Request) -> web.Response:
         sdp = raw.decode("utf-8")
     except UnicodeDecodeError:
         return error_response(400, "the offer is not UTF-8 text")
-    if not sdp.lstrip().startswith("v=0"):
-        return error_response(400, "the body is not a session description (it must start with v=0)")
-    if not _has_media(sdp, "video"):
-        return error_response(400, "the offer has no video")
+    try:
+        check_offer_sdp(sdp)
+    except ValueError as exc:
+        return error_response(400, str(exc))
     # From the limits to the viewer's place in the registry without an await: two offers arriving together
     # cannot both take the last slot.
     if not camera.ready:

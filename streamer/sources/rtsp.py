@@ -13,9 +13,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
-from urllib.parse import urlsplit, urlunsplit
 
 import av
+
+from ..offline import MAX_VIDEO_PIXELS
+from ..redact import redact_url, scrub
 
 logger = logging.getLogger(__name__)
 
@@ -28,16 +30,6 @@ STABLE_AFTER_S = 10.0  # a connection that delivered frames this long resets the
 
 def backoff_delay(attempt: int) -> float:
     return BACKOFF_S[attempt] if attempt < len(BACKOFF_S) else BACKOFF_MAX_S
-
-
-def redact(url: str) -> str:
-    """The URL without its password, for logs and status."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    netloc = f"{parts.username}:***@{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))
 
 
 @dataclass(frozen=True)
@@ -104,7 +96,7 @@ class RtspReader:
                 error = "the stream ended" if not stop.is_set() else None
             except Exception as exc:  # a bad URL, a codec PyAV cannot open: report it, keep trying
                 # FFmpeg's messages quote the URL: never let its password reach the status or the logs.
-                error = f"{type(exc).__name__}: {exc}".replace(self.url, redact(self.url))
+                error = scrub(f"{type(exc).__name__}: {exc}", self.url)
             if stop.is_set():
                 break
             if frames and time.monotonic() - started >= STABLE_AFTER_S:
@@ -123,8 +115,11 @@ class RtspReader:
         o = self.options
         # FFmpeg's RTSP demuxer waits out the read timeout twice before a read fails (measured with PyAV 18 /
         # FFmpeg 8.1, TCP and UDP: 1 s -> 2.0 s, 2 s -> 4.0 s, 5 s -> 10.0 s): ask for half.
+        # FFmpeg's own pixel limit on the probe's decoders and the stream's: a camera (or whoever answers at its
+        # address) cannot make a frame larger than the file pipeline accepts.
+        limit = {"max_pixels": str(MAX_VIDEO_PIXELS)}
         container = av.open(self.url, mode="r", timeout=(o.open_timeout_s, o.read_timeout_s / 2), options={
-            "rtsp_transport": o.transport, "fflags": "nobuffer", "flags": "low_delay",
+            "rtsp_transport": o.transport, "fflags": "nobuffer", "flags": "low_delay", **limit,
         })
         frames = 0
         try:
@@ -132,8 +127,9 @@ class RtspReader:
                 raise ValueError("the stream has no video")
             stream = container.streams.video[0]
             stream.thread_type = "AUTO"
+            stream.codec_context.options = {**stream.codec_context.options, **limit}
             self.connects += 1
-            logger.info("[camera %s] connected to %s (%s, %s)", self.name, redact(self.url),
+            logger.info("[camera %s] connected to %s (%s, %s)", self.name, redact_url(self.url),
                         stream.codec_context.name, o.transport)
             try:
                 for frame in container.decode(stream):
