@@ -16,7 +16,9 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_NO_CACHE_DIR=1 \
     STREAMER_PORT=9002
 WORKDIR /app
-RUN useradd --system --uid 10001 --user-group --home-dir /app --shell /usr/sbin/nologin streamer
+# uid and gid 10001, both fixed: a token file mounted as a secret is made readable to that group on the host.
+RUN groupadd --system --gid 10001 streamer \
+    && useradd --system --uid 10001 --gid 10001 --home-dir /app --shell /usr/sbin/nologin streamer
 # Readiness: the model loaded and its provider known, on $STREAMER_PORT (http or https). The start period covers
 # start-up, the warm-up inference and, on a GPU, CUDA/cuDNN initialisation.
 HEALTHCHECK --interval=15s --timeout=5s --start-period=120s --retries=3 \
@@ -39,7 +41,7 @@ COPY models models
 RUN sh scripts/install-image.sh weights cpu
 COPY streamer streamer
 COPY web web
-USER 10001
+USER 10001:10001
 CMD ["serve", "--host", "0.0.0.0", "--device", "cpu"]
 
 FROM common AS gpu
@@ -51,6 +53,6 @@ COPY models models
 RUN sh scripts/install-image.sh weights gpu
 COPY streamer streamer
 COPY web web
-USER 10001
+USER 10001:10001
 # --require-gpu: the service refuses to start unless its warm-up inference really ran on CUDA.
 CMD ["serve", "--host", "0.0.0.0", "--device", "cuda", "--require-gpu"]

@@ -69,15 +69,19 @@ def token_secret(folder: Path) -> Path:
     return secret
 
 
+def with_token(folder: Path) -> tuple[str, ...]:
+    """``docker run`` options that give the image its token as a mounted secret, the way compose does."""
+    return ("-v", f"{token_secret(folder)}:/run/secrets/streamer_token:ro",
+            "-e", "STREAMER_TOKEN_FILE=/run/secrets/streamer_token")
+
+
 @pytest.fixture(scope="module")
 def cpu_container(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Container]:
     """The CPU image with its own command and the token as a secret, in a network namespace of its own
     (``--network none``)."""
     need(CPU_IMAGE)
-    secret = token_secret(tmp_path_factory.mktemp("secret"))
     container = Container.run(CPU_IMAGE, tag="cpu", options=(
-        "--network", "none", "-v", f"{secret}:/run/secrets/streamer_token:ro",
-        "-e", "STREAMER_TOKEN_FILE=/run/secrets/streamer_token"))
+        "--network", "none", *with_token(tmp_path_factory.mktemp("secret"))))
     try:
         yield container
     finally:
@@ -105,9 +109,9 @@ def test_cpu_image_is_healthy_within_its_start_period_as_a_non_root_user(cpu_con
     assert json.loads(public.stdout) == {"status": "ok", "ready": True, "reason": None}, public.stdout
     probe = cpu_container.exec("python", "-c", fetch, "Authorization", BEARER["Authorization"])
     assert '"ready": true' in probe.stdout and '"provider": "CPUExecutionProvider"' in probe.stdout, probe.stdout
-    assert cpu_container.inspect()["Config"]["User"] == str(USER_ID)
-    ids = cpu_container.exec("python", "-c", "import os; print(os.getuid(), os.geteuid())").stdout.split()
-    assert ids == [str(USER_ID), str(USER_ID)]
+    assert cpu_container.inspect()["Config"]["User"] == f"{USER_ID}:{USER_ID}"
+    ids = cpu_container.exec("python", "-c", "import os; print(os.getuid(), os.geteuid(), os.getgid())").stdout.split()
+    assert ids == [str(USER_ID)] * 3  # gid 10001 too: a host's token file is made readable to that group
     # What a deployment must never carry: pip's cache, a compiler, the tests or their data.
     look = ("for p in /root/.cache /app/.cache /tmp/pip-* /app/tests /app/bench /app/.git /usr/bin/gcc /usr/bin/cc; "
             "do [ -e \"$p\" ] && echo \"$p\"; done; [ -d /root ] && echo checked")
@@ -183,11 +187,11 @@ def test_file_in_the_cpu_image_hides_every_face_of_mounted_photos(tmp_path: Path
     assert report.ok, report.describe()
 
 
-def test_docker_stop_ends_the_cpu_image_cleanly() -> None:
+def test_docker_stop_ends_the_cpu_image_cleanly(tmp_path: Path) -> None:
     """SIGTERM to the service (PID 1 in the container) shuts it down by itself: exit status 0, where a service
     that ignored it would be killed after docker stop's 10 s grace with status 137."""
     need(CPU_IMAGE)
-    container = Container.run(CPU_IMAGE, tag="stop", options=("--network", "none"))
+    container = Container.run(CPU_IMAGE, tag="stop", options=("--network", "none", *with_token(tmp_path)))
     try:
         assert container.wait_health() == "healthy", container.logs()[-3000:]
         docker("stop", "--time", "10", container.id)
@@ -197,9 +201,9 @@ def test_docker_stop_ends_the_cpu_image_cleanly() -> None:
         container.remove()
 
 
-def test_gpu_image_without_a_gpu_exits_naming_the_missing_driver() -> None:
+def test_gpu_image_without_a_gpu_exits_naming_the_missing_driver(tmp_path: Path) -> None:
     need(GPU_IMAGE)
-    container = Container.run(GPU_IMAGE, tag="gpu", options=("--network", "none"))
+    container = Container.run(GPU_IMAGE, tag="gpu", options=("--network", "none", *with_token(tmp_path)))
     try:
         status = container.wait_exit(limit_s=600)
         logs = container.logs()
