@@ -215,6 +215,7 @@ def _float_exclusions(model: Any) -> list[str]:
 
 def build_int8(source: Path, dest: Path, calibration: CalibrationSet) -> None:
     import onnx
+    import onnxruntime
     from onnx import version_converter
     from onnxruntime.quantization import (
         CalibrationDataReader,
@@ -237,17 +238,23 @@ def build_int8(source: Path, dest: Path, calibration: CalibrationSet) -> None:
             blob = next(self._blobs, None)
             return None if blob is None else {model.graph.input[0].name: blob}
 
-    with tempfile.TemporaryDirectory(prefix="quantize-") as tmp:
-        opset13, pre = Path(tmp) / "opset13.onnx", Path(tmp) / "pre.onnx"
-        onnx.save(model, str(opset13))
-        # Folds BatchNorm into Conv first, so the folded weights (not the BN) get quantization parameters.
-        quant_pre_process(str(opset13), str(pre), skip_symbolic_shape=True)
-        # reduce_range (7-bit weights): on x86 CPUs without VNNI (AVX2 only) ONNX Runtime's u8s8 kernels use
-        # VPMADDUBSW, whose 16-bit sums saturate with full-range weights. Measured on an AVX2-only EPYC: int8
-        # found 43 of the 53 dim Hamilton faces that fp32 finds, 52 with reduce_range, at the same speed.
-        quantize_static(str(pre), str(dest), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                        reduce_range=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                        calibrate_method=CalibrationMethod.MinMax, nodes_to_exclude=_float_exclusions(model))
+    # The sessions quantization opens print one warning per unused initializer (BatchNorm counters: hundreds of
+    # lines on a first run); errors still show.
+    onnxruntime.set_default_logger_severity(3)
+    try:
+        with tempfile.TemporaryDirectory(prefix="quantize-") as tmp:
+            opset13, pre = Path(tmp) / "opset13.onnx", Path(tmp) / "pre.onnx"
+            onnx.save(model, str(opset13))
+            # Folds BatchNorm into Conv first, so the folded weights (not the BN) get quantization parameters.
+            quant_pre_process(str(opset13), str(pre), skip_symbolic_shape=True)
+            # reduce_range (7-bit weights): on x86 CPUs without VNNI (AVX2 only) ONNX Runtime's u8s8 kernels use
+            # VPMADDUBSW, whose 16-bit sums saturate with full-range weights. Measured on an AVX2-only EPYC: int8
+            # found 43 of the 53 dim Hamilton faces that fp32 finds, 52 with reduce_range, at the same speed.
+            quantize_static(str(pre), str(dest), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                            reduce_range=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                            calibrate_method=CalibrationMethod.MinMax, nodes_to_exclude=_float_exclusions(model))
+    finally:
+        onnxruntime.set_default_logger_severity(2)  # the default: warnings of the model in use still show
 
 
 def build_fp16(source: Path, dest: Path) -> None:

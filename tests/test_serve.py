@@ -25,17 +25,20 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def server() -> Iterator[str]:
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     port = free_port()
+    # The server's log goes to a file: a pipe nobody reads fills up and stops the server mid-test.
+    log = tmp_path_factory.mktemp("serve") / "server.log"
     # The port from $STREAMER_PORT, as the image and compose set it.
-    proc = subprocess.Popen([sys.executable, "-m", "streamer", "serve", "--device", "cpu"], cwd=REPO_ROOT,
-                            env={**os.environ, "STREAMER_PORT": str(port)}, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
+    with log.open("wb") as sink:
+        proc = subprocess.Popen([sys.executable, "-m", "streamer", "serve", "--device", "cpu"], cwd=REPO_ROOT,
+                                env={**os.environ, "STREAMER_PORT": str(port)}, stdout=subprocess.DEVNULL,
+                                stderr=sink)
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
-            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+            assert proc.poll() is None, log.read_text(errors="replace")[-3000:]
             try:
                 with urllib.request.urlopen(base + "/healthz", timeout=2) as response:
                     if response.status == 200:
@@ -118,14 +121,16 @@ def test_tls_serves_https(tmp_path: Path) -> None:
     """Browsers give camera access only on https (or localhost): --tls-cert/--tls-key serve the page on https."""
     cert, key = self_signed(tmp_path)
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "streamer", "serve", "--port", str(port), "--device", "cpu",
-                             "--tls-cert", str(cert), "--tls-key", str(key)],
-                            cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    log = tmp_path / "server.log"
+    with log.open("wb") as sink:
+        proc = subprocess.Popen([sys.executable, "-m", "streamer", "serve", "--port", str(port), "--device", "cpu",
+                                 "--tls-cert", str(cert), "--tls-key", str(key)],
+                                cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=sink)
     context = ssl.create_default_context(cafile=str(cert))
     try:
         deadline = time.monotonic() + 60
         while True:
-            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+            assert proc.poll() is None, log.read_text(errors="replace")[-3000:]
             try:
                 with urllib.request.urlopen(f"https://127.0.0.1:{port}/healthz", timeout=2,
                                             context=context) as response:
