@@ -245,18 +245,33 @@ class FaultRun:
     faulted: int  # detector calls that raised / hung / were slowed
 
 
+MIN_PHASE_FRAMES = 15  # frames each phase of a fault run brings back, however slow the machine is
+PHASE_CAP_S = 30.0
+
+
 def run_fault(server: InProcessServer, ns_loop: NamespaceLoop, clip: SourceClip, faults: FaultySession,
               mode: str, delay_s: float, duration_s: float, recover_s: float = 3.0) -> FaultRun:
-    """A live session: 2 s normal, the fault for ``duration_s``, then ``recover_s`` with no client action."""
+    """A live session: 2 s normal, the fault for ``duration_s``, then ``recover_s`` with no client action. Each
+    phase also lasts until MIN_PHASE_FRAMES came back in it: on a busy machine fewer frames come back per second,
+    and the judges need enough of them."""
     from webrtc_support import LiveClient
 
     async def scenario() -> FaultRun:
         async with LiveClient(server.base_url, clip, loop_forever=True) as client:
+
+            async def frames_since(start: float) -> None:
+                limit = time.monotonic() + PHASE_CAP_S
+                while sum(1 for f in client.received if f.arrived >= start) < MIN_PHASE_FRAMES:
+                    assert time.monotonic() < limit, f"fewer than {MIN_PHASE_FRAMES} frames in {PHASE_CAP_S:.0f} s"
+                    await asyncio.sleep(0.05)
+
             answer = await client.connect()
             assert answer.status == 200, answer.text
             await client.wait_connected()
             await client.wait_first_frame()
+            started = time.monotonic()
             await asyncio.sleep(2.0)
+            await frames_since(started)
             url = f"{server.base_url}/sessions/{client.session_id}"
             before = faults.faulted
             on = time.monotonic()
@@ -264,17 +279,19 @@ def run_fault(server: InProcessServer, ns_loop: NamespaceLoop, clip: SourceClip,
             await asyncio.sleep(duration_s * 0.8)
             during = (await http("GET", url)).json()
             await asyncio.sleep(duration_s * 0.2)
+            await frames_since(on)
             if mode != "hang":  # a hang switches itself off after one call
                 faults.set(None)
             off = time.monotonic()
             await asyncio.sleep(recover_s)
+            await frames_since(off)
             after = await http("GET", url)
             assert after.status == 200, f"the session did not survive the fault: {after.status} {after.text}"
             client.track.finish()
             return FaultRun(client.snapshot(), on, off, during, after.json(), str(client.session_id),
                             faults.faulted - before)
 
-    return ns_loop.run(scenario(), 90)
+    return ns_loop.run(scenario(), 90 + 3 * PHASE_CAP_S)
 
 
 def between(result: SessionResult, t0: float, t1: float) -> list[ReceivedFrame]:
