@@ -102,17 +102,17 @@ def build_parser() -> argparse.ArgumentParser:
                         "may watch every camera, read every upload and start sessions. Only for a deployment that "
                         "puts its own authentication in front (a reverse proxy, a VPN)")
     p.add_argument("--allowed-host", action="append", metavar="NAME",
-                   default=[h for h in os.environ.get("STREAMER_ALLOWED_HOSTS", "").replace(",", " ").split() if h],
+                   default=os.environ.get("STREAMER_ALLOWED_HOSTS", "").replace(",", " ").split(),
                    help="a host name (or address) browsers and players use to reach the server, besides loopback "
                         "and the addresses it listens on; others get 421 (repeatable; default: "
                         "$STREAMER_ALLOWED_HOSTS, space-separated)")
     p.add_argument("--ice-server", action="append", metavar="URL",
-                   default=[u for u in os.environ.get("STREAMER_ICE_SERVERS", "").split() if u],
+                   default=os.environ.get("STREAMER_ICE_SERVERS", "").split(),
                    help="STUN/TURN server for WebRTC, repeatable: stun:HOST[:PORT] or "
                         "turn:USER:PASSWORD@HOST[:PORT][?transport=udp|tcp] (default: $STREAMER_ICE_SERVERS, "
                         "space-separated, else none; never a public one)")
     p.add_argument("--turn-url", action="append", metavar="URL",
-                   default=[u for u in os.environ.get("STREAMER_TURN_URLS", "").split() if u],
+                   default=os.environ.get("STREAMER_TURN_URLS", "").split(),
                    help="a TURN relay that shares --turn-secret-file with the server (coturn's use-auth-secret): "
                         "turn:HOST[:PORT][?transport=udp|tcp], repeatable; browsers get a credential that expires "
                         "after --turn-ttl instead of a lasting password (default: $STREAMER_TURN_URLS)")

@@ -28,15 +28,17 @@ from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 from conftest import REPO_ROOT
+from test_auth import _client
+from test_serve import free_port
 
 from models.centerface import CenterFaceDetector
 from streamer.__main__ import build_parser
 from streamer.cameras import CameraSettings
 from streamer.server import auth, hosts
 from streamer.server import jobs as server_jobs
-from streamer.server.app import check_exposure, config_from_args, create_app
+from streamer.server.app import check_exposure, config_from_args
 from streamer.server.bodies import BODY_TIMEOUT_S
 from streamer.server.config import ServerConfig
 from streamer.server.hostnames import is_loopback
@@ -45,12 +47,6 @@ from streamer.server.turn import TurnRelay
 
 TOKEN = "correct-horse-battery-staple-42"
 CAMERA_URL = "rtsp://admin:s3cr%40t'\\pw@192.168.77.5:8554/door?token=abc123"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def serve_args(*argv: str) -> argparse.Namespace:
@@ -115,12 +111,6 @@ def test_the_token_file_comes_from_the_environment_too(no_token_env: None, tmp_p
 
 
 # ------------------------------------------------------------------------------------ 2. Host names (rebinding)
-
-
-async def _client(config: ServerConfig, detector: CenterFaceDetector) -> TestClient[Any, Any]:
-    client: TestClient[Any, Any] = TestClient(TestServer(create_app(config, detector), host="127.0.0.1"))
-    await client.start_server()
-    return client
 
 
 @pytest.fixture

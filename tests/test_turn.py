@@ -30,6 +30,7 @@ import pytest
 from aioice import stun, turn
 from conftest import REPO_ROOT
 
+from streamer.server.secret_files import read_secret_file
 from streamer.server.turn import (
     DEFAULT_TTL_S,
     MAX_TTL_S,
@@ -37,7 +38,6 @@ from streamer.server.turn import (
     check_secret,
     make_credential,
     parse_turn_url,
-    read_secret_file,
     turn_ice_servers,
 )
 
@@ -543,9 +543,9 @@ def test_turn_settings_are_checked_at_start_up(tmp_path: Path) -> None:
         TurnRelay((), SECRET)
     secret_file = tmp_path / "turn.secret"
     secret_file.write_text(SECRET + "\n")  # as `echo` or `openssl rand -hex 32 >FILE` leave it
-    assert read_secret_file(secret_file) == SECRET
+    assert read_secret_file(secret_file, "--turn-secret-file") == SECRET
     secret_file.write_text("\n")
-    with pytest.raises(ValueError, match=f"--turn-secret-file {secret_file}: the TURN secret"):
-        read_secret_file(secret_file)
+    with pytest.raises(ValueError, match=f"--turn-secret-file {secret_file}: the file is empty"):
+        read_secret_file(secret_file, "--turn-secret-file")
     with pytest.raises(ValueError, match="cannot read"):
-        read_secret_file(tmp_path / "missing")
+        read_secret_file(tmp_path / "missing", "--turn-secret-file")

@@ -39,6 +39,7 @@ from .jobs import add_routes as add_job_routes
 from .jobs import expire_loop
 from .metrics import ServerMetrics
 from .offer import add_routes
+from .secret_files import read_secret_file, secret_from_env
 from .sessions import SessionRegistry
 from .state import (
     CAMERAS,
@@ -53,7 +54,7 @@ from .state import (
     VIEWERS,
     error_response,
 )
-from .turn import DEFAULT_TTL_S, TurnRelay, check_ttl, read_secret_file
+from .turn import DEFAULT_TTL_S, TurnRelay, check_ttl
 from .whep import add_routes as add_whep_routes
 
 logger = logging.getLogger(__name__)
@@ -305,15 +306,8 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
 
 def turn_from_args(args: argparse.Namespace) -> TurnRelay | None:
     """The TURN relay whose credentials /config signs, from --turn-url and the secret (a file, else a variable)."""
-    env_file, env_secret = os.environ.get("STREAMER_TURN_SECRET_FILE"), os.environ.get("STREAMER_TURN_SECRET")
-    if args.turn_secret_file is not None:
-        secret: str | None = read_secret_file(args.turn_secret_file)
-    elif env_file and env_secret:
-        raise ValueError("set STREAMER_TURN_SECRET_FILE or STREAMER_TURN_SECRET, not both")
-    elif env_file:
-        secret = read_secret_file(Path(env_file), "STREAMER_TURN_SECRET_FILE")
-    else:
-        secret = env_secret or None
+    secret = (read_secret_file(args.turn_secret_file, "--turn-secret-file") if args.turn_secret_file is not None
+              else secret_from_env("STREAMER_TURN_SECRET"))
     if not args.turn_url:
         if args.turn_secret_file is not None or args.turn_ttl is not None:
             raise ValueError("--turn-secret-file and --turn-ttl need --turn-url")

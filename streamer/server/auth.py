@@ -21,7 +21,6 @@ import argparse
 import hmac
 import html
 import logging
-import os
 import secrets
 import time
 from collections import deque
@@ -33,6 +32,7 @@ from urllib.parse import quote
 from aiohttp import web
 from yarl import URL
 
+from .secret_files import read_secret_file, secret_from_env
 from .state import CONFIG, error_response
 
 logger = logging.getLogger(__name__)
@@ -50,33 +50,16 @@ PUBLIC_PATHS = frozenset({"/healthz", "/login", "/static/style.css", "/static/au
 LOGIN_ERROR_SLOT = '<p id="login-error" class="inline-error" role="alert" hidden></p>'
 
 
-def _read_token_file(path: Path, source: str) -> str:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ValueError(f"{source} {path}: cannot read ({exc.strerror})") from exc
-    except UnicodeDecodeError:
-        raise ValueError(f"{source} {path}: not a text file") from None
-    if not text.strip():
-        raise ValueError(f"{source} {path}: the file is empty")
-    return text.strip()
-
-
 def token_from_args(args: argparse.Namespace) -> str | None:
     """The token from ``--token-file`` (a Docker secret) or ``--token``, else from ``$STREAMER_TOKEN_FILE`` or
     ``$STREAMER_TOKEN``. Two sources at the same level are refused: the operator meant one of them."""
     if args.token_file is not None and args.token is not None:
         raise ValueError("give --token or --token-file, not both")
     if args.token_file is not None:
-        return _read_token_file(Path(args.token_file), "--token-file")
+        return read_secret_file(Path(args.token_file), "--token-file")
     if args.token is not None:
         return str(args.token) or None
-    env_file, env_token = os.environ.get("STREAMER_TOKEN_FILE"), os.environ.get("STREAMER_TOKEN")
-    if env_file and env_token:
-        raise ValueError("set STREAMER_TOKEN_FILE or STREAMER_TOKEN, not both")
-    if env_file:
-        return _read_token_file(Path(env_file), "STREAMER_TOKEN_FILE")
-    return env_token or None
+    return secret_from_env("STREAMER_TOKEN")
 
 
 @dataclass

@@ -19,7 +19,6 @@ import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TypedDict
 
 # How long a credential can start new TURN allocations. coturn checks the expiry when a client authenticates, not
@@ -93,20 +92,6 @@ def check_secret(secret: str) -> str:
         raise ValueError(f"the TURN secret must be at least {MIN_SECRET_CHARS} characters (e.g. `openssl rand "
                          "-hex 32`)")
     return secret
-
-
-def read_secret_file(path: Path, source: str = "--turn-secret-file") -> str:
-    """The secret from a file (a Docker secret, say), without the newline ``echo`` or an editor leaves at its end."""
-    try:
-        text = path.read_text(encoding="ascii")
-    except OSError as exc:
-        raise ValueError(f"{source} {path}: cannot read ({exc.strerror})") from exc
-    except UnicodeDecodeError:
-        raise ValueError(f"{source} {path}: the TURN secret must be printable ASCII") from None
-    try:
-        return check_secret(text.strip())
-    except ValueError as exc:
-        raise ValueError(f"{source} {path}: {exc}") from None
 
 
 def make_credential(secret: str, ttl_s: int = DEFAULT_TTL_S, name: str = DEFAULT_NAME,
