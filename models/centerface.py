@@ -15,7 +15,8 @@ import numpy.typing as npt
 from . import coverage
 from .coverage import DetectSize, View, parse_detect_size
 from .detections import FaceDetections
-from .runtime import Device, create_session
+from .runtime import CUDA, Device, create_session
+from .sessions import ShapeSessions
 from .weights import ModelError
 
 logger = logging.getLogger(__name__)
@@ -98,6 +99,7 @@ class DetectorConfig:
     nms_iou: float = 0.3
     threads: int = 0  # ONNX Runtime intra-op threads; 0 lets it choose (one per core)
     spin_wait: bool = True  # False for live pipelines, where other stages need the cores between inferences
+    session_per_shape: bool | None = None  # one ONNX Runtime session per input shape (models.sessions); None: on CUDA
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "detect_size", parse_detect_size(self.detect_size))
@@ -143,9 +145,16 @@ class CenterFaceDetector:
     def __init__(self, model_path: Path, device: Device = "auto", config: DetectorConfig | None = None) -> None:
         self.config = config or DetectorConfig()
         self.model_path = model_path
-        self.session, self.provider = create_session(prepare_graph(model_path), device, threads=self.config.threads,
-                                                     spin_wait=self.config.spin_wait)
-        self._input = self.session.get_inputs()[0].name
+        graph = prepare_graph(model_path)
+        session, self.provider = create_session(graph, device, threads=self.config.threads,
+                                                spin_wait=self.config.spin_wait)
+        per_shape = self.provider == CUDA if self.config.session_per_shape is None else self.config.session_per_shape
+        # Later sessions must run where the first one does: "cuda" fails loudly rather than landing on the CPU.
+        again: Device = "cuda" if self.provider == CUDA else "cpu"
+        self.sessions = ShapeSessions(
+            session,
+            lambda: create_session(graph, again, threads=self.config.threads, spin_wait=self.config.spin_wait)[0],
+            per_shape=per_shape)
         started = time.perf_counter()
         self.detect(np.zeros((480, 640, 3), np.uint8))
         self.warmup_ms = (time.perf_counter() - started) * 1000
@@ -228,7 +237,7 @@ class CenterFaceDetector:
             per_batch = max(1, coverage.MAX_BATCH_PIXELS // (ph * pw))
             for start in range(0, len(members), per_batch):
                 chunk = members[start:start + per_batch]
-                blob = np.zeros((len(chunk), 3, ph, pw), np.float32)
+                blob = np.zeros((self.sessions.rows_for(len(chunk), per_batch), 3, ph, pw), np.float32)
                 for row, job in enumerate(chunk):
                     view = job.view
                     crop: npt.NDArray[np.uint8] = requests[job.request].frame[view.y0:view.y1, view.x0:view.x1]
@@ -237,7 +246,7 @@ class CenterFaceDetector:
                         crop = np.asarray(cv2.resize(crop, (rw, rh), interpolation=cv2.INTER_AREA if view.scale < 1
                                                      else cv2.INTER_LINEAR), np.uint8)
                     blob[row, :, :rh, :rw] = crop[:, :, ::-1].transpose(2, 0, 1)  # BGR HWC -> RGB CHW
-                heat, scale, offset, lms = self.session.run(None, {self._input: blob})
+                heat, scale, offset, lms = self.sessions.run(blob)
                 for row, job in enumerate(chunk):
                     boxes, scores, marks = self._decode(heat[row, 0], scale[row], offset[row], lms[row], job.threshold)
                     view = job.view

@@ -162,7 +162,7 @@ def test_a_camera_counts_the_frames_it_hid_whole_and_why(hung_url: str, astronau
     from streamer.server.metrics import ServerMetrics
 
     detector = load_detector("cpu")
-    detector.session = _BrokenSession(detector.session)
+    detector.sessions.wrap(_BrokenSession)
     service = DetectionService(detector)
     camera = Camera(CameraSettings("yard", hung_url), RtspOptions(open_timeout_s=1.0))
     metrics = ServerMetrics()

@@ -161,7 +161,7 @@ def lost_gpu() -> Iterator[CenterFaceDetector]:
     """A real detector made to look like one on CUDA whose GPU then fails at run time."""
     detector = load_detector("cpu")
     detector.provider = CUDA
-    detector.session = _FailingSession(detector.session)
+    detector.sessions.wrap(_FailingSession)
     yield detector
 
 
@@ -222,7 +222,7 @@ def test_a_live_detection_past_its_deadline_is_no_result(photos: list[U8]) -> No
     """A frame whose detection is late gets none (the caller hides it whole), counted as late; the request still
     queued behind the slow one never runs, and the next frame in time gets its faces."""
     slow = load_detector("cpu")
-    slow.session = _SlowSession(slow.session, 0.6)
+    (session,) = slow.sessions.wrap(lambda real: _SlowSession(real, 0.6))
     service = DetectionService(slow, deadline_s=0.2)
     processor = _processor(slow)
     runs: list[float] = []
@@ -232,7 +232,7 @@ def test_a_live_detection_past_its_deadline_is_no_result(photos: list[U8]) -> No
         second = service.detect_live(processor, photos[0], 0.1)  # queued behind it, cancelled at its deadline
         assert first[0] is None and second[0] is None
         assert processor.stats.detections_late == 2
-        slow.session.delay_s = 0.0
+        session.delay_s = 0.0
         deadline = time.monotonic() + 30
         while not runs and time.monotonic() < deadline:  # the first inference finishes on its own
             time.sleep(0.01)

@@ -116,6 +116,7 @@ def test_cuda_provider_really_runs(astronaut_bgr: npt.NDArray[np.uint8]) -> None
         pytest.skip("onnxruntime-gpu is not installed (CPU build)")
     gpu = load_detector("cuda")
     assert gpu.provider == "CUDAExecutionProvider"
+    assert gpu.sessions.per_shape  # models.sessions: a new shape on CUDA must not rebuild another shape's plans
     assert len(gpu.detect(astronaut_bgr)) == 1
 
 

@@ -134,8 +134,7 @@ class FaultySession:
 def faulty_detector() -> tuple[CenterFaceDetector, FaultySession]:
     """A CPU detector of its own (the session-wide one stays untouched) with its runtime session wrapped."""
     detector = load_detector("cpu")
-    faults = FaultySession(detector.session)
-    detector.session = faults
+    (faults,) = detector.sessions.wrap(FaultySession)
     return detector, faults
 
 

@@ -58,7 +58,7 @@ def test_int8_agrees_with_fp32_on_a_dim_clip(detector: CenterFaceDetector) -> No
 
 def test_reports_the_provider_and_file_in_use(variant: CenterFaceDetector,
                                               astronaut_bgr: npt.NDArray[np.uint8]) -> None:
-    assert variant.provider == CPU == variant.session.get_providers()[0]
+    assert variant.provider == CPU == variant.sessions.providers()[0]
     precision: Precision = "int8" if "int8" in variant.model_path.name else "fp16"
     assert variant.model_path == variant_path(precision)
     record = json.loads(variant.model_path.with_name(variant.model_path.name + ".json").read_text())

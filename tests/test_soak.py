@@ -102,7 +102,7 @@ async def test_a_session_the_detector_cannot_serve_is_refused_and_the_others_kee
     # 120 ms per detection: one stream, with a frame in each of the detector's inference threads, gets over 10
     # frames per second; with a second stream, every stream would get fewer (predicted load >= 1.0 on 1 or 2
     # cores).
-    detector.session = SlowSession(detector.session, 0.120)
+    detector.sessions.wrap(lambda real: SlowSession(real, 0.120))
 
     async def scenario() -> tuple[HttpAnswer, int, float, float, HttpAnswer, dict[str, Any]]:
         port = await free_port()
