@@ -6,6 +6,8 @@
 # --build-arg BASE_IMAGE=... (scripts/images builds a stand-in from Debian's packages).
 # Layers go from what changes least to what changes most: an edit under streamer/ or web/ rebuilds only the last
 # two COPY layers; one under models/ also fetches and checks the weights again (and rebuilds the int8 model).
+# The weights and the int8 model are built as root into $STREAMER_CACHE, a folder of the image that the service's
+# user only reads; web/ goes where a wheel installs it, streamer/web (the package streamer.web).
 ARG BASE_IMAGE=python:3.11.11-slim-bookworm
 
 FROM ${BASE_IMAGE} AS common
@@ -14,7 +16,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONPATH=/app \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1 \
-    STREAMER_PORT=9002
+    STREAMER_PORT=9002 \
+    STREAMER_CACHE=/app/weights
 WORKDIR /app
 # uid and gid 10001, both fixed: a token file mounted as a secret is made readable to that group on the host.
 RUN groupadd --system --gid 10001 streamer \
@@ -40,7 +43,7 @@ RUN sh scripts/install-image.sh deps requirements/image.txt
 COPY models models
 RUN sh scripts/install-image.sh weights cpu
 COPY streamer streamer
-COPY web web
+COPY web streamer/web
 USER 10001:10001
 CMD ["serve", "--host", "0.0.0.0", "--device", "cpu"]
 
@@ -52,7 +55,7 @@ RUN sh scripts/install-image.sh deps requirements/image.txt
 COPY models models
 RUN sh scripts/install-image.sh weights gpu
 COPY streamer streamer
-COPY web web
+COPY web streamer/web
 USER 10001:10001
 # --require-gpu: the service refuses to start unless its warm-up inference really ran on CUDA.
 CMD ["serve", "--host", "0.0.0.0", "--device", "cuda", "--require-gpu"]

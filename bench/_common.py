@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -11,14 +10,15 @@ from pathlib import Path
 from typing import Any
 
 import av
-import cv2
 import numpy as np
 import numpy.typing as npt
 
+from testkit.frames import fit_frame
+from testkit.truth import TESTDATA_DIR
+
 REPO = Path(__file__).resolve().parent.parent
-TESTDATA = Path(os.environ.get("FACE_TESTDATA", str(REPO.parent / "shared" / "testdata")))
-VIDEOS = TESTDATA / "videos"
-IMAGES = TESTDATA / "images"
+VIDEOS = TESTDATA_DIR / "videos"
+IMAGES = TESTDATA_DIR / "images"
 DEFACE_VENV = REPO / "bench" / ".venv-deface"
 DEFACE_BIN = DEFACE_VENV / "bin" / "deface"
 DEFACE_PYTHON = DEFACE_VENV / "bin" / "python"
@@ -51,24 +51,6 @@ def parse_size(text: str) -> tuple[int, int]:
     if w < 16 or h < 16:
         raise ValueError(f"size too small: {text!r}")
     return w, h
-
-
-def fit_frame(frame: Frame, width: int, height: int) -> Frame:
-    """Centre-crop ``frame`` to the aspect ratio of width x height, then resize to exactly that size."""
-    fh, fw = frame.shape[:2]
-    target = width / height
-    if fw / fh > target:  # too wide: crop the sides
-        cw = round(fh * target)
-        x0 = (fw - cw) // 2
-        frame = frame[:, x0:x0 + cw]
-    elif fw / fh < target:  # too tall: crop top and bottom
-        ch = round(fw / target)
-        y0 = (fh - ch) // 2
-        frame = frame[y0:y0 + ch]
-    if frame.shape[1] == width and frame.shape[0] == height:
-        return np.ascontiguousarray(frame)
-    interpolation = cv2.INTER_AREA if frame.shape[1] > width else cv2.INTER_LINEAR
-    return np.asarray(cv2.resize(frame, (width, height), interpolation=interpolation), dtype=np.uint8)
 
 
 def read_frames(path: Path, count: int) -> list[Frame]:

@@ -6,11 +6,11 @@
 
 Everything runs inside a network namespace this benchmark creates and deletes itself (``fscam-<pid>``: ``lo`` plus
 one veth pair, ``v0`` 10.77.0.1/24 and ``v1`` 10.77.0.2/24, both inside, no route out); root and ``ip netns`` are
-needed, and GStreamer's RTSP server for Debian's ``/usr/bin/python3`` (see tests/rtsp_support.py).
+needed, and GStreamer's RTSP server for Debian's ``/usr/bin/python3`` (see testkit/rtsp.py).
 
 For each number of cameras, three processes run in the namespace:
 
-- an RTSP server (GStreamer, the script :data:`GST_SERVER` run by ``/usr/bin/python3``, like tests/rtsp_server.py)
+- an RTSP server (GStreamer: testkit/rtsp_server.py run by ``/usr/bin/python3``, writing each frame's send time)
   on the namespace's 127.0.0.1, one mount per camera, every mount playing the same prepared clip in real time
   from its start for each client;
 - the service: ``python -m streamer serve --insecure-no-token --host 10.77.0.1 --device cpu
@@ -21,10 +21,10 @@ For each number of cameras, three processes run in the namespace:
   measures ``--seconds`` s; then adds viewers up to the next number per camera, waits ``--settle`` s and
   measures again; and so on. Viewers stay connected from one step to the next.
 
-The clip: a ground-truth clip (bench/_truth.py: ``testkit.truth.virtual_camera``, a camera panning and zooming over
+The clip: a ground-truth clip (testkit.judging: ``testkit.truth.virtual_camera``, a camera panning and zooming over
 the annotated photos with a hard cut to other people every 3 s) as long as the longest run needs, rendered CODE_H
 rows shorter than ``--size`` above a black band; each frame's number is stamped as a barcode in the band's left
-corner (bench/live_loopback.py's), so no true face is ever under it. Encoded to H.264 with a keyframe every 0.5 s and
+corner (testkit.bandcode), so no true face is ever under it. Encoded to H.264 with a keyframe every 0.5 s and
 no B-frames (the server drops what comes before the first keyframe after PLAY). Prepared once and kept in
 bench/out/cameras/.
 
@@ -58,7 +58,6 @@ import contextlib
 import json
 import math
 import os
-import selectors
 import shlex
 import signal
 import statistics
@@ -74,46 +73,33 @@ from typing import Any
 
 import av
 import numpy as np
+import numpy.typing as npt
 from aiohttp import ClientSession, ClientTimeout
 from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
-from aiortc.mediastreams import MediaStreamError
 
-from testkit.truth import TruthClip, TruthFrame
-
-from ._common import REPO, Frame, markdown_table, parse_size
-from ._truth import (
-    JUDGES,
-    JUDGES_TEXT,
-    checked_of,
+from testkit.bandcode import CODE_H, CODE_W, stamp_code
+from testkit.cpu_time import machine_busy_s, own_cpu_s, process_cpu_s
+from testkit.judging import (
     judge_outputs,
-    leak_problems,
-    leaked_of,
     load_judge_detector,
     make_judges,
-    per_judge,
     place_codeless,
     to_i420,
     truth_clip,
     with_band,
 )
-from .live_loopback import (
-    CODE_H,
-    CODE_W,
-    Namespace,
-    _busy_s,
-    _proc_cpu_s,
-    _raise_exit,
-    _self_cpu_s,
-    luma_of,
-    parse_metrics,
-    read_code,
-    stamp_code,
-    stop_process,
-)
+from testkit.metrics import unlabelled_samples
+from testkit.netns import SERVER_ADDR, NetNamespace
+from testkit.numbered_receiver import NumberedReceiver
+from testkit.readiness import wait_healthy
+from testkit.rtsp import RtspServer, rtsp_unavailable_reason
+from testkit.truth import TruthClip, TruthFrame
+
+from ._common import REPO, Frame, markdown_table, parse_size
+from ._leak_counts import JUDGES, JUDGES_TEXT, checked_of, leak_problems, leaked_of, per_judge
+from ._processes import log_tail, raise_exit, stop_process
 from .run_all import cpu_model, load_average
 
-SERVER_ADDR = "10.77.0.1"
-SYSTEM_PYTHON = Path("/usr/bin/python3")  # Debian's: the interpreter that sees the `gi` bindings
 CLIP_CACHE = REPO / "bench" / "out" / "cameras"
 KEYFRAME_EVERY_S = 0.5
 CLIP_FORMAT = "v2"  # part of the cached clip's name: bump it when the clip's making changes
@@ -125,114 +111,6 @@ JUDGE_S_PER_FRAME = 0.1  # a generous allowance for judging a kept frame
 CONTROL_FRAMES = 30  # frames of the clip as sent, judged as a control (they must leak)
 CONTROL_BUDGET_S = 8.0
 CLOCK_AGREE_S = 0.005  # GStreamer's clock and time.monotonic() must agree this well, else no latency
-
-# The RTSP server: tests/rtsp_server.py plus a probe on each session's payloader that writes, per frame,
-#   F <mount> <session> <pts ns> <scheduled send time ns>
-# (scheduled = the element's base time + the frame's running time: the sink sends it at that clock time), and once
-# per session
-#   C <mount> <session> <GStreamer clock ns> <time.monotonic_ns()>
-# to check that both clocks are CLOCK_MONOTONIC. Frames before PLAYING (preroll, base time 0) are not written.
-GST_SERVER = r'''
-import argparse, signal, sys, time
-import gi
-gi.require_version("Gst", "1.0")
-gi.require_version("GstRtspServer", "1.0")
-from gi.repository import GLib, Gst, GstRtspServer
-
-OK = Gst.PadProbeReturn.OK
-
-
-def main():
-    p = argparse.ArgumentParser()
-    p.add_argument("--port", type=int, required=True)
-    p.add_argument("--times", required=True)
-    p.add_argument("mounts", nargs="+")
-    args = p.parse_args()
-    Gst.init(None)
-    out = open(args.times, "a", buffering=1)
-    sessions = {}
-
-    def on_configure(factory, media, name):
-        sessions[name] = sessions.get(name, 0) + 1
-        session = sessions[name]
-        state = {"pts": None, "checked": False}
-
-        def probe(pad, info):
-            if info.type & Gst.PadProbeType.BUFFER_LIST:
-                blist = info.get_buffer_list()
-                if blist is None or blist.length() == 0:
-                    return OK
-                buf = blist.get(0)
-            else:
-                buf = info.get_buffer()
-            if buf is None or buf.pts == Gst.CLOCK_TIME_NONE or buf.pts == state["pts"]:
-                return OK
-            element = pad.get_parent_element()
-            base = element.get_base_time()
-            event = pad.get_sticky_event(Gst.EventType.SEGMENT, 0)
-            if base == 0 or event is None:
-                return OK
-            state["pts"] = buf.pts
-            running = event.parse_segment().to_running_time(Gst.Format.TIME, buf.pts)
-            if not state["checked"]:
-                clock = element.get_clock()
-                if clock is not None:
-                    out.write(f"C {name} {session} {clock.get_time()} {time.monotonic_ns()}\n")
-                    state["checked"] = True
-            out.write(f"F {name} {session} {buf.pts} {base + running}\n")
-            return OK
-
-        pay = media.get_element().get_by_name("pay0")
-        pay.get_static_pad("src").add_probe(Gst.PadProbeType.BUFFER | Gst.PadProbeType.BUFFER_LIST, probe)
-
-    server = GstRtspServer.RTSPServer()
-    server.set_address("127.0.0.1")
-    server.set_service(str(args.port))
-    mounts = server.get_mount_points()
-    for spec in args.mounts:
-        name, _, path = spec.partition("=")
-        factory = GstRtspServer.RTSPMediaFactory()
-        factory.set_launch(f'( filesrc location="{path}" ! qtdemux ! h264parse ! '
-                           "rtph264pay name=pay0 pt=96 config-interval=1 )")
-        factory.set_shared(False)
-        factory.connect("media-configure", on_configure, name)
-        mounts.add_factory("/" + name, factory)
-    if server.attach(None) == 0:
-        print(f"cannot listen on 127.0.0.1:{args.port}", file=sys.stderr)
-        return 1
-    loop = GLib.MainLoop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        GLib.unix_signal_add(GLib.PRIORITY_DEFAULT, sig, loop.quit)
-    print(f"READY {args.port}", flush=True)
-    loop.run()
-    return 0
-
-
-sys.exit(main())
-'''
-
-_GST_PROBE = ("import gi; gi.require_version('Gst', '1.0'); gi.require_version('GstRtspServer', '1.0'); "
-              "from gi.repository import Gst, GstRtspServer; Gst.init(None); "
-              "missing = [e for e in ('filesrc', 'qtdemux', 'h264parse', 'rtph264pay') "
-              "if not Gst.ElementFactory.find(e)]; print(' '.join(missing))")
-
-
-def rtsp_unavailable_reason() -> str | None:
-    """Why GStreamer's RTSP server cannot run here, or None when it can."""
-    if not SYSTEM_PYTHON.exists():
-        return f"{SYSTEM_PYTHON} not found (GStreamer's RTSP server runs under Debian's Python)"
-    try:
-        probe = subprocess.run([str(SYSTEM_PYTHON), "-c", _GST_PROBE], capture_output=True, text=True, timeout=30,
-                               check=False)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return f"cannot probe GStreamer: {exc}"
-    if probe.returncode != 0:
-        last = (probe.stderr.strip().splitlines() or ["?"])[-1]
-        return (f"GStreamer's RTSP server is not usable ({last}); install gir1.2-gst-rtsp-server-1.0, python3-gi, "
-                "python3-gst-1.0 and the gstreamer1.0-plugins-{base,good,bad} packages")
-    if probe.stdout.strip():
-        return f"GStreamer elements missing: {probe.stdout.strip()}"
-    return None
 
 
 # -------------------------------------------------------------------------------------------------- the clip
@@ -306,77 +184,39 @@ def judge_control(clip: Path, args: argparse.Namespace, frames: int = CONTROL_FR
 # ------------------------------------------------------------------------------------------- viewer process
 
 
-class Viewer:
+class Viewer(NumberedReceiver):
     """A receive-only WHEP viewer that reads each decoded frame's number and notes when it arrived, and when its
-    last RTP packet arrived (aiortc's jitter buffer holds a frame until the next frame's first packet)."""
+    last RTP packet arrived, on CLOCK_MONOTONIC like the RTSP server's send times."""
 
     def __init__(self, base_url: str, camera: str, width: int, height: int) -> None:
-        self.base_url, self.camera, self.width, self.height = base_url, camera, width, height
+        super().__init__(width, height, time.monotonic)
+        self.base_url, self.camera = base_url, camera
         # iceServers=[] always: with no configuration aiortc falls back to a public STUN server.
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-        self.arrived: dict[int, float] = {}  # frame number -> time.monotonic() of its first decoded copy
-        self.packet_arrived: dict[int, float] = {}  # frame number -> arrival of its last RTP packet
-        self.invalid: list[float] = []  # arrivals of frames without a valid code
-        self.received = 0
         # While ``keep_every`` > 0: frames whose (number + keep_offset) is a multiple of it, as decoded (yuv420p).
         self.keep_every = 0
         self.keep_offset = 0
         self.kept: list[tuple[int, Frame]] = []
         self.codeless: list[tuple[float, Frame]] = []  # (arrival, yuv420p) of frames with no code, while keeping
         self.location: str | None = None
-        self.first_frame = asyncio.Event()
-        self._last_packet: dict[int, float] = {}
-        self._rtp_origin: int | None = None
         self._consumers: list[asyncio.Task[None]] = []
 
         @self.pc.on("track")
         def on_track(track: MediaStreamTrack) -> None:
             if track.kind == "video":
-                self._consumers.append(asyncio.ensure_future(self._consume(track)))
+                self._consumers.append(asyncio.ensure_future(self.consume(track)))
 
-    def _watch_packets(self, receiver: Any) -> None:
-        original = receiver._handle_rtp_packet
+    def on_codeless(self, now: float, frame: av.VideoFrame, luma: npt.NDArray[Any]) -> None:
+        if self.keep_every:  # judged too, placed by likeness after the run
+            self.codeless.append((now, np.asarray(frame.to_ndarray(format="yuv420p"), np.uint8)))
 
-        async def handle(packet: Any, arrival_time_ms: int) -> None:
-            if self._rtp_origin is None:  # aiortc's TimestampMapper takes the first frame's timestamp as 0
-                self._rtp_origin = int(packet.timestamp)
-            if packet.marker:
-                self._last_packet.setdefault(int(packet.timestamp), time.monotonic())
-            await original(packet, arrival_time_ms=arrival_time_ms)
-
-        setattr(receiver, "_handle_rtp_packet", handle)  # noqa: B010 (mypy: cannot assign to a method)
-
-    async def _consume(self, track: MediaStreamTrack) -> None:
-        with contextlib.suppress(MediaStreamError):
-            while True:
-                frame = await track.recv()
-                now = time.monotonic()
-                if not isinstance(frame, av.VideoFrame):
-                    continue
-                self.received += 1
-                self.first_frame.set()
-                number = read_code(luma_of(frame), self.width, self.height)
-                if number is None:
-                    self.invalid.append(now)
-                    if self.keep_every:  # judged too, placed by likeness after the run
-                        self.codeless.append((now, np.asarray(frame.to_ndarray(format="yuv420p"), np.uint8)))
-                    continue
-                if number in self.arrived:
-                    continue
-                self.arrived[number] = now
-                if frame.pts is not None and self._rtp_origin is not None:
-                    at = self._last_packet.pop((int(frame.pts) + self._rtp_origin) & 0xFFFFFFFF, None)
-                    if at is not None and at <= now:
-                        self.packet_arrived[number] = at
-                if self.keep_every and (number + self.keep_offset) % self.keep_every == 0:
-                    self.kept.append((number, np.asarray(frame.to_ndarray(format="yuv420p"), np.uint8)))
-                if len(self._last_packet) > 300:  # timestamps of frames that never decoded
-                    for key in sorted(self._last_packet)[:-100]:
-                        del self._last_packet[key]
+    def on_numbered(self, number: int, frame: av.VideoFrame, now: float) -> None:
+        if self.keep_every and (number + self.keep_offset) % self.keep_every == 0:
+            self.kept.append((number, np.asarray(frame.to_ndarray(format="yuv420p"), np.uint8)))
 
     async def connect(self, http: ClientSession) -> None:
         transceiver = self.pc.addTransceiver("video", direction="recvonly")
-        self._watch_packets(transceiver.receiver)
+        self.watch_packets(transceiver.receiver)
         await self.pc.setLocalDescription(await self.pc.createOffer())
         for _ in range(400):  # aiortc gathers inside setLocalDescription; bounded wait anyway
             if self.pc.iceGatheringState == "complete":
@@ -450,25 +290,9 @@ class ViewerRun:
         with contextlib.suppress(Exception):
             async with http.get(self.base_url + "/metrics") as answer:
                 if answer.status == 200:
-                    metrics = parse_metrics(await answer.text())
-        return Snap(time.monotonic(), _proc_cpu_s(self.args.server_pid), _proc_cpu_s(self.args.rtsp_pid),
-                    _self_cpu_s(), _busy_s(), cameras, metrics)
-
-    async def wait_ready(self, http: ClientSession) -> None:
-        deadline = time.monotonic() + self.args.ready_timeout
-        last = "no answer"
-        while time.monotonic() < deadline:
-            if not _alive(self.args.server_pid):
-                raise RuntimeError("the service exited before it was ready")
-            try:
-                async with http.get(self.base_url + "/healthz") as answer:
-                    if answer.status == 200:
-                        return
-                    last = f"HTTP {answer.status}"
-            except Exception as exc:  # not listening yet
-                last = f"{type(exc).__name__}: {exc}"
-            await asyncio.sleep(0.25)
-        raise TimeoutError(f"{self.base_url}/healthz not ready after {self.args.ready_timeout:.0f} s ({last})")
+                    metrics = unlabelled_samples(await answer.text())
+        return Snap(time.monotonic(), process_cpu_s(self.args.server_pid), process_cpu_s(self.args.rtsp_pid),
+                    own_cpu_s(), machine_busy_s(), cameras, metrics)
 
     async def add_viewers(self, http: ClientSession, per_camera: int) -> list[Viewer]:
         new: list[Viewer] = []
@@ -490,7 +314,8 @@ class ViewerRun:
         error: str | None = None
         async with ClientSession(timeout=ClientTimeout(total=30)) as http:
             try:
-                await self.wait_ready(http)
+                await wait_healthy(http, self.base_url, self.args.ready_timeout,
+                                   alive=lambda: _alive(self.args.server_pid))
                 for k, count in enumerate(self.counts):
                     began = time.monotonic()
                     new = await self.add_viewers(http, count)
@@ -586,41 +411,6 @@ def viewers_main(args: argparse.Namespace) -> int:
 # -------------------------------------------------------------------------------------------- orchestrator
 
 
-class RtspServer:
-    """The GST_SERVER script in the namespace, on its 127.0.0.1."""
-
-    def __init__(self, ns: Namespace, port: int, mounts: dict[str, Path], times: Path, log: Path) -> None:
-        self.cmd = ns.exec(str(SYSTEM_PYTHON), "-c", GST_SERVER, "--port", str(port), "--times", str(times),
-                           *(f"{name}={path}" for name, path in mounts.items()))
-        self.port, self.log = port, log
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self, timeout: float = 30.0) -> int:
-        with self.log.open("ab") as log:
-            self.proc = subprocess.Popen(self.cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=log)
-        assert self.proc.stdout is not None
-        line = b""
-        deadline = time.monotonic() + timeout
-        with selectors.DefaultSelector() as sel:
-            sel.register(self.proc.stdout, selectors.EVENT_READ)
-            while not line.endswith(b"\n") and time.monotonic() < deadline and self.proc.poll() is None:
-                if sel.select(max(0.0, deadline - time.monotonic())):
-                    chunk = os.read(self.proc.stdout.fileno(), 1)
-                    if not chunk:
-                        break
-                    line += chunk
-        if line.strip() != f"READY {self.port}".encode():
-            self.stop()
-            raise RuntimeError(f"RTSP server did not start ({line!r}):\n{_tail(self.log)}")
-        return self.proc.pid  # `ip netns exec` execs the command: this is the server itself
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            stop_process(self.proc)
-            if self.proc.stdout is not None:
-                self.proc.stdout.close()
-
-
 @dataclass
 class SendTimes:
     """Per camera, per RTSP session: frame number -> scheduled send time (s, CLOCK_MONOTONIC)."""
@@ -664,12 +454,6 @@ class RunResult:
     send: SendTimes | None = None
 
 
-def _tail(path: Path, chars: int = 1500) -> str:
-    with contextlib.suppress(OSError):
-        return path.read_text(errors="replace")[-chars:]
-    return ""
-
-
 def service_command(py: str, port: int, rtsp_port: int, names: list[str], args: argparse.Namespace) -> list[str]:
     max_viewers = len(names) * max(args.viewer_counts) + 4
     cmd = [py, "-m", "streamer", "serve", "--insecure-no-token", "--host", SERVER_ADDR, "--port", str(port),
@@ -679,22 +463,22 @@ def service_command(py: str, port: int, rtsp_port: int, names: list[str], args: 
     return cmd + shlex.split(args.server_args)
 
 
-def run_one(ns: Namespace, count: int, clip: Path, rate: Fraction, ports: tuple[int, int],
+def run_one(ns: NetNamespace, count: int, clip: Path, rate: Fraction, ports: tuple[int, int],
             args: argparse.Namespace, logs: Path) -> RunResult:
     py = sys.executable
     http_port, rtsp_port = ports
     names = [f"c{i + 1}" for i in range(count)]
     times = logs / f"send-times-{count}.txt"
-    rtsp = RtspServer(ns, rtsp_port, dict.fromkeys(names, clip), times, logs / f"rtsp-{count}.log")
+    rtsp = RtspServer(dict.fromkeys(names, clip), rtsp_port, ns, logs / f"rtsp-{count}.log", times)
     server_cmd = service_command(py, http_port, rtsp_port, names, args)
     shown = shlex.join(["ip", "netns", "exec", "NS", *["python" if c == py else c for c in server_cmd]])
     print(f"[cameras] {count} camera(s): {shown}", file=sys.stderr, flush=True)
     server_log, viewers_log = logs / f"service-{count}.log", logs / f"viewers-{count}.log"
     proc: subprocess.Popen[bytes] | None = None
     try:
-        rtsp_pid = rtsp.start()
+        rtsp_pid = rtsp.start().pid
         with server_log.open("wb") as slog:
-            proc = subprocess.Popen(ns.exec(*server_cmd), cwd=REPO, stdout=slog, stderr=subprocess.STDOUT)
+            proc = subprocess.Popen([*ns.exec_prefix(), *server_cmd], cwd=REPO, stdout=slog, stderr=subprocess.STDOUT)
         viewers_cmd = [py, "-m", "bench.cameras", "_viewers", "--port", str(http_port), "--cameras", ",".join(names),
                        "--viewers", ",".join(str(v) for v in args.viewer_counts), "--size", args.size,
                        "--server-pid", str(proc.pid), "--rtsp-pid", str(rtsp_pid),
@@ -708,10 +492,10 @@ def run_one(ns: Namespace, count: int, clip: Path, rate: Fraction, ports: tuple[
         limit = (args.ready_timeout + planned_seconds(args) + 120
                  + len(args.viewer_counts) * (args.identity_budget + 60 + args.sample_frames * JUDGE_S_PER_FRAME))
         with viewers_log.open("wb") as vlog:
-            done = subprocess.run(ns.exec(*viewers_cmd), cwd=REPO, stdout=subprocess.PIPE, stderr=vlog,
+            done = subprocess.run([*ns.exec_prefix(), *viewers_cmd], cwd=REPO, stdout=subprocess.PIPE, stderr=vlog,
                                   timeout=limit, check=False)
     except subprocess.TimeoutExpired:
-        return RunResult(count, None, "viewers timed out\n" + _tail(viewers_log))
+        return RunResult(count, None, "viewers timed out\n" + log_tail(viewers_log, 1500))
     except RuntimeError as exc:
         return RunResult(count, None, str(exc))
     finally:
@@ -722,11 +506,11 @@ def run_one(ns: Namespace, count: int, clip: Path, rate: Fraction, ports: tuple[
     try:
         data: dict[str, Any] = json.loads(lines[-1])
     except (IndexError, json.JSONDecodeError):
-        return RunResult(count, None, f"viewers exited {done.returncode} without a result:\n{_tail(viewers_log)}"
-                                      f"\nservice log:\n{_tail(server_log)}")
+        return RunResult(count, None, f"viewers exited {done.returncode} without a result:\n"
+                                      f"{log_tail(viewers_log, 1500)}\nservice log:\n{log_tail(server_log, 1500)}")
     error = data.get("error")
     if error:
-        error = f"{error}\nservice log:\n{_tail(server_log)}"
+        error = f"{error}\nservice log:\n{log_tail(server_log, 1500)}"
     return RunResult(count, data, error, read_send_times(times, rate))
 
 
@@ -1021,7 +805,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else cores
     machine = f"{cpu_model()}, {cores} logical cores ({usable} usable); load average at start {load_average()}"
 
-    signal.signal(signal.SIGTERM, _raise_exit)
+    signal.signal(signal.SIGTERM, raise_exit)
     started = time.perf_counter()
     # Every step's connects and first frames take a few seconds more than planned: CLIP_MARGIN_S covers them.
     clip, rate, frames = prepare_clip(width, height,
@@ -1033,11 +817,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                  f"shorter than {width}x{height}, above a black band. Each frame's number is a barcode in the band's "
                  f"left corner, so no true face is under it. H.264 with a keyframe every {KEYFRAME_EVERY_S:g} s and "
                  "no B-frames")
-    ns = Namespace(f"fscam-{os.getpid()}")
     results: list[RunResult] = []
     with tempfile.TemporaryDirectory(prefix="bench-cameras-") as tmp:
+        ns = NetNamespace.create(f"fscam-{os.getpid()}")
         try:
-            ns.create()
             for k, count in enumerate(args.camera_counts):
                 results.append(run_one(ns, count, clip, rate, (9300 + k, 8600 + k), args, Path(tmp)))
         finally:

@@ -23,8 +23,9 @@ import numpy as np
 from models import DetectorConfig, ModelError, ProviderError, load_detector
 from models.centerface import CenterFaceDetector, DetectRequest
 from streamer.detection_service import LIVE, BatchPolicy, DetectionService
+from testkit.frames import fit_frame
 
-from ._common import VIDEOS, Frame, Timing, fit_frame, markdown_table, read_frames
+from ._common import VIDEOS, Frame, Timing, markdown_table, read_frames
 
 CLIP = VIDEOS / "facenet_pytorch_street.mp4"
 

@@ -31,8 +31,9 @@ from models import DetectorConfig, ModelError, ProviderError, load_detector
 from models.coverage import parse_detect_size
 from models.runtime import CUDA, Device, import_onnxruntime
 from models.weights import resolve_model
+from testkit.frames import fit_frame
 
-from ._common import VIDEOS, Frame, Timing, fit_frame, markdown_table, parse_size, read_frames, round32
+from ._common import VIDEOS, Frame, Timing, markdown_table, parse_size, read_frames, round32
 
 DEFAULT_CLIP = VIDEOS / "facenet_pytorch_street.mp4"
 DEFAULT_SIZES = ("640x480", "1280x720", "1920x1080")

@@ -18,11 +18,11 @@ For each frame size, two servers are measured one after the other, each in its o
 
 The client is a third process in the namespace (aiortc, ``iceServers=[]``), so client encode/decode and the server
 share the cores as they would on one laptop. It plays a ground-truth clip (``testkit.truth.virtual_camera``: a
-camera panning and zooming over the annotated photos, a hard cut to other people every 3 s; see bench/_truth.py)
+camera panning and zooming over the annotated photos, a hard cut to other people every 3 s; see testkit/judging.py)
 rendered CODE_H rows shorter than the frame, above a black band, played forward then backward at 30 fps like a
 camera: frame n is due at start + n/fps, pts n*90000/fps in time base 1/90000, and frames the client was too late
 for are skipped, not queued. Each sent frame carries its number as a barcode in the bottom-left corner of the band
-(see :func:`stamp_code`; no true face is ever under it), because aiortc gives RTP timestamps a random offset; the
+(testkit.bandcode; no true face is ever under it), because aiortc gives RTP timestamps a random offset; the
 code is read back from every returned frame. Latency is from handing the frame to the sender (before VP8 encoding)
 to the decoded frame arriving back at the client; also to the arrival of its last RTP packet, because aiortc's
 jitter buffer releases a frame only when the next frame's first packet is in (one frame interval of the sender per
@@ -50,11 +50,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import math
 import os
-import resource
 import shlex
 import signal
 import statistics
@@ -62,67 +60,28 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from fractions import Fraction
 from pathlib import Path
-from types import FrameType
-from typing import Any, cast
+from typing import Any
 
 import av
-import cv2
 import numpy as np
-import numpy.typing as npt
-from aiohttp import ClientSession, ClientTimeout, web
-from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
-from aiortc.mediastreams import MediaStreamError
 
-from testkit.relay import LatestFrameRelay
-from testkit.truth import TruthClip, TruthFrame
+from testkit.bandcode import CODE_H, CODE_W
+from testkit.camera_client import Client
+from testkit.camera_clip import TRUTH_CLIP_S, load_source, truth_source
+from testkit.judging import judge_outputs, load_judge_detector, make_judges, place_codeless
+from testkit.netns import SERVER_ADDR, NetNamespace
 
-from ._common import REPO, Frame, fit_frame, markdown_table, parse_size
-from ._truth import (
-    JUDGES_TEXT,
-    add_counts,
-    checked_of,
-    judge_outputs,
-    leak_problems,
-    leaked_of,
-    load_judge_detector,
-    make_judges,
-    per_judge,
-    place_codeless,
-    to_i420,
-    truth_clip,
-    with_band,
-)
+from ._common import REPO, markdown_table, parse_size
+from ._leak_counts import JUDGES_TEXT, add_counts, checked_of, leak_problems, leaked_of, per_judge
+from ._processes import log_tail, raise_exit, stop_process
 from .run_all import cpu_model, load_average
 
-SERVER_ADDR = "10.77.0.1"
-CLIENT_ADDR = "10.77.0.2"
-VIDEO_TIME_BASE = Fraction(1, 90000)
 DEFAULT_SIZES = ("640x480", "1280x720")
-# The ground-truth clip: this many seconds (or the run's length, when shorter), played forward then backward.
-TRUTH_CLIP_S = 12.0
 IDENTITY_BUDGET_S = 40.0  # dlib's seconds per session (per ramp step, shared by its sessions)
 JUDGE_S_PER_FRAME = 0.1  # a generous allowance for judging a kept frame (colour conversion, truth, detector)
-
-# The barcode: 16-px blocks in the bottom-left corner of the frame (the band below the truth picture), COLS wide and
-# 5 rows high (128 x 80 px, kept narrow so that the padded mask of a large face reaching the bottom of the picture
-# does not cover it). Top row: a guard (white, black, white, ...); next two rows: the frame number's BITS bits, most
-# significant first, white = 1; last two rows: the same bits inverted. A frame counts as coded only when the guard is
-# intact and every bit reads as the opposite of its complement, each block clearly dark or light (its inner half is
-# sampled, away from the edges that VP8 smears).
-BLOCK = 16
-BITS = 16
-COLS = 8
-DATA_ROWS = BITS // COLS
-CODE_ROWS = 1 + 2 * DATA_ROWS
-CODE_W = COLS * BLOCK
-CODE_H = CODE_ROWS * BLOCK
-Y_LIGHT, Y_DARK = 235, 16
-LIGHT_MIN, DARK_MAX = 170.0, 80.0
-GUARD = np.array([1 - (i % 2) for i in range(COLS)], np.uint8)
 
 # Ours, one session: fps out >= x; added p50 latency <= y ms (None: not a target). Every size: 0 face-frames back by
 # every judge. (The issue: one 640x480 webcam on 2 cores, int8: >= 25 fps out, <= 60 ms added p50 over the plain
@@ -130,451 +89,9 @@ GUARD = np.array([1 - (i % 2) for i in range(COLS)], np.uint8)
 TARGETS: dict[str, tuple[float, float | None]] = {"640x480": (25.0, 60.0), "1280x720": (15.0, None)}
 # Two concurrent sessions (the ramp's N = 2 step): >= this many fps each, 0 face-frames back.
 TWO_SESSIONS_FPS = 20.0
-SESSION_POLL_S = 1.0
 # The ramp: concurrent 640x480 webcam sessions at 30 fps, one more per step, until ours no longer holds this median
 # fps per session (or --ramp-max).
 RAMP_MIN_FPS = 25.0
-
-
-# ------------------------------------------------------------------------------------------------ barcode
-
-
-def stamp_code(i420: Frame, width: int, height: int, number: int) -> None:
-    """Paint ``number`` (mod 2**BITS) into the bottom-left corner of a yuv420p frame (``(h*3/2, w)`` array),
-    in place; the chroma under the code is set neutral."""
-    bits = np.array([(number >> (BITS - 1 - k)) & 1 for k in range(BITS)], np.uint8).reshape(DATA_ROWS, COLS)
-    rows = np.vstack([GUARD[None, :], bits, 1 - bits])  # (CODE_ROWS, COLS)
-    cells = np.where(rows == 1, Y_LIGHT, Y_DARK).astype(np.uint8)
-    y0 = height - CODE_H
-    i420[y0:height, :CODE_W] = np.repeat(np.repeat(cells, BLOCK, axis=0), BLOCK, axis=1)
-    # Chroma planes: U is rows h..h+h/4 (two half-width rows per line of h/2), V after it. Neutral grey = 128.
-    u = i420[height:height + height // 4].reshape(height // 2, width // 2)
-    v = i420[height + height // 4:].reshape(height // 2, width // 2)
-    u[y0 // 2:, :CODE_W // 2] = 128
-    v[y0 // 2:, :CODE_W // 2] = 128
-
-
-def read_code(luma: npt.NDArray[np.uint8], sent_width: int, sent_height: int) -> int | None:
-    """The number in a returned frame's luma plane, or None when there is no valid code."""
-    h, w = luma.shape[:2]
-    if (w, h) == (sent_width, sent_height):
-        strip = luma[h - CODE_H:h, :CODE_W]
-    else:  # a resized frame (aiortc does not resize; a browser might): scale the strip back
-        sx, sy = w / sent_width, h / sent_height
-        region = luma[max(0, round(h - CODE_H * sy)):h, :max(1, round(CODE_W * sx))]
-        strip = np.asarray(cv2.resize(region, (CODE_W, CODE_H), interpolation=cv2.INTER_AREA), np.uint8)
-    if strip.shape != (CODE_H, CODE_W):
-        return None
-    q = BLOCK // 4
-    blocks = strip.reshape(CODE_ROWS, BLOCK, COLS, BLOCK)[:, q:BLOCK - q, :, q:BLOCK - q]
-    means = blocks.mean(axis=(1, 3))  # (CODE_ROWS, COLS)
-    light, dark = means >= LIGHT_MIN, means <= DARK_MAX
-    if not (light | dark).all():
-        return None
-    rows = light.astype(np.uint8)
-    bits, inverted = rows[1:1 + DATA_ROWS], rows[1 + DATA_ROWS:]
-    if not (rows[0] == GUARD).all() or not (bits != inverted).all():
-        return None
-    value = 0
-    for bit in bits.ravel():
-        value = (value << 1) | int(bit)
-    return value
-
-
-def luma_of(frame: av.VideoFrame) -> npt.NDArray[np.uint8]:
-    """The Y plane of a decoded frame as a (height, width) view (no colour conversion)."""
-    plane = frame.planes[0]
-    data: npt.NDArray[np.uint8] = np.frombuffer(cast(Any, plane), np.uint8)  # a view, no copy
-    return data.reshape(-1, plane.line_size)[:frame.height, :frame.width]
-
-
-# ------------------------------------------------------------------------------------------ source frames
-
-
-@dataclass
-class Source:
-    """The frames to send at the frame size, yuv420p, not yet stamped; ``truth`` for a ground-truth clip."""
-
-    name: str
-    fps: float
-    width: int
-    height: int
-    frames: list[Frame]
-    # The picture above the barcode band (``height - CODE_H`` rows): what each frame shows, face boxes included.
-    # None for a real clip, which nothing can be judged against.
-    truth: TruthClip | None = None
-
-    def index_for(self, n: int) -> int:
-        """Frame n of the run plays source frame ``index_for(n)``: forward, then backward, and so on."""
-        count = len(self.frames)
-        if count == 1:
-            return 0
-        period = 2 * count - 2
-        m = n % period
-        return m if m < count else period - m
-
-    def truth_frame(self, n: int) -> TruthFrame:
-        """What frame n of the run shows, at the frame size: the truth picture above the (black) band."""
-        if self.truth is None:
-            raise ValueError(f"{self.name} has no ground truth")
-        return with_band(self.truth.frame(self.index_for(n)), CODE_H)
-
-
-def truth_source(width: int, height: int, seconds: float, seed: int = 0,
-                 face_px: tuple[float, float] | None = None) -> Source:
-    """A ground-truth clip (bench/_truth.py) rendered at ``width`` x ``height - CODE_H`` above a black band of
-    CODE_H rows for the barcode, at most TRUTH_CLIP_S long, every frame converted to yuv420p beforehand (the
-    client does no rendering while it measures)."""
-    if width < CODE_W or height - CODE_H < 64 or width % 2 or height % 2:
-        raise ValueError(f"frames must be even-sized and at least {CODE_W}x{CODE_H + 64}, not {width}x{height}")
-    clip = truth_clip(width, height - CODE_H, min(seconds, TRUTH_CLIP_S), seed, face_px)
-    frames = [to_i420(np.asarray(with_band(clip.frame(i), CODE_H).image)) for i in range(len(clip))]
-    return Source(f"{clip.name} (seed {seed})", clip.fps, width, height, frames, clip)
-
-
-def load_source(path: Path, width: int, height: int, needed: int) -> Source:
-    """A real clip (``--clip``), centre-cropped and resized: no ground truth."""
-    frames: list[Frame] = []
-    with av.open(str(path)) as container:
-        stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
-        fps = float(stream.average_rate or stream.base_rate or 30)
-        for frame in container.decode(stream):
-            bgr = fit_frame(np.asarray(frame.to_ndarray(format="bgr24"), np.uint8), width, height)
-            frames.append(np.asarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2YUV_I420), np.uint8))
-            if len(frames) >= needed:
-                break
-    if not frames:
-        raise ValueError(f"{path} has no decodable video frames")
-    return Source(path.name, fps, width, height, frames)
-
-
-# ------------------------------------------------------------------------------------------------ client
-
-
-class CameraTrack(MediaStreamTrack):
-    """Plays ``source`` like a camera at its frame rate for ``seconds``, each frame stamped with its number.
-    When the sender asks late, frames whose time has passed are skipped (a camera does not queue)."""
-
-    kind = "video"
-
-    def __init__(self, source: Source, seconds: float) -> None:
-        super().__init__()
-        self.source = source
-        self.total = max(1, round(seconds * source.fps))
-        self.sent: dict[int, float] = {}  # frame number -> perf_counter when handed to the sender
-        self.skipped = 0
-        self.started_at: float | None = None
-        self.started = asyncio.Event()
-        self.finished = asyncio.Event()
-        self._next = 0
-
-    async def recv(self) -> av.VideoFrame:
-        now = time.perf_counter()
-        if self.started_at is None:
-            self.started_at = now
-            self.started.set()
-        start, fps = self.started_at, self.source.fps
-        n = self._next
-        due = math.floor((now - start) * fps)
-        if due > n:  # we are late: the camera has moved on
-            self.skipped += due - n
-            n = due
-        if n >= self.total:
-            self.finished.set()
-            self.stop()
-            raise MediaStreamError
-        target = start + n / fps
-        if target > now:
-            await asyncio.sleep(target - now)
-        i420 = self.source.frames[self.source.index_for(n)].copy()
-        stamp_code(i420, self.source.width, self.source.height, n)
-        frame = av.VideoFrame.from_ndarray(i420, format="yuv420p")
-        frame.pts = round(n * 90000 / fps)
-        frame.time_base = VIDEO_TIME_BASE
-        self._next = n + 1
-        self.sent[n] = time.perf_counter()
-        return frame
-
-
-@dataclass
-class Snapshot:
-    at: float
-    client_cpu_s: float
-    server_cpu_s: float
-    busy_s: float  # every core of the machine
-    metrics: dict[str, float]
-
-
-def _proc_cpu_s(pid: int) -> float:
-    with contextlib.suppress(OSError, ValueError, IndexError):
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    return float("nan")
-
-
-def _busy_s() -> float:
-    fields = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:9]]
-    idle = fields[3] + fields[4]
-    return (sum(fields) - idle) / os.sysconf("SC_CLK_TCK")
-
-
-def _self_cpu_s() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
-def parse_metrics(text: str) -> dict[str, float]:
-    wanted = ("streamer_inference_seconds_sum", "streamer_inference_seconds_count",
-              "streamer_processing_seconds_sum", "streamer_processing_seconds_count")
-    found: dict[str, float] = {}
-    for line in text.splitlines():
-        parts = line.split()
-        if len(parts) == 2 and parts[0] in wanted:
-            found[parts[0]] = float(parts[1])
-    return found
-
-
-class Client:
-    def __init__(self, base_url: str, source: Source, seconds: float, warmup: float, tail: float,
-                 server_pid: int) -> None:
-        self.base_url = base_url
-        self.source = source
-        self.warmup = warmup
-        self.seconds = seconds
-        self.tail = tail
-        self.server_pid = server_pid
-        # The camera keeps playing for ``tail`` s after the window, so that every frame sent in the window is pushed
-        # out of both jitter buffers (aiortc releases a frame only when the next one arrives).
-        self.track = CameraTrack(source, warmup + seconds + tail)
-        self.arrived: dict[int, float] = {}  # frame number -> perf_counter of its first return
-        self.duplicates = 0
-        self.invalid: list[float] = []  # arrival times of frames without a valid code
-        self.received = 0
-        # Each frame of the measured window that came back, as decoded (yuv420p), for the judges after the run.
-        self.keep = True
-        self.kept: dict[int, Frame] = {}
-        self.codeless: list[tuple[float, Frame]] = []  # (arrival, yuv420p) of frames in the window with no code
-        # Called with every returned frame that carries a new valid code (the soak judges its frames as they come).
-        self.on_frame: Callable[[int, av.VideoFrame], None] | None = None
-        self.dump_dir: Path | None = None
-        self.snapshots: list[Snapshot] = []
-        self.session_id: str | None = None
-        # ``detections_per_s`` of our session (its 2 s rate meter), read about once a second during the window.
-        self.detect_rates: list[float] = []
-        # When the last packet of each returned frame arrived (RTP timestamp -> perf_counter), and per frame number.
-        # aiortc's jitter buffer hands a frame to the decoder only once the first packet of the *next* frame is in,
-        # so a decoded frame reaches us one frame interval of the sender late; a browser decodes on the marker bit.
-        self.last_packet: dict[int, float] = {}
-        self.rtp_origin: int | None = None
-        self.packet_arrived: dict[int, float] = {}
-
-    def watch_packets(self, receiver: Any) -> None:
-        """Wrap the receiver's RTP handler (one instance, this process only) to note when each frame's last
-        packet (marker bit) arrived. It observes; packets go on unchanged."""
-        original = receiver._handle_rtp_packet
-
-        async def handle(packet: Any, arrival_time_ms: int) -> None:
-            if self.rtp_origin is None:  # aiortc's TimestampMapper takes the first frame's timestamp as 0
-                self.rtp_origin = int(packet.timestamp)
-            if packet.marker:
-                self.last_packet.setdefault(int(packet.timestamp), time.perf_counter())
-            await original(packet, arrival_time_ms=arrival_time_ms)
-
-        setattr(receiver, "_handle_rtp_packet", handle)  # noqa: B010 (mypy: cannot assign to a method)
-
-    async def _consume(self, track: MediaStreamTrack) -> None:
-        with contextlib.suppress(MediaStreamError):
-            while True:
-                frame = await track.recv()
-                now = time.perf_counter()
-                if not isinstance(frame, av.VideoFrame):
-                    continue
-                self.received += 1
-                luma = luma_of(frame)
-                number = read_code(luma, self.source.width, self.source.height)
-                if number is None:
-                    self.invalid.append(now)
-                    if self.keep and self._in_window(now):  # judged too, placed by likeness after the run
-                        self.codeless.append((now, np.asarray(frame.to_ndarray(format="yuv420p"), np.uint8)))
-                    if self.dump_dir is not None and len(self.invalid) <= 10:
-                        cv2.imwrite(str(self.dump_dir / f"no-code-{len(self.invalid):02d}.png"), luma)
-                    continue
-                if number in self.arrived:
-                    self.duplicates += 1
-                    continue
-                self.arrived[number] = now
-                if frame.pts is not None and self.rtp_origin is not None:
-                    at = self.last_packet.pop((int(frame.pts) + self.rtp_origin) & 0xFFFFFFFF, None)
-                    if at is not None and at <= now:
-                        self.packet_arrived[number] = at
-                first, last = self._window_frames()
-                if self.keep and first <= number < last:
-                    self.kept[number] = np.asarray(frame.to_ndarray(format="yuv420p"), np.uint8)  # a copy
-                if self.on_frame is not None:
-                    self.on_frame(number, frame)
-
-    def _in_window(self, now: float) -> bool:
-        start = self.track.started_at
-        return start is not None and start + self.warmup <= now <= start + self.warmup + self.seconds + 1.0
-
-    def _window_frames(self) -> tuple[int, int]:
-        """Numbers of the first frame in the measured window and of the first one after it."""
-        fps = self.source.fps
-        return round(self.warmup * fps), round((self.warmup + self.seconds) * fps)
-
-    async def _get_json(self, http: ClientSession, path: str) -> Any:
-        async with http.get(self.base_url + path) as answer:
-            if answer.status != 200:
-                return None
-            return await answer.json()
-
-    async def _snapshot(self, http: ClientSession) -> Snapshot:
-        metrics: dict[str, float] = {}
-        with contextlib.suppress(Exception):
-            async with http.get(self.base_url + "/metrics") as answer:
-                if answer.status == 200:
-                    metrics = parse_metrics(await answer.text())
-        return Snapshot(time.perf_counter(), _self_cpu_s(), _proc_cpu_s(self.server_pid), _busy_s(), metrics)
-
-    async def _window(self, http: ClientSession) -> None:
-        await self.track.started.wait()
-        assert self.track.started_at is not None
-        start = self.track.started_at + self.warmup
-        end = start + self.seconds
-        await asyncio.sleep(max(0.0, start - time.perf_counter()))
-        self.snapshots.append(await self._snapshot(http))
-        while time.perf_counter() + SESSION_POLL_S < end:
-            await asyncio.sleep(SESSION_POLL_S)
-            await self._sample_session(http)
-        await asyncio.sleep(max(0.0, end - time.perf_counter()))
-        self.snapshots.append(await self._snapshot(http))
-
-    async def _sample_session(self, http: ClientSession) -> None:
-        if self.session_id is None:
-            return
-        with contextlib.suppress(Exception):
-            session = await self._get_json(http, f"/sessions/{self.session_id}")
-            if isinstance(session, dict) and session.get("detections_per_s") is not None:
-                self.detect_rates.append(float(session["detections_per_s"]))
-
-    async def wait_ready(self, http: ClientSession, limit_s: float) -> None:
-        deadline = time.monotonic() + limit_s
-        last = "no answer"
-        while time.monotonic() < deadline:
-            try:
-                async with http.get(self.base_url + "/healthz") as answer:
-                    if answer.status == 200:
-                        return
-                    last = f"HTTP {answer.status}"
-            except Exception as exc:  # not listening yet
-                last = f"{type(exc).__name__}: {exc}"
-            await asyncio.sleep(0.25)
-        raise TimeoutError(f"{self.base_url}/healthz not ready after {limit_s:.0f} s ({last})")
-
-    async def run(self, ready_timeout: float) -> dict[str, Any]:
-        async with ClientSession(timeout=ClientTimeout(total=30)) as http:
-            await self.wait_ready(http, ready_timeout)
-            # iceServers=[] always: with no configuration aiortc falls back to a public STUN server.
-            pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-            consumers: list[asyncio.Task[None]] = []
-
-            @pc.on("track")
-            def on_track(track: MediaStreamTrack) -> None:
-                if track.kind == "video":
-                    consumers.append(asyncio.ensure_future(self._consume(track)))
-
-            window: asyncio.Task[None] | None = None
-            try:
-                transceiver = pc.addTransceiver(self.track, direction="sendrecv")
-                self.watch_packets(transceiver.receiver)
-                await pc.setLocalDescription(await pc.createOffer())
-                for _ in range(400):  # aiortc gathers inside setLocalDescription; bounded wait anyway
-                    if pc.iceGatheringState == "complete":
-                        break
-                    await asyncio.sleep(0.05)
-                async with http.post(self.base_url + "/offer",
-                                     json={"sdp": pc.localDescription.sdp, "type": "offer"}) as answer:
-                    body = await answer.json()
-                    if answer.status != 200:
-                        raise RuntimeError(f"POST /offer: HTTP {answer.status} {body}")
-                self.session_id = str(body.get("session"))
-                await pc.setRemoteDescription(RTCSessionDescription(sdp=body["sdp"], type=body["type"]))
-                window = asyncio.ensure_future(self._window(http))
-                deadline = time.monotonic() + 20
-                while pc.connectionState != "connected":
-                    if pc.connectionState in ("failed", "closed") or time.monotonic() > deadline:
-                        raise RuntimeError(f"peer connection {pc.connectionState} (ICE {pc.iceConnectionState})")
-                    await asyncio.sleep(0.05)
-                limit = self.warmup + self.seconds + self.tail + 60
-                await asyncio.wait_for(self.track.finished.wait(), limit)
-                await asyncio.wait_for(window, 10)
-                await asyncio.sleep(0.3)
-                session = await self._get_json(http, f"/sessions/{self.session_id}")
-            finally:
-                if window is not None:
-                    window.cancel()
-                await pc.close()
-                if self.session_id is not None:  # free the slot now (a ramp reuses the server); echo has no DELETE
-                    with contextlib.suppress(Exception):
-                        async with http.delete(f"{self.base_url}/sessions/{self.session_id}"):
-                            pass
-                for task in consumers:
-                    task.cancel()
-                await asyncio.gather(*consumers, return_exceptions=True)
-        return self.summary(session)
-
-    def summary(self, session: Any) -> dict[str, Any]:
-        fps = self.source.fps
-        first, last = self._window_frames()
-        in_window = {n: t for n, t in self.track.sent.items() if first <= n < last}
-        back = {n: self.arrived[n] - t for n, t in in_window.items() if n in self.arrived}
-        latencies = sorted(v * 1000 for v in back.values())
-        packet_lat = sorted((self.packet_arrived[n] - t) * 1000 for n, t in in_window.items()
-                            if n in self.packet_arrived)
-        assert self.track.started_at is not None
-        window_start = self.track.started_at + self.warmup
-        invalid = sum(1 for t in self.invalid if window_start <= t <= window_start + self.seconds + 1.0)
-        result: dict[str, Any] = {
-            "clip": self.source.name, "clip_fps": round(fps, 3), "distinct_frames": len(self.source.frames),
-            "ground_truth": self.source.truth is not None,
-            "width": self.source.width, "height": self.source.height,
-            "window_s": self.seconds, "warmup_s": self.warmup,
-            "sent": len(in_window), "sent_fps": len(in_window) / self.seconds,
-            "skipped_by_client": self.track.skipped,
-            "returned": len(back), "fps": len(back) / self.seconds,
-            "lost": len(in_window) - len(back), "invalid_codes": invalid, "invalid_codes_total": len(self.invalid),
-            "duplicates": self.duplicates, "received_total": self.received,
-            "latency_ms": latencies,
-            "p50_ms": float(np.percentile(latencies, 50)) if latencies else None,
-            "p95_ms": float(np.percentile(latencies, 95)) if latencies else None,
-            "packet_p50_ms": float(np.percentile(packet_lat, 50)) if packet_lat else None,
-            "packet_p95_ms": float(np.percentile(packet_lat, 95)) if packet_lat else None,
-            "packet_matched": len(packet_lat),
-            "kept_frames": len(self.kept),
-            "judged": False, "face_frames_leaked": None,  # filled in after the run (client_main)
-            "session": session,
-            "detections_per_s": statistics.mean(self.detect_rates) if self.detect_rates else None,
-            "detections_per_s_min": min(self.detect_rates) if self.detect_rates else None,
-        }
-        if len(self.snapshots) == 2:
-            a, b = self.snapshots
-            span = b.at - a.at
-            client, server, busy = (b.client_cpu_s - a.client_cpu_s, b.server_cpu_s - a.server_cpu_s,
-                                    b.busy_s - a.busy_s)
-            result["cpu_pct"] = {"client": 100 * client / span, "server": 100 * server / span,
-                                 "other": 100 * max(0.0, busy - client - server) / span,
-                                 "cores": os.cpu_count() or 0}
-            for name in ("inference", "processing"):
-                count = b.metrics.get(f"streamer_{name}_seconds_count", 0) - a.metrics.get(
-                    f"streamer_{name}_seconds_count", 0)
-                total = b.metrics.get(f"streamer_{name}_seconds_sum", 0) - a.metrics.get(
-                    f"streamer_{name}_seconds_sum", 0)
-                if count > 0:
-                    result[f"{name}_ms_mean"] = 1000 * total / count
-                if name == "inference" and b.metrics:
-                    result["inferences_per_s"] = count / span  # the whole server, every session
-        return result
 
 
 def client_main(args: argparse.Namespace) -> int:
@@ -615,110 +132,6 @@ def client_main(args: argparse.Namespace) -> int:
     return 0
 
 
-# ------------------------------------------------------------------------------------------- echo server
-
-
-class EchoApp:
-    def __init__(self) -> None:
-        self.peers: dict[str, tuple[RTCPeerConnection, list[LatestFrameRelay]]] = {}
-
-    async def offer(self, request: web.Request) -> web.Response:
-        body = await request.json()
-        pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-        session = f"echo-{len(self.peers) + 1}"
-        relays: list[LatestFrameRelay] = []
-        self.peers[session] = (pc, relays)
-
-        @pc.on("track")
-        def on_track(track: MediaStreamTrack) -> None:
-            if track.kind == "video":
-                relays.append(LatestFrameRelay(track))
-                pc.addTrack(relays[-1])
-
-        await pc.setRemoteDescription(RTCSessionDescription(sdp=body["sdp"], type=body["type"]))
-        await pc.setLocalDescription(await pc.createAnswer())
-        return web.json_response({"sdp": pc.localDescription.sdp, "type": pc.localDescription.type,
-                                  "session": session})
-
-    async def session(self, request: web.Request) -> web.Response:
-        found = self.peers.get(request.match_info["session"])
-        if found is None:
-            return web.json_response({"error": "no such session"}, status=404)
-        pc, relays = found
-        return web.json_response({"session": request.match_info["session"], "state": pc.connectionState,
-                                  "frames_in": sum(r.frames_in for r in relays),
-                                  "frames_out": sum(r.frames_out for r in relays),
-                                  "frames_dropped": sum(r.frames_dropped for r in relays)})
-
-    async def healthz(self, request: web.Request) -> web.Response:
-        return web.json_response({"status": "ok", "ready": True, "sessions": len(self.peers)})
-
-    async def shutdown(self, app: web.Application) -> None:
-        await asyncio.gather(*(pc.close() for pc, _ in self.peers.values()), return_exceptions=True)
-
-
-def echo_main(args: argparse.Namespace) -> int:
-    echo = EchoApp()
-    app = web.Application()
-    app.router.add_post("/offer", echo.offer)
-    app.router.add_get("/sessions/{session}", echo.session)
-    app.router.add_get("/healthz", echo.healthz)
-    app.on_shutdown.append(echo.shutdown)
-    web.run_app(app, host=args.host, port=args.port, print=None, shutdown_timeout=3.0)
-    return 0
-
-
-# ------------------------------------------------------------------------------------------ orchestrator
-
-
-class Namespace:
-    """``ip netns add NAME`` with lo and the veth pair v0 (10.77.0.1/24) / v1 (10.77.0.2/24), both inside."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-
-    def _ip(self, *args: str) -> None:
-        subprocess.run(["ip", *args], check=True, capture_output=True, text=True, timeout=20)
-
-    def create(self) -> None:
-        if Path("/run/netns", self.name).exists():
-            self.delete()
-        self._ip("netns", "add", self.name)
-        try:
-            self._ip("-n", self.name, "link", "set", "lo", "up")
-            self._ip("-n", self.name, "link", "add", "v0", "type", "veth", "peer", "name", "v1")
-            self._ip("-n", self.name, "addr", "add", f"{SERVER_ADDR}/24", "dev", "v0")
-            self._ip("-n", self.name, "addr", "add", f"{CLIENT_ADDR}/24", "dev", "v1")
-            self._ip("-n", self.name, "link", "set", "v0", "up")
-            self._ip("-n", self.name, "link", "set", "v1", "up")
-            # No IPv6 in there: only the two 10.77.0.x addresses become ICE candidates.
-            subprocess.run(["ip", "netns", "exec", self.name, "sysctl", "-q", "-w",
-                            "net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1"],
-                           check=False, capture_output=True, timeout=20)
-        except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
-            self.delete()
-            detail = exc.stderr if isinstance(exc, subprocess.CalledProcessError) else str(exc)
-            raise RuntimeError(f"cannot set up network namespace {self.name}: {detail}") from exc
-
-    def delete(self) -> None:
-        subprocess.run(["ip", "netns", "delete", self.name], check=False, capture_output=True, timeout=20)
-
-    def exec(self, *cmd: str) -> list[str]:
-        return ["ip", "netns", "exec", self.name, *cmd]
-
-
-def stop_process(proc: subprocess.Popen[bytes], grace: float = 10.0) -> None:
-    """SIGTERM the process we started (by its pid), then SIGKILL it if it outlives ``grace``."""
-    if proc.poll() is not None:
-        return
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(grace)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(5)
-
-
 @dataclass
 class RunResult:
     size: str
@@ -726,12 +139,6 @@ class RunResult:
     command: str
     data: dict[str, Any] | None
     error: str | None
-
-
-def _tail(path: Path, chars: int = 1200) -> str:
-    with contextlib.suppress(OSError):
-        return path.read_text(errors="replace")[-chars:]
-    return ""
 
 
 def client_source_args(args: argparse.Namespace) -> list[str]:
@@ -747,10 +154,10 @@ def judging_allowance(args: argparse.Namespace, seconds: float, sessions: int) -
     return float(args.identity_budget + 60 + sessions * seconds * 30 * JUDGE_S_PER_FRAME)
 
 
-def run_one(ns: Namespace, size: str, server: str, port: int, args: argparse.Namespace, logs: Path) -> RunResult:
+def run_one(ns: NetNamespace, size: str, server: str, port: int, args: argparse.Namespace, logs: Path) -> RunResult:
     py = sys.executable
     if server == "echo":
-        server_cmd = [py, "-m", "bench.live_loopback", "_echo", "--host", SERVER_ADDR, "--port", str(port)]
+        server_cmd = [py, "-m", "testkit.echo", "--host", SERVER_ADDR, "--port", str(port)]
     else:
         server_cmd = [py, "-m", "streamer", "serve", "--insecure-no-token", "--host", SERVER_ADDR, "--port", str(port),
                       "--device", args.device, *shlex.split(args.server_args)]
@@ -759,7 +166,7 @@ def run_one(ns: Namespace, size: str, server: str, port: int, args: argparse.Nam
     client_log = logs / f"{size}-{server}-client.log"
     print(f"[live] {size} {server}: {shown}", file=sys.stderr, flush=True)
     with server_log.open("wb") as slog:
-        proc = subprocess.Popen(ns.exec(*server_cmd), cwd=REPO, stdout=slog, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen([*ns.exec_prefix(), *server_cmd], cwd=REPO, stdout=slog, stderr=subprocess.STDOUT)
         try:
             client_cmd = [py, "-m", "bench.live_loopback", "_client", "--size", size, *client_source_args(args),
                           "--port", str(port), "--server-pid", str(proc.pid), "--seconds", str(args.seconds),
@@ -770,20 +177,21 @@ def run_one(ns: Namespace, size: str, server: str, port: int, args: argparse.Nam
             limit = (args.ready_timeout + args.warmup + args.seconds + args.tail + 180
                      + judging_allowance(args, args.seconds, 1))
             with client_log.open("wb") as clog:
-                done = subprocess.run(ns.exec(*client_cmd), cwd=REPO, stdout=subprocess.PIPE, stderr=clog,
+                done = subprocess.run([*ns.exec_prefix(), *client_cmd], cwd=REPO, stdout=subprocess.PIPE, stderr=clog,
                                       timeout=limit, check=False)
         except subprocess.TimeoutExpired:
-            return RunResult(size, server, shown, None, "client timed out\n" + _tail(client_log))
+            return RunResult(size, server, shown, None, "client timed out\n" + log_tail(client_log))
         finally:
             stop_process(proc)
     if done.returncode != 0:
         return RunResult(size, server, shown, None,
-                         f"client exited {done.returncode}:\n{_tail(client_log)}\nserver log:\n{_tail(server_log)}")
+                         f"client exited {done.returncode}:\n{log_tail(client_log)}\n"
+                         f"server log:\n{log_tail(server_log)}")
     lines = done.stdout.decode(errors="replace").strip().splitlines()
     try:
         data: dict[str, Any] = json.loads(lines[-1])
     except (IndexError, json.JSONDecodeError):
-        return RunResult(size, server, shown, None, "client printed no result:\n" + _tail(client_log))
+        return RunResult(size, server, shown, None, "client printed no result:\n" + log_tail(client_log))
     return RunResult(size, server, shown, data, None)
 
 
@@ -810,7 +218,7 @@ def _holds(step: RampStep, min_fps: float) -> bool:
     return step.server != "ours" or all(no_face_back(c)[0] for c in step.clients)
 
 
-def run_ramp(ns: Namespace, args: argparse.Namespace, port: int, logs: Path) -> list[RampStep]:
+def run_ramp(ns: NetNamespace, args: argparse.Namespace, port: int, logs: Path) -> list[RampStep]:
     """N concurrent webcam sessions (one client process, N peer connections), N = 1, 2, ... until ours no longer
     holds (``_holds``) at an N of 2 or more, or N = ``--ramp-max``; then the echo at the same N. One server process
     per server kind for its whole ramp; every session is deleted at the end of its step."""
@@ -821,7 +229,7 @@ def run_ramp(ns: Namespace, args: argparse.Namespace, port: int, logs: Path) -> 
     for server in order:
         port += 1
         if server == "echo":
-            server_cmd = [py, "-m", "bench.live_loopback", "_echo", "--host", SERVER_ADDR, "--port", str(port)]
+            server_cmd = [py, "-m", "testkit.echo", "--host", SERVER_ADDR, "--port", str(port)]
         else:
             # Room for every step's sessions (the default --max-sessions is 4); the user's --server-args come last.
             server_cmd = [py, "-m", "streamer", "serve", "--insecure-no-token", "--host", SERVER_ADDR, "--port",
@@ -832,7 +240,7 @@ def run_ramp(ns: Namespace, args: argparse.Namespace, port: int, logs: Path) -> 
         server_log = logs / f"ramp-{server}-server.log"
         ran: list[int] = []
         with server_log.open("wb") as slog:
-            proc = subprocess.Popen(ns.exec(*server_cmd), cwd=REPO, stdout=slog, stderr=subprocess.STDOUT)
+            proc = subprocess.Popen([*ns.exec_prefix(), *server_cmd], cwd=REPO, stdout=slog, stderr=subprocess.STDOUT)
             try:
                 for n in counts:
                     step = _ramp_step(ns, args, port, proc.pid, server, n, logs, server_log)
@@ -852,7 +260,7 @@ def run_ramp(ns: Namespace, args: argparse.Namespace, port: int, logs: Path) -> 
     return steps
 
 
-def _ramp_step(ns: Namespace, args: argparse.Namespace, port: int, server_pid: int, server: str, n: int,
+def _ramp_step(ns: NetNamespace, args: argparse.Namespace, port: int, server_pid: int, server: str, n: int,
                logs: Path, server_log: Path) -> RampStep:
     py = sys.executable
     client_log = logs / f"ramp-{server}-{n}-client.log"
@@ -866,17 +274,17 @@ def _ramp_step(ns: Namespace, args: argparse.Namespace, port: int, server_pid: i
              + judging_allowance(args, args.ramp_seconds, n))
     try:
         with client_log.open("wb") as clog:
-            done = subprocess.run(ns.exec(*client_cmd), cwd=REPO, stdout=subprocess.PIPE, stderr=clog,
+            done = subprocess.run([*ns.exec_prefix(), *client_cmd], cwd=REPO, stdout=subprocess.PIPE, stderr=clog,
                                   timeout=limit, check=False)
     except subprocess.TimeoutExpired:
-        return RampStep(server, n, [], "client timed out\n" + _tail(client_log))
+        return RampStep(server, n, [], "client timed out\n" + log_tail(client_log))
     if done.returncode != 0:
-        return RampStep(server, n, [], f"client exited {done.returncode}:\n{_tail(client_log)}\nserver log:\n"
-                                       f"{_tail(server_log)}")
+        return RampStep(server, n, [], f"client exited {done.returncode}:\n{log_tail(client_log)}\nserver log:\n"
+                                       f"{log_tail(server_log)}")
     try:
         data: dict[str, Any] = json.loads(done.stdout.decode(errors="replace").strip().splitlines()[-1])
     except (IndexError, json.JSONDecodeError):
-        return RampStep(server, n, [], "client printed no result:\n" + _tail(client_log))
+        return RampStep(server, n, [], "client printed no result:\n" + log_tail(client_log))
     clients: list[dict[str, Any]] = data.get("clients", [data])
     return RampStep(server, n, clients, None)
 
@@ -1086,7 +494,7 @@ def render(results: list[RunResult], args: argparse.Namespace, command: str, mac
         "- Three processes run in a network namespace created for the run. The server is `ip netns exec NS python "
         f"-m streamer serve --insecure-no-token --host 10.77.0.1 --port P --device {args.device}"
         + (f" {args.server_args}" if args.server_args else "") + "` or the aiortc echo `python -m "
-        "bench.live_loopback _echo`. The client is aiortc. VP8 both ways; every hop decodes and re-encodes.",
+        "testkit.echo`. The client is aiortc. VP8 both ways; every hop decodes and re-encodes.",
         "- fps: frames sent in the window that came back with a valid code, per second of window.",
         "- Latency: from handing a frame to the client's sender to its decoded copy arriving back. Frames are "
         "matched by number (a barcode in the bottom-left corner). Added: ours minus echo, at the same percentile.",
@@ -1161,9 +569,6 @@ def build_parser() -> argparse.ArgumentParser:
 def internal_parser(role: str) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=f"python -m bench.live_loopback {role}")
     p.add_argument("--port", type=int, required=True)
-    if role == "_echo":
-        p.add_argument("--host", default=SERVER_ADDR)
-        return p
     p.add_argument("--size", required=True)
     p.add_argument("--clip", default=None)
     p.add_argument("--seed", type=int, default=0)
@@ -1179,14 +584,8 @@ def internal_parser(role: str) -> argparse.ArgumentParser:
     return p
 
 
-def _raise_exit(signum: int, frame: FrameType | None) -> None:
-    raise SystemExit(128 + signum)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] == "_echo":
-        return echo_main(internal_parser("_echo").parse_args(argv[1:]))
     if argv and argv[0] == "_client":
         return client_main(internal_parser("_client").parse_args(argv[1:]))
     args = build_parser().parse_args(argv)
@@ -1222,14 +621,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else cores
     machine = f"{cpu_model()}, {cores} logical cores ({usable} usable); load average at start {load_average()}"
 
-    signal.signal(signal.SIGTERM, _raise_exit)
-    ns = Namespace(f"fsbench-{os.getpid()}")
+    signal.signal(signal.SIGTERM, raise_exit)
     results: list[RunResult] = []
     ramp: list[RampStep] = []
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="live-loopback-") as tmp:
+        ns = NetNamespace.create(f"fsbench-{os.getpid()}")
         try:
-            ns.create()
             port = 9100
             for size in args.sizes:
                 for server in servers:

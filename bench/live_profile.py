@@ -45,8 +45,9 @@ from aiortc.jitterbuffer import JitterFrame
 from models import DetectorConfig, FaceDetections, load_detector
 from streamer.processor import FrameProcessor
 from streamer.scheduler import HiddenFrame
+from testkit.frames import read_fitted
 
-from ._common import VIDEOS, Frame, fit_frame, markdown_table, parse_size
+from ._common import VIDEOS, Frame, markdown_table, parse_size
 from .run_all import cpu_model, load_average
 
 DEFAULT_SIZES = ("640x480", "1280x720")
@@ -90,17 +91,7 @@ class Stage:
 
 def load_frames(path: Path, width: int, height: int, count: int) -> tuple[list[Frame], float]:
     """The first ``count`` frames of ``path`` as BGR at width x height (played back and forth when shorter)."""
-    frames: list[Frame] = []
-    with av.open(str(path)) as container:
-        stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
-        fps = float(stream.average_rate or stream.base_rate or 30)
-        for frame in container.decode(stream):
-            frames.append(fit_frame(np.asarray(frame.to_ndarray(format="bgr24"), np.uint8), width, height))
-            if len(frames) >= count:
-                break
-    if not frames:
-        raise ValueError(f"{path} has no decodable video frames")
+    frames, fps = read_fitted(path, width, height, count)
     while len(frames) < count:  # a short clip: forward, backward, ... (no jump cut for the encoder)
         frames += frames[::-1][1:count - len(frames) + 1]
     return frames, fps

@@ -18,7 +18,8 @@ import numpy as np
 import numpy.typing as npt
 
 from models import load_detector
-from models.evaluate import annotated_images, iou_matrix, load_truth
+from models.boxes import iou_matrix
+from models.evaluate import annotated_images, load_truth
 from streamer.anonymize import anonymize, pad_boxes
 from streamer.settings import AnonymizeSettings
 

@@ -28,11 +28,13 @@ import cv2
 import numpy as np
 
 from models import PRECISIONS, DetectorConfig, Device, ModelError, Precision, ProviderError, load_detector
+from models.boxes import iou_matrix
 from models.centerface import CenterFaceDetector
-from models.evaluate import annotated_images, iou_matrix, load_truth, match
+from models.evaluate import annotated_images, load_truth, match
 from models.quantize import build_variant
+from testkit.frames import fit_frame
 
-from ._common import IMAGES, VIDEOS, Frame, Timing, fit_frame, markdown_table, read_frames
+from ._common import IMAGES, VIDEOS, Frame, Timing, markdown_table, read_frames
 
 LATENCY_CLIP = VIDEOS / "facenet_pytorch_street.mp4"
 SIZES = ((640, 480), (480, 384), (320, 256))

@@ -57,7 +57,8 @@ def load_detector(device: Device = "auto", model: str | os.PathLike[str] | None 
 
     ``require_gpu``: after the warm-up inference, refuse (ProviderError) unless CUDA is the provider that ran it.
     ``precision``: int8 (for the CPU) or fp16 (for CUDA) variants of the default weights, built on first use and
-    cached in models/weights/ (see models.quantize). A prebuilt variant can also be given as ``model``.
+    cached beside them (models.weights.cache_dir; see models.quantize). A prebuilt variant can also be given as
+    ``model``.
     """
     if precision not in PRECISION_CHOICES:
         raise ValueError(f"precision must be one of {', '.join(PRECISION_CHOICES)}, not {precision!r}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import cv2
@@ -13,6 +13,7 @@ import numpy as np
 import numpy.typing as npt
 
 from . import coverage
+from .boxes import clip, long_sides, merge_overlaps, nms
 from .coverage import DetectSize, View, parse_detect_size
 from .detections import FaceDetections
 from .runtime import CUDA, Device, create_session
@@ -61,35 +62,6 @@ def prepare_graph(path: Path) -> bytes:
     return bytes(model.SerializeToString())
 
 
-def nms(boxes: npt.NDArray[np.float32], scores: npt.NDArray[np.float32], iou: float) -> npt.NDArray[np.intp]:
-    """Greedy non-maximum suppression; returns kept indices, best score first."""
-    return merge_overlaps(boxes, scores, iou)[0]
-
-
-def merge_overlaps(boxes: npt.NDArray[np.float32], scores: npt.NDArray[np.float32],
-                   iou: float) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.float32]]:
-    """Greedy NMS that also returns, for each kept box, the union of the boxes it suppressed. Across views the
-    union is what hides a face: a confident fragment of a close-up face (an eye and a cheek) must not remove the
-    shrunk view's box of the whole face, it must grow into it."""
-    order = np.argsort(-scores, kind="stable")
-    x1, y1, x2, y2 = boxes[:, 0], boxes[:, 1], boxes[:, 2], boxes[:, 3]
-    areas = np.maximum(x2 - x1, 0) * np.maximum(y2 - y1, 0)
-    keep: list[int] = []
-    merged: list[npt.NDArray[np.float32]] = []
-    while order.size:
-        i = int(order[0])
-        keep.append(i)
-        rest = order[1:]
-        w = np.maximum(0.0, np.minimum(x2[i], x2[rest]) - np.maximum(x1[i], x1[rest]))
-        h = np.maximum(0.0, np.minimum(y2[i], y2[rest]) - np.maximum(y1[i], y1[rest]))
-        inter = w * h
-        overlap = inter / np.maximum(areas[i] + areas[rest] - inter, 1e-6)
-        group = boxes[np.concatenate([[i], rest[overlap > iou]])]
-        merged.append(np.concatenate([group[:, :2].min(axis=0), group[:, 2:].max(axis=0)]))
-        order = rest[overlap <= iou]
-    return np.asarray(keep, dtype=np.intp), np.asarray(merged, np.float32).reshape(-1, 4)
-
-
 @dataclass(frozen=True)
 class DetectorConfig:
     """Detection settings. Defaults chosen by measurement (BENCHMARKS.md, "Small faces" and "File throughput")."""
@@ -133,9 +105,7 @@ class _Found:
     """Faces one view found, in frame pixels."""
 
     job: _Job
-    boxes: npt.NDArray[np.float32]
-    scores: npt.NDArray[np.float32]
-    landmarks: npt.NDArray[np.float32]
+    faces: FaceDetections
 
 
 class CenterFaceDetector:
@@ -203,22 +173,20 @@ class CenterFaceDetector:
             if not zooms[i]:
                 continue
             height, width = request.frame.shape[:2]
-            kept, candidates = [], []
+            kept, small_parts = [], []
             for found in per_request[i]:
-                sides = np.maximum(found.boxes[:, 2] - found.boxes[:, 0], found.boxes[:, 3] - found.boxes[:, 1])
-                small = (found.scores < thresholds[i]) & (sides < coverage.ZOOM_MAX_SIDE)
-                candidates.append((found.boxes[small], found.scores[small]))
+                faces = found.faces
+                small = (faces.scores < thresholds[i]) & (long_sides(faces.boxes) < coverage.ZOOM_MAX_SIDE)
+                small_parts.append(faces[small])
                 # unzoomed, a low score is no face; over the crop cap, it is kept as one rather than left unseen
-                keep = found.scores >= thresholds[i]
-                kept.append(_Found(found.job, found.boxes[keep], found.scores[keep], found.landmarks[keep]))
-            boxes = np.concatenate([b for b, _ in candidates]).reshape(-1, 4)
-            scores = np.concatenate([s for _, s in candidates]).reshape(-1)
-            views, uncovered = coverage.zoom_views(height, width, boxes, scores)
+                kept.append(_Found(found.job, faces[faces.scores >= thresholds[i]]))
+            candidates = FaceDetections.merge(small_parts, (width, height))
+            views, uncovered = coverage.zoom_views(height, width, candidates.boxes, candidates.scores)
             if uncovered.any():
                 logger.debug("%d small-face candidates over the zoom cap are kept as faces", int(uncovered.sum()))
+                unzoomed = candidates[uncovered]  # landmarks only for faces that scored the threshold
                 kept.append(_Found(_Job(i, coverage.View(0, 0, width, height, 1.0), thresholds[i]),
-                                   boxes[uncovered], scores[uncovered],
-                                   np.full((int(uncovered.sum()), 5, 2), np.nan, np.float32)))
+                                   replace(unzoomed, landmarks=np.full_like(unzoomed.landmarks, np.nan))))
             per_request[i] = kept
             zoom_threshold = max(thresholds[i], coverage.ZOOM_THRESHOLD)
             zoom_jobs += [_Job(i, view, zoom_threshold, zoom=True) for view in views]
@@ -251,17 +219,14 @@ class CenterFaceDetector:
                     boxes, scores, marks = self._decode(heat[row, 0], scale[row], offset[row], lms[row], job.threshold)
                     view = job.view
                     shift = np.asarray([view.x0, view.y0], np.float32)
-                    boxes = np.asarray(boxes / view.scale + np.tile(shift, 2), np.float32)
-                    marks = np.asarray(marks / view.scale + shift, np.float32)
+                    frame = requests[job.request].frame
+                    faces = FaceDetections(boxes / view.scale + np.tile(shift, 2), scores, marks / view.scale + shift,
+                                           (frame.shape[1], frame.shape[0]))
                     if view.min_face:
-                        sides = np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
-                        large = sides >= view.min_face
-                        boxes, scores, marks = boxes[large], scores[large], marks[large]
+                        faces = faces[long_sides(faces.boxes) >= view.min_face]
                     if job.zoom:  # only faces the crop saw whole: one touching its edge may be a fragment
-                        frame = requests[job.request].frame
-                        whole = ~coverage.inner_edge_contact(boxes, view, frame.shape[0], frame.shape[1])
-                        boxes, scores, marks = boxes[whole], scores[whole], marks[whole]
-                    out.append(_Found(job, boxes, scores, marks))
+                        faces = faces[~coverage.inner_edge_contact(faces.boxes, view, frame.shape[0], frame.shape[1])]
+                    out.append(_Found(job, faces))
         return out
 
     def _merge(self, height: int, width: int, parts: Sequence[_Found]) -> FaceDetections:
@@ -270,21 +235,13 @@ class CenterFaceDetector:
         itself, where the network sees padding, makes spurious peaks), then NMS across views in which the kept box
         grows to the union of those it suppresses: the fragments a close-up face gives at full resolution never
         shrink the shrunk view's box of the whole face."""
-        if not parts:
-            return FaceDetections.empty((width, height))
-        whole = [~coverage.inner_edge_contact(p.boxes, p.job.view, height, width) if p.job.view.tiled
-                 else np.ones(len(p.boxes), bool) for p in parts]
-        boxes: npt.NDArray[np.float32] = np.concatenate([p.boxes[w] for p, w in zip(parts, whole, strict=True)])
-        scores: npt.NDArray[np.float32] = np.concatenate([p.scores[w] for p, w in zip(parts, whole, strict=True)])
-        marks: npt.NDArray[np.float32] = np.concatenate([p.landmarks[w] for p, w in zip(parts, whole, strict=True)])
-        boxes, scores, marks = boxes.reshape(-1, 4), scores.reshape(-1), marks.reshape(-1, 5, 2)
-        if len(parts) > 1 and len(boxes):
-            keep, boxes = merge_overlaps(boxes, scores, self.config.nms_iou)
-            scores, marks = scores[keep], marks[keep]
-        boxes = boxes.copy()
-        np.clip(boxes[:, 0::2], 0, width, out=boxes[:, 0::2])
-        np.clip(boxes[:, 1::2], 0, height, out=boxes[:, 1::2])
-        return FaceDetections(boxes, scores, marks, (width, height))
+        faces = FaceDetections.merge(
+            [p.faces[~coverage.inner_edge_contact(p.faces.boxes, p.job.view, height, width)] if p.job.view.tiled
+             else p.faces for p in parts], (width, height))
+        if len(parts) > 1 and len(faces):
+            keep, merged = merge_overlaps(faces.boxes, faces.scores, self.config.nms_iou)
+            faces = replace(faces[keep], boxes=merged)
+        return replace(faces, boxes=clip(faces.boxes, width, height))
 
     def _decode(self, heat: npt.NDArray[np.float32], scale: npt.NDArray[np.float32],
                 offset: npt.NDArray[np.float32], lms: npt.NDArray[np.float32],

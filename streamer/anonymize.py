@@ -13,6 +13,8 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
+from models.boxes import clip
+
 from .settings import AnonymizeSettings
 
 __all__ = ["SOLID_BGR", "anonymize", "hide_frame", "pad_boxes"]
@@ -54,9 +56,7 @@ def _padded(boxes: npt.ArrayLike, padding: float, width: int,
         hw, hh = (x2 - x1) * padding / 2, (y2 - y1) * padding / 2
         raw = np.clip(np.stack([cx - hw, cy - hh, cx + hw, cy + hh], axis=1), -_COORD_LIMIT, _COORD_LIMIT)
     # Outward rounding: a fractional edge must never leave a sliver of the face uncovered.
-    out = np.concatenate([np.floor(raw[:, :2]), np.ceil(raw[:, 2:])], axis=1)
-    np.clip(out[:, 0::2], 0, width, out=out[:, 0::2])
-    np.clip(out[:, 1::2], 0, height, out=out[:, 1::2])
+    out = clip(np.concatenate([np.floor(raw[:, :2]), np.ceil(raw[:, 2:])], axis=1), width, height)
     # A box of zero extent is no face, even though outward rounding could turn it into a 1-px sliver.
     keep = (x2 > x1) & (y2 > y1) & (out[:, 2] > out[:, 0]) & (out[:, 3] > out[:, 1])
     return out[keep].astype(np.int32), raw[keep]

@@ -27,14 +27,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, Literal
 
+from models.private_dir import make_private, refuse_unless_private
+
 from .detection_service import DetectionService
+from .file_pipeline.video import anonymize_video
 from .offline import (
     IMAGE_SUFFIXES,
     Cancelled,
     InputError,
     Progress,
     anonymize_image,
-    anonymize_video,
     check_image_size,
     classify_input,
 )
@@ -50,37 +52,6 @@ JOB_NICE = 10  # worker threads yield the CPU to live streams
 DEFAULT_ROOT_NAME = "face-streamer-jobs"  # under $XDG_RUNTIME_DIR; in the temp directory, mkdtemp's prefix
 
 
-def _refuse_unless_private(path: Path, what: str) -> None:
-    """ValueError unless ``path`` is a real directory (not a symbolic link) owned by this user and writable by
-    nobody else. Checked on owner and mode, not by trying: root may write anywhere, and another user's folder (or
-    one that others may write into) could be read, or have links planted in it, under our uploads."""
-    try:
-        st = os.lstat(path)
-    except OSError as exc:
-        raise ValueError(f"{what} {path} cannot be used: {exc.strerror}") from exc
-    if stat.S_ISLNK(st.st_mode):
-        raise ValueError(f"{what} {path} is a symbolic link; give the folder itself")
-    if not stat.S_ISDIR(st.st_mode):
-        raise ValueError(f"{what} {path} is not a directory")
-    if st.st_uid != os.geteuid():
-        raise ValueError(f"{what} {path} is owned by uid {st.st_uid}, not by this user (uid {os.geteuid()}): "
-                         "uploads must live in a folder only this user controls")
-    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-        raise ValueError(f"{what} {path} is writable by other users (mode {stat.S_IMODE(st.st_mode):04o}): "
-                         "uploads must live in a folder only this user may write (chmod go-w)")
-
-
-def _make_private(path: Path, what: str) -> None:
-    """Create ``path`` 0700 (parents as the umask says), or accept it as it is when it is already private."""
-    try:
-        path.mkdir(mode=0o700, parents=True)
-    except FileExistsError:
-        pass  # checked below, whoever made it
-    except OSError as exc:
-        raise ValueError(f"{what} {path} cannot be created: {exc.strerror}") from exc
-    _refuse_unless_private(path, what)
-
-
 def private_root(root: Path | None) -> tuple[Path, bool]:
     """The jobs root, and whether it is this instance's own (made by mkdtemp, removed at shutdown).
 
@@ -89,17 +60,17 @@ def private_root(root: Path | None) -> tuple[Path, bool]:
     (a tmpfs that the login session owns), else a fresh mkdtemp folder, never a fixed name in a shared /tmp that
     another user could create first."""
     if root is not None:
-        _make_private(root, "--jobs-dir")
+        make_private(root, "--jobs-dir")
         return root, False
     runtime = os.environ.get("XDG_RUNTIME_DIR", "")
     if runtime:
         try:
-            _refuse_unless_private(Path(runtime), "$XDG_RUNTIME_DIR")
+            refuse_unless_private(Path(runtime), "$XDG_RUNTIME_DIR")
         except ValueError as exc:
             logger.warning("[jobs] not using %s; a folder of its own in the temp directory instead", exc)
         else:
             default = Path(runtime) / DEFAULT_ROOT_NAME
-            _make_private(default, "the jobs directory")
+            make_private(default, "the jobs directory")
             return default, False
     return Path(tempfile.mkdtemp(prefix=f"{DEFAULT_ROOT_NAME}-")), True
 

@@ -1,38 +1,31 @@
-"""Offline files: an image or a video in, the anonymized file out, through the same FrameProcessor as live streams.
+"""Offline files: what is accepted and how it is checked, photos in and out, and what the video pipeline
+(streamer/file_pipeline/) shares with them: the errors, the progress, the result and the all-or-nothing output.
+Everything goes through the same FrameProcessor as live streams.
 
-Video runs as three stages on their own threads so both cores work: PyAV demux+decode -> detect+hide -> H.264
-encode+mux. Output is written to a temporary file beside OUTPUT and renamed only when complete, so a failure or a
-cancel never leaves a half-written OUTPUT.
+Output is written to a temporary file beside OUTPUT and renamed only when complete, so a failure or a cancel never
+leaves a half-written OUTPUT.
 
 Hostile input is refused before it costs memory or time: image and video sizes are checked against their headers
 before anything is decoded whole. A file is taken as a photo by its magic bytes, and only in the formats whose
 header is read here (JPEG, PNG, WebP, BMP); other still-image formats (TIFF, GIF, ...) are refused, whatever their
 name. Behind that, OpenCV's and FFmpeg's own pixel limits are set too (OPENCV_IO_MAX_IMAGE_PIXELS in
 streamer/__init__.py, ``max_pixels`` on every decoder opened here). An MP4/MOV whose index points past the end of
-the file is reported truncated at once instead of after decoding everything that is there. A video's display
-matrix (a phone's rotation metadata) is applied to the pixels, so faces are detected upright and the output, which
-carries no rotation, displays as the input did; photos get the same from OpenCV, which applies the EXIF
-orientation when it decodes.
+the file is reported truncated at once instead of after decoding everything that is there. Photos are decoded in
+their display orientation by OpenCV, which applies the EXIF orientation (videos: file_pipeline/orientation.py).
 """
 
 from __future__ import annotations
 
-import itertools
 import logging
-import math
 import os
-import queue
 import struct
 import sys
 import tempfile
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
-from fractions import Fraction
 from pathlib import Path
 from typing import Any, Literal
 
@@ -52,10 +45,6 @@ VIDEO_SUFFIXES = frozenset({".mp4", ".mkv", ".mov", ".m4v", ".webm", ".avi"})
 # 8K UHD (7680x4320) fits. A bigger frame is refused before it is decoded: each one held in the pipeline's queues
 # costs width*height*3 bytes, and a header can claim any size for a few bytes of file.
 MAX_VIDEO_PIXELS = 36_000_000
-QUEUE_DEPTH = 8
-# Packets read before the first video frame (audio ahead of it, decoder delay); beyond that the file has no usable
-# video, and holding more would let a hostile file grow memory.
-HEAD_PACKETS = 2000
 HEAD_BYTES = 16  # enough for every signature below
 ACCEPTED_IMAGES = "JPEG, PNG, WebP or BMP"
 # Still-image formats that FFmpeg or OpenCV would decode but whose header is not read here: a few hundred bytes of
@@ -316,45 +305,7 @@ def anonymize_image(src: Path, dst: Path, processor: FrameProcessor, *, private:
                       time.perf_counter() - started)
 
 
-_END = object()
-
-
-class _Stage(threading.Thread):
-    """A pipeline thread that keeps its exception for the caller instead of dying silently."""
-
-    def __init__(self, name: str, target: Callable[[], None]) -> None:
-        super().__init__(name=name, daemon=True)
-        self._run = target
-        self.error: BaseException | None = None
-
-    def run(self) -> None:
-        try:
-            self._run()
-        except BaseException as exc:
-            self.error = exc
-
-
-def _put(q: queue.Queue[Any], item: Any, stop: threading.Event) -> bool:
-    """Put unless the pipeline is stopping; a bounded queue is what keeps memory flat."""
-    while not stop.is_set():
-        try:
-            q.put(item, timeout=0.1)
-            return True
-        except queue.Full:
-            continue
-    return False
-
-
-def _get(q: queue.Queue[Any], stop: threading.Event) -> Any:
-    while not stop.is_set():
-        try:
-            return q.get(timeout=0.1)
-        except queue.Empty:
-            continue
-    return _END
-
-
-def _reason(exc: BaseException) -> str:
+def ffmpeg_reason(exc: BaseException) -> str:
     """FFmpeg's own words for an error, without the errno and the call that PyAV adds to them."""
     return str(getattr(exc, "strerror", None) or exc)
 
@@ -370,7 +321,7 @@ def open_video(path: Path) -> Any:
         container = av.open(str(path), mode="r", timeout=(10.0, 10.0), options=limit)
     except (av.FFmpegError, OSError) as exc:
         raise InputError(f"{path}: not a readable video (corrupt, truncated, or not a video format: "
-                         f"{_reason(exc).lower()})") from exc
+                         f"{ffmpeg_reason(exc).lower()})") from exc
     try:
         demuxer = container.format.name
         if demuxer.endswith("_pipe") or demuxer in ("image2", "image2pipe"):
@@ -381,7 +332,7 @@ def open_video(path: Path) -> Any:
             raise InputError(f"{path}: has no video stream")
         vin = container.streams.video[0]
         vin.codec_context.options = {**vin.codec_context.options, **limit}  # the decoder the frames come from
-        _check_video_size(path, vin.codec_context.width, vin.codec_context.height)
+        check_video_size(path, vin.codec_context.width, vin.codec_context.height)
         # An MP4 with its index first ("faststart", as phones and web tools write it) opens fine when cut short;
         # without this its end would only show after every frame that is there was decoded and hidden.
         ends = [entry.pos + entry.size for entry in vin.index_entries if entry.pos >= 0]
@@ -394,240 +345,7 @@ def open_video(path: Path) -> Any:
     return container
 
 
-def _check_video_size(path: Path, width: int, height: int) -> None:
+def check_video_size(path: Path, width: int, height: int) -> None:
     if width * height > MAX_VIDEO_PIXELS:
         raise InputError(f"{path}: video of {width}x{height} is over the {MAX_VIDEO_PIXELS // 1_000_000} MP "
                          "limit")
-
-
-Image = npt.NDArray[np.uint8]
-
-
-def _same(image: Image) -> Image:
-    return image
-
-
-def _turn(op: Callable[..., Any], *args: Any) -> Callable[[Image], Image]:
-    return lambda image: np.asarray(op(image, *args), np.uint8)
-
-
-def display_transform(frame: Any) -> tuple[Callable[[Image], Image], bool]:
-    """How to turn a decoded frame's pixels into its display orientation, from the frame's display matrix (phones
-    record sideways with a 90/180/270 rotation in the track header), and whether it swaps width and height.
-
-    The rules are FFmpeg's own autorotate (fftools/ffmpeg_filter.c): the same matrix gives the same picture as
-    ffmpeg, ffplay and browsers show. Rotations that are not a multiple of 90 degrees go to the nearest one."""
-    matrix: tuple[int, ...] | None = None
-    for side in frame.side_data:
-        if getattr(side.type, "name", "") == "DISPLAYMATRIX" and len(bytes(side)) >= 36:
-            matrix = struct.unpack("=9i", bytes(side)[:36])
-    if matrix is None:
-        return _same, False
-    # av_display_rotation_get(): the counterclockwise angle of the 16.16 fixed-point 2x2 part.
-    a, b, c, d = (v / 65536 for v in (matrix[0], matrix[1], matrix[3], matrix[4]))
-    if math.hypot(a, c) == 0 or math.hypot(b, d) == 0:
-        return _same, False
-    theta = -round(-math.degrees(math.atan2(b / math.hypot(b, d), a / math.hypot(a, c))))
-    theta = (round(theta / 90) * 90) % 360  # ffmpeg's get_rotation(), then to a quarter turn
-    if theta == 90:
-        if matrix[3] > 0:
-            return _turn(cv2.transpose), True
-        return _turn(cv2.rotate, cv2.ROTATE_90_CLOCKWISE), True
-    if theta == 270:
-        if matrix[3] < 0:
-            return _turn(lambda image: cv2.flip(cv2.transpose(image), -1)), True
-        return _turn(cv2.rotate, cv2.ROTATE_90_COUNTERCLOCKWISE), True
-    if theta == 180:
-        flip = {(True, True): -1, (True, False): 1, (False, True): 0, (False, False): None}[
-            (matrix[0] < 0, matrix[4] < 0)]
-        if flip is None:
-            return _same, False
-        # hflip then vflip as ffmpeg inserts them: both together are a half turn.
-        return _turn(cv2.flip, flip), False
-    if matrix[4] < 0:
-        return _turn(cv2.flip, 0), False
-    return _same, False
-
-
-def anonymize_video(src: Path, dst: Path, processor: FrameProcessor, *, keep_audio: bool = False,
-                    crf: int = 20, preset: str = "superfast", detect_workers: int = 1,
-                    on_progress: ProgressCallback | None = None,
-                    cancel: threading.Event | None = None, private: bool = False) -> FileResult:
-    """Anonymize a video file. ``detect_workers`` frames are detected at once (use one per core with a
-    single-threaded detector on CPU). ``private``: the output is 0600 (see ``atomic_output``)."""
-    if dst.suffix.lower() not in VIDEO_SUFFIXES - {".webm"}:
-        raise InputError(f"{dst}: output of a video must be .mp4, .mkv, .mov, .m4v or .avi (H.264)")
-    started = time.perf_counter()
-    container = open_video(src)
-    stop = threading.Event()
-    cancel = cancel or threading.Event()
-    try:
-        vin = container.streams.video[0]
-        vin.thread_type = "AUTO"
-        ain = container.streams.audio[0] if keep_audio and container.streams.audio else None
-        source = _demux_decode(container, vin, ain)
-        # The first frame is decoded before the output is set up: its display matrix says which way up the
-        # picture goes, and so the output's size. Audio ahead of it waits in `head`, in order.
-        head: list[tuple[str, Any]] = []
-        try:
-            for item in source:
-                head.append(item)
-                if item[0] == "video":
-                    break
-                if len(head) >= HEAD_PACKETS:
-                    raise InputError(f"{src}: no video frame in the first {HEAD_PACKETS} packets")
-        except av.FFmpegError as exc:
-            # No size from the probe: FFmpeg's max_pixels may be what refused the frame.
-            hint = "" if vin.codec_context.width else f"; frames over {MAX_VIDEO_PIXELS // 1_000_000} MP are refused"
-            raise InputError(f"{src}: video could not be decoded ({_reason(exc)}{hint})") from exc
-        if not head or head[-1][0] != "video":
-            raise InputError(f"{src}: video has no decodable frames")
-        first = head[-1][1]
-        _check_video_size(src, first.width, first.height)
-        orient, swaps = display_transform(first)
-        width, height = (first.height, first.width) if swaps else (first.width, first.height)
-        if width < 2 or height < 2:
-            raise InputError(f"{src}: video stream has no usable size ({width}x{height})")
-        if orient is not _same:
-            logger.info("[%s] display matrix applied: the picture is anonymized and written as shown, %dx%d",
-                        src.name, width, height)
-        # yuv420p needs even dimensions; drop the last odd row/column rather than rescale the whole picture.
-        ew, eh = width - width % 2, height - height % 2
-        total = vin.frames or None
-        rate = vin.average_rate or vin.guessed_rate or Fraction(30)
-        time_base = vin.time_base or Fraction(1, 90000)
-        decoded: queue.Queue[Any] = queue.Queue(QUEUE_DEPTH)
-        hidden: queue.Queue[Any] = queue.Queue(QUEUE_DEPTH)
-        counts = {"frames": 0, "faces": 0, "whole": 0}
-
-        def decode() -> None:
-            index = 0
-            try:
-                for kind, payload in itertools.chain(head, source):
-                    if stop.is_set():
-                        return
-                    if kind == "audio":
-                        if not _put(decoded, ("audio", payload), stop):
-                            return
-                        continue
-                    frame = payload
-                    # Refused before to_ndarray: a stream may switch to a size its header never declared.
-                    _check_video_size(src, frame.width, frame.height)
-                    t = float(frame.pts * time_base) if frame.pts is not None else index / float(rate)
-                    pts = frame.pts if frame.pts is not None else round(index / float(rate) / time_base)
-                    image = orient(frame.to_ndarray(format="bgr24"))
-                    if image.shape[:2] != (height, width):
-                        # A mid-stream size change (a spliced or adaptive stream): the encoder has one size.
-                        image = np.asarray(cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA), np.uint8)
-                    index += 1
-                    if not _put(decoded, ("video", (image[:eh, :ew], pts, t)), stop):
-                        return
-                # A container that promised more frames than it gave is truncated: fail rather than hand back a
-                # silently shorter video (a small slack covers edit lists and rounding in frame counts).
-                if total and index < total * 0.99 - 1:
-                    raise InputError(f"{src}: video ends after {index} of {total} frames (truncated or corrupt)")
-            except av.FFmpegError as exc:
-                raise InputError(f"{src}: video could not be decoded after {index} frame(s) ({_reason(exc)})") \
-                    from exc
-            finally:
-                _put(decoded, _END, stop)
-
-        def hide() -> None:
-            # Detection of the next frames runs ahead on `detect_workers` threads; tracking and hiding then take
-            # the results strictly in frame order, which the hold needs.
-            pending: deque[tuple[Any, Future[tuple[Any, float]] | None]] = deque()
-
-            def finish_oldest() -> bool:
-                item, future = pending.popleft()
-                if future is not None:
-                    image, _, t = item[1]
-                    detections, detect_ms = future.result()
-                    outcome = processor.apply(image, t, detections, detect_ms)
-                    counts["faces"] += outcome.faces
-                    counts["whole"] += outcome.failed_closed and outcome.held == 0
-                return _put(hidden, item, stop)
-
-            try:
-                with ThreadPoolExecutor(detect_workers, thread_name_prefix="detect") as pool:
-                    while True:
-                        item = _get(decoded, stop)
-                        if item is _END:
-                            break
-                        future = pool.submit(processor.detect, item[1][0], item[1][2]) if item[0] == "video" else None
-                        pending.append((item, future))
-                        if len(pending) > 2 * detect_workers and not finish_oldest():
-                            return
-                    while pending:
-                        if not finish_oldest():
-                            return
-            finally:
-                for _, future in pending:
-                    if future is not None:
-                        future.cancel()
-                _put(hidden, _END, stop)
-
-        with atomic_output(dst, private=private) as tmp:
-            output = av.open(str(tmp), mode="w", format=_muxer_for(dst))
-            try:
-                vout = output.add_stream("libx264", rate=rate)
-                vout.width, vout.height, vout.pix_fmt = ew, eh, "yuv420p"
-                vout.time_base = time_base
-                vout.codec_context.time_base = time_base
-                vout.options = {"crf": str(crf), "preset": preset}
-                aout = output.add_stream_from_template(ain) if ain is not None else None
-                stages = [_Stage("decode", decode), _Stage("hide", hide)]
-                for stage in stages:
-                    stage.start()
-                try:
-                    while True:
-                        if cancel.is_set():
-                            raise Cancelled(f"{src}: cancelled")
-                        item = _get(hidden, stop)
-                        if item is _END:
-                            break
-                        kind, payload = item
-                        if kind == "audio":
-                            payload.stream = aout
-                            output.mux(payload)
-                            continue
-                        image, pts, _ = payload
-                        yuv = cv2.cvtColor(image, cv2.COLOR_BGR2YUV_I420)
-                        frame = av.VideoFrame.from_ndarray(yuv, format="yuv420p")
-                        frame.pts, frame.time_base = pts, time_base
-                        output.mux(vout.encode(frame))
-                        counts["frames"] += 1
-                        if on_progress is not None:
-                            on_progress(Progress(counts["frames"], total, time.perf_counter() - started))
-                    for stage in stages:
-                        stage.join()
-                        if stage.error is not None:
-                            raise stage.error
-                    if counts["frames"] == 0:
-                        raise InputError(f"{src}: video has no decodable frames")
-                    output.mux(vout.encode(None))
-                finally:
-                    stop.set()
-                    for stage in stages:
-                        stage.join(timeout=5)
-            finally:
-                output.close()
-        return FileResult(dst, counts["frames"], ew, eh, counts["faces"], counts["whole"],
-                          time.perf_counter() - started)
-    finally:
-        stop.set()
-        container.close()
-
-
-def _demux_decode(container: Any, vin: Any, ain: Any) -> Iterator[tuple[str, Any]]:
-    """("video", frame) and ("audio", packet) in file order; FFmpeg's errors pass through as they are."""
-    for packet in container.demux([vin] + ([ain] if ain is not None else [])):
-        if packet.stream is ain:
-            if packet.dts is not None:
-                yield "audio", packet
-            continue
-        for frame in packet.decode():
-            yield "video", frame
-
-
-def _muxer_for(dst: Path) -> str:
-    return {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska", ".avi": "avi"}[dst.suffix.lower()]

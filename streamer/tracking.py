@@ -19,6 +19,8 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from models.boxes import enclosing, iou_matrix
+
 from .settings import HoldSettings
 
 __all__ = ["FaceTracker"]
@@ -94,16 +96,6 @@ def _xyxy(cx: float, cy: float, w: float, h: float, scale: float = 1.0) -> list[
     return [cx - w * scale / 2, cy - h * scale / 2, cx + w * scale / 2, cy + h * scale / 2]
 
 
-def _iou(a: list[float], b: list[float]) -> float:
-    iw = min(a[2], b[2]) - max(a[0], b[0])
-    ih = min(a[3], b[3]) - max(a[1], b[1])
-    if iw <= 0 or ih <= 0:
-        return 0.0
-    inter = iw * ih
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
-
-
 class FaceTracker:
     """Keeps faces hidden through short detector misses. Not thread-safe: one tracker per stream."""
 
@@ -149,8 +141,7 @@ class FaceTracker:
         scale = self._growth(track, t) * widen
         ahead = _xyxy(*track.predicted(t), scale=scale)
         last = _xyxy(track.cx, track.cy, track.w, track.h, scale=scale)
-        return [min(ahead[0], last[0]), min(ahead[1], last[1]),
-                max(ahead[2], last[2]), max(ahead[3], last[3])]
+        return [float(v) for v in enclosing(np.asarray([ahead, last]))]
 
     def _check_time(self, t: float) -> None:
         if not math.isfinite(t):
@@ -198,15 +189,16 @@ class FaceTracker:
 
         det_geo = [((b[0] + b[2]) / 2, (b[1] + b[3]) / 2, max(b[2] - b[0], 1e-3), max(b[3] - b[1], 1e-3))
                    for b in dets.astype(np.float64).tolist()]
+        predicted = [tr.predicted(t) for tr in self._tracks]
+        overlaps = iou_matrix(np.asarray([_xyxy(*p) for p in predicted], np.float64).reshape(-1, 4),
+                              np.asarray([_xyxy(*g) for g in det_geo], np.float64).reshape(-1, 4)).tolist()
         pairs: list[tuple[float, int, int]] = []
-        for ti, tr in enumerate(self._tracks):
-            pcx, pcy, pw, ph = tr.predicted(t)
-            pbox = _xyxy(pcx, pcy, pw, ph)
+        for ti, (pcx, pcy, pw, ph) in enumerate(predicted):
             for di, (cx, cy, w, h) in enumerate(det_geo):
                 ratio = math.sqrt((w * h) / (pw * ph))
                 if not 1 / MATCH_MAX_SIZE_RATIO <= ratio <= MATCH_MAX_SIZE_RATIO:
                     continue
-                iou = _iou(pbox, _xyxy(cx, cy, w, h))
+                iou = overlaps[ti][di]
                 dist = math.hypot(cx - pcx, cy - pcy) / math.sqrt(max(pw, w) * max(ph, h))
                 if iou >= MATCH_MIN_IOU or dist <= MATCH_MAX_DIST:
                     pairs.append((iou + max(0.0, 1.0 - dist / MATCH_MAX_DIST), ti, di))

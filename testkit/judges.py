@@ -26,6 +26,8 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
+from models.boxes import iou_matrix
+
 from .truth import Box, Face, Image, TruthFrame
 
 # Which faces count. Below 60% visible too little of the face is in the picture to judge or to recognise; below
@@ -226,15 +228,6 @@ class FaceDetector(Protocol):
     def detect(self, frame_bgr: Image, threshold: float | None = None) -> _Detections: ...
 
 
-def _iou(box: Box, boxes: npt.NDArray[np.float32]) -> npt.NDArray[np.float64]:
-    b = np.asarray(box, np.float64)
-    lt = np.maximum(boxes[:, :2], b[:2])
-    rb = np.minimum(boxes[:, 2:], b[2:])
-    inter = np.prod(np.clip(rb - lt, 0, None), axis=1)
-    union = np.prod(boxes[:, 2:] - boxes[:, :2], axis=1) + np.prod(b[2:] - b[:2]) - inter
-    return np.asarray(inter / np.maximum(union, 1e-9), np.float64)
-
-
 class DetectorJudge:
     """A leak: ``detector`` (the product's, e.g. ``models.load_detector``) finds a face at ``threshold`` whose box
     overlaps the true box with IoU >= ``iou`` or whose centre lies inside it. The value is the best such score
@@ -259,7 +252,7 @@ class DetectorJudge:
         for face in faces:
             x1, y1, x2, y2 = face.box
             inside = (centres[:, 0] >= x1) & (centres[:, 0] <= x2) & (centres[:, 1] >= y1) & (centres[:, 1] <= y2)
-            hit = (_iou(face.box, boxes) >= self.iou) | inside
+            hit = (iou_matrix(np.asarray([face.box], np.float64), boxes)[0] >= self.iou) | inside
             out.append(float(scores[hit].max()) if hit.any() else 0.0)
         return out
 

@@ -20,7 +20,7 @@ if str(REPO_ROOT) not in sys.path:
 # Real photos and clips live beside the checkout, never inside it (its README.md has origins and licences).
 TESTDATA_DIR = REPO_ROOT.parent / "shared" / "testdata"
 
-from webrtc_support import NamespaceError, NamespaceLoop, NetNamespace, netns_unavailable_reason  # noqa: E402
+from testkit.netns import NamespaceError, NamespaceLoop, NetNamespace, netns_unavailable_reason  # noqa: E402
 
 try:
     from hypothesis import settings as _hypothesis_settings
@@ -88,7 +88,7 @@ def video_frames(relative: str, count: int) -> list[npt.NDArray[np.uint8]]:
 
 
 # --------------------------------------------------------------------------------------------------------------
-# Live WebRTC tests run inside a network namespace of their own (see tests/webrtc_support.py): aioice never uses
+# Live WebRTC tests run inside a network namespace of their own (see testkit/netns.py): aioice never uses
 # 127.0.0.1, and tests may send nothing beyond loopback or addresses inside a namespace the run created itself.
 
 ARTIFACTS_DIR = REPO_ROOT / "test-artifacts"  # git-ignored: screenshots and logs worth a look after a run

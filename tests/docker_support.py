@@ -19,7 +19,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from webrtc_support import SERVER_ADDR, NetNamespace
+from testkit.netns import SERVER_ADDR, NetNamespace
 
 DOCKER = os.environ.get("DOCKER") or ("/usr/bin/docker" if Path("/usr/bin/docker").exists() else "docker")
 CPU_IMAGE = "face-streamer:cpu"

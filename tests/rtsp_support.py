@@ -1,13 +1,10 @@
-"""RTSP camera test support: a camera clip, GStreamer's RTSP test server (tests/rtsp_server.py) as a process that a
-test can kill, hang (SIGSTOP) and restart on the same port, and a WHEP viewer written with aiortc.
+"""RTSP camera test support: camera clips for the test camera (testkit.rtsp, GStreamer's RTSP server) and a WHEP
+viewer written with aiortc.
 
-- :func:`rtsp_unavailable_reason` says why GStreamer's RTSP server cannot run here (Debian packages missing).
 - :func:`make_camera_clip` turns a real clip into what a camera sends: H.264 with a keyframe every half second,
   played over and over. The RTSP server drops the frames sent before the client's PLAY, so a clip whose only
   keyframe is its first frame (liveportrait_driving_d3.mp4: keyframes at frames 0 and 250) would show nothing for
   8 s; and each client's stream ends at the clip's end, which the looping keeps out of the tests' way.
-- :class:`RtspServer` runs ``/usr/bin/python3 tests/rtsp_server.py`` (inside a network namespace when given one,
-  always on 127.0.0.1 there).
 - :class:`WhepViewer` is a receive-only aiortc peer: ``POST /whep/{camera}`` with ``application/sdp``, the answer
   applied, every frame's arrival recorded and a few frames kept for the face checks. Use it on a NamespaceLoop.
 """
@@ -16,51 +13,20 @@ from __future__ import annotations
 
 import asyncio
 import fractions
-import os
-import selectors
-import signal
-import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from webrtc_support import HttpAnswer, NetNamespace, http
+from webrtc_support import HttpAnswer, http
 
 from testkit.framecode import stamp_over
+from testkit.peer import wait_connected
 from testkit.truth import TruthClip
 from testkit.wire import as_sent
 
 U8 = npt.NDArray[np.uint8]
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
-SYSTEM_PYTHON = Path("/usr/bin/python3")  # Debian's: the interpreter that sees the `gi` bindings
-RTSP_SERVER = REPO_ROOT / "tests" / "rtsp_server.py"
-DEBIAN_PACKAGES = ("gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base gstreamer1.0-plugins-good "
-                   "gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav python3-gi "
-                   "python3-gst-1.0")
-_PROBE = ("import gi; gi.require_version('Gst', '1.0'); gi.require_version('GstRtspServer', '1.0'); "
-          "from gi.repository import Gst, GstRtspServer; Gst.init(None); "
-          "missing = [e for e in ('filesrc', 'qtdemux', 'tsdemux', 'h264parse', 'rtph264pay') "
-          "if not Gst.ElementFactory.find(e)]; "
-          "print(' '.join(missing))")
-
-
-def rtsp_unavailable_reason() -> str | None:
-    """Why GStreamer's RTSP test server cannot run on this machine, or None when it can."""
-    if not SYSTEM_PYTHON.exists():
-        return f"{SYSTEM_PYTHON} not found (GStreamer's RTSP test server runs under Debian's Python)"
-    try:
-        probe = subprocess.run([str(SYSTEM_PYTHON), "-c", _PROBE], capture_output=True, text=True, timeout=30)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return f"cannot probe GStreamer: {exc}"
-    if probe.returncode != 0:
-        last = (probe.stderr.strip().splitlines() or ["?"])[-1]
-        return f"GStreamer's RTSP server is not usable ({last}); install the Debian packages {DEBIAN_PACKAGES}"
-    if probe.stdout.strip():
-        return f"GStreamer elements missing: {probe.stdout.strip()}; install {DEBIAN_PACKAGES}"
-    return None
 
 
 def make_camera_clip(src: Path, dst: Path, repeats: int = 8, keyframe_every: int = 15) -> tuple[int, float]:
@@ -154,99 +120,6 @@ async def http_get_bytes(url: str, limit_s: float = 20) -> tuple[int, dict[str, 
         return response.status, dict(response.headers.items()), await response.read()
 
 
-class RtspServer:
-    """tests/rtsp_server.py as a process on 127.0.0.1:``port`` (of the namespace, when given one)."""
-
-    def __init__(self, mounts: dict[str, Path], port: int, ns: NetNamespace | None = None,
-                 log_path: Path | None = None) -> None:
-        self.mounts, self.port, self.ns = mounts, port, ns
-        self.log_path = log_path or Path(f"/tmp/fs-rtsp-{os.getpid()}-{id(self)}.log")
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.paused = False
-
-    def url(self, mount: str) -> str:
-        return f"rtsp://127.0.0.1:{self.port}/{mount}"
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None, "not started"
-        return self.proc.pid  # `ip netns exec` execs the command: this is the server itself
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def start(self, timeout: float = 30) -> RtspServer:
-        """Start it and wait for its "READY <port>" line."""
-        prefix = self.ns.exec_prefix() if self.ns is not None else []
-        cmd = [*prefix, str(SYSTEM_PYTHON), str(RTSP_SERVER), "--port", str(self.port),
-               *(f"{name}={path}" for name, path in self.mounts.items())]
-        with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=log)
-        self.paused = False
-        assert self.proc.stdout is not None
-        line = b""
-        deadline = time.monotonic() + timeout
-        with selectors.DefaultSelector() as sel:
-            sel.register(self.proc.stdout, selectors.EVENT_READ)
-            while not line.endswith(b"\n") and time.monotonic() < deadline and self.proc.poll() is None:
-                if sel.select(max(0.0, deadline - time.monotonic())):
-                    chunk = os.read(self.proc.stdout.fileno(), 1)
-                    if not chunk:
-                        break
-                    line += chunk
-        if line.strip() != f"READY {self.port}".encode():
-            self.kill()
-            raise RuntimeError(f"RTSP server did not start ({line!r}): {' '.join(cmd)}\n{self.log_tail()}")
-        return self
-
-    def kill(self) -> None:
-        """SIGKILL: the camera dies without a word (its TCP connections are reset by the kernel)."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
-        self._close_pipe()
-        self.paused = False
-
-    def pause(self) -> None:
-        """SIGSTOP: the camera hangs; connections stay open and nothing more arrives."""
-        assert self.alive(), "not running"
-        os.kill(self.pid, signal.SIGSTOP)
-        self.paused = True
-
-    def resume(self) -> None:
-        if self.alive() and self.paused:
-            os.kill(self.pid, signal.SIGCONT)
-        self.paused = False
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.resume()
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        self._close_pipe()
-
-    def ensure_running(self) -> None:
-        """Resume a paused server, restart a dead one (for tests that come after one that broke it)."""
-        if self.alive():
-            self.resume()
-        else:
-            self.start()
-
-    def _close_pipe(self) -> None:
-        if self.proc is not None and self.proc.stdout is not None:
-            self.proc.stdout.close()
-
-    def log_tail(self, chars: int = 3000) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-chars:]
-        except OSError:
-            return ""
-
-
 class WhepViewer:
     """A receive-only WHEP viewer (aiortc). ``arrivals`` holds every frame's arrival time (time.monotonic()),
     ``samples`` up to ``max_samples`` (arrival time, BGR frame) pairs, one per ``sample_every_s`` at most;
@@ -307,12 +180,7 @@ class WhepViewer:
         return answer
 
     async def wait_connected(self, limit_s: float = 15) -> None:
-        deadline = time.monotonic() + limit_s
-        while self.pc.connectionState != "connected":
-            if self.pc.connectionState in ("failed", "closed") or time.monotonic() > deadline:
-                raise TimeoutError(f"viewer not connected: {self.pc.connectionState} "
-                                   f"(ICE {self.pc.iceConnectionState})")
-            await asyncio.sleep(0.05)
+        await wait_connected(self.pc, limit_s)
 
     async def wait_first_frame(self, limit_s: float = 15) -> None:
         await asyncio.wait_for(self.first_frame.wait(), limit_s)

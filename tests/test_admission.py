@@ -8,13 +8,14 @@ from typing import Any
 
 import numpy as np
 from aiohttp import web
-from webrtc_support import SERVER_ADDR, NamespaceLoop, free_port, http, make_offer_sdp
+from webrtc_support import free_port, http, make_offer_sdp
 
-from streamer.cameras import CameraSettings
+from streamer.camera_config import CameraSettings
 from streamer.server.app import create_app
 from streamer.server.config import ServerConfig
 from streamer.server.sessions import LiveSession
 from streamer.server.state import SESSIONS
+from testkit.netns import SERVER_ADDR, NamespaceLoop
 
 CONCURRENT = 6
 _apps: list[web.Application] = []

@@ -14,7 +14,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from streamer.cameras import Camera, CameraManager, CameraSettings, load_cameras_file
+from streamer.camera_config import CameraSettings, load_cameras_file
+from streamer.cameras import Camera, CameraManager
 from streamer.detection_service import DetectionService
 from streamer.settings import LiveSettings
 from streamer.sources.rtsp import RtspOptions
@@ -181,7 +182,7 @@ def test_a_camera_counts_the_frames_it_hid_whole_and_why(hung_url: str, astronau
             while camera.counters.frames_out + camera.counters.frames_dropped <= n and time.monotonic() < deadline:
                 time.sleep(0.01)
         status = camera.status()
-        latest = camera.latest
+        latest = camera.frames.latest
     finally:
         camera.stop(join_s=30)
         service.close()

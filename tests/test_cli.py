@@ -14,8 +14,9 @@ import numpy.typing as npt
 import pytest
 from conftest import REPO_ROOT, read_bgr, require_testdata
 
+from models.boxes import from_xywh, iou_matrix
 from models.centerface import CenterFaceDetector
-from models.evaluate import iou_matrix, load_truth
+from models.evaluate import load_truth
 
 
 def streamer(*args: str | Path, check: bool = False) -> subprocess.CompletedProcess[str]:
@@ -35,8 +36,7 @@ def test_detect_json_prints_one_object_per_image() -> None:
         assert record["provider"] == "CPUExecutionProvider"
         assert (record["width"], record["height"]) == read_bgr(path).shape[1::-1]
         truth = load_truth(path.with_suffix(".json"))
-        found = np.array([f["box"] for f in record["faces"]], np.float32)
-        found[:, 2:] += found[:, :2]
+        found = from_xywh([f["box"] for f in record["faces"]])
         assert (iou_matrix(truth, found).max(axis=1) >= 0.3).all()
         assert all(0 < f["score"] <= 1 for f in record["faces"])
 

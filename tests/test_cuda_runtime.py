@@ -21,6 +21,7 @@ from conftest import REPO_ROOT
 
 from models import runtime
 from models.runtime import CPU, CUDA
+from models.weights import ENV_CACHE, cache_dir, resolve_model
 
 
 class RecordingOrt:
@@ -107,6 +108,7 @@ _SILENCERS = {"ORT_DISABLE_TELEMETRY", "XDG_CACHE_HOME", "CI", "TF_BUILD", "GITH
 def _run(code: str, home: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k not in _SILENCERS}
     env["HOME"] = str(home)
+    env[ENV_CACHE] = str(cache_dir())  # the verified weights stay where they are, whatever HOME says
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, env=env, capture_output=True, text=True,
                           timeout=300, check=False)
     assert done.returncode == 0, done.stderr[-2000:]
@@ -121,5 +123,5 @@ def test_onnx_runtime_telemetry_stays_off(tmp_path: Path) -> None:
     _run("import numpy as np, models; models.load_detector('cpu').detect(np.zeros((480, 640, 3), np.uint8))", ours)
     assert not (ours / store).exists(), sorted(p.name for p in (ours / store).iterdir())
     _run("import onnxruntime as ort; "
-         "ort.InferenceSession('models/weights/centerface.onnx', providers=['CPUExecutionProvider'])", plain)
+         f"ort.InferenceSession({str(resolve_model())!r}, providers=['CPUExecutionProvider'])", plain)
     assert (plain / store).exists(), "onnxruntime no longer keeps a telemetry store: this test proves nothing now"

@@ -13,8 +13,9 @@ from conftest import read_bgr, require_testdata
 
 import models.weights
 from models import DetectorConfig, FaceDetections, ModelError, ProviderError, load_detector
+from models.boxes import iou_matrix
 from models.centerface import CenterFaceDetector
-from models.evaluate import annotated_images, iou_matrix, load_truth, match
+from models.evaluate import annotated_images, load_truth, match
 
 
 def test_recall_on_annotated_photos(detector: CenterFaceDetector) -> None:
@@ -121,7 +122,7 @@ def test_cuda_provider_really_runs(astronaut_bgr: npt.NDArray[np.uint8]) -> None
 
 
 def test_missing_model_says_how_to_fix_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(models.weights, "WEIGHTS_DIR", tmp_path)
+    monkeypatch.setenv(models.weights.ENV_CACHE, str(tmp_path))
     with pytest.raises(ModelError, match=r"not found.*python -m models.fetch"):
         load_detector("cpu")
     with pytest.raises(ModelError, match="model file not found"):
@@ -133,7 +134,7 @@ def test_corrupt_model_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     data = bytearray(models.weights.resolve_model().read_bytes())
     data[len(data) // 2] ^= 0xFF
     corrupt.write_bytes(bytes(data))
-    monkeypatch.setattr(models.weights, "WEIGHTS_DIR", tmp_path)
+    monkeypatch.setenv(models.weights.ENV_CACHE, str(tmp_path))
     with pytest.raises(ModelError, match=r"corrupt.*python -m models.fetch"):
         load_detector("cpu")
     text = tmp_path / "mine.onnx"

@@ -4,7 +4,7 @@ leaves visible, frames that could not be checked leave hidden whole, counters an
 service recovers by itself with its state consistent and no file, thread or descriptor left behind.
 
 The live tests run the service in this process (``create_app`` on a loop of its own inside the run's network
-namespace, see tests/webrtc_support.py), with the real CenterFace model whose ONNX Runtime session is wrapped by
+namespace, see testkit/netns.py), with the real CenterFace model whose ONNX Runtime session is wrapped by
 :class:`FaultySession`: every detection path (one frame, a batch, many streams) goes through ``session.run``, so
 switching a fault on there breaks the detector the way a broken runtime would, without touching the service.
 """
@@ -36,14 +36,11 @@ import numpy.typing as npt
 import pytest
 from aiohttp import web
 from conftest import REPO_ROOT, require_testdata
-from rtsp_support import RtspServer, WhepViewer, make_camera_clip, rtsp_unavailable_reason
+from rtsp_support import WhepViewer, make_camera_clip
 from test_live import SourceFaces, as_sent_size, visible_faces
 from test_live_leaks import WEBCAM, assert_no_leak, judged
 from webrtc_support import (
-    SERVER_ADDR,
     LiveClient,
-    NamespaceLoop,
-    NetNamespace,
     ReceivedFrame,
     SessionResult,
     SourceClip,
@@ -55,10 +52,12 @@ from webrtc_support import (
 from models import load_detector
 from models.centerface import CenterFaceDetector
 from streamer.anonymize import hide_frame
-from streamer.cameras import CameraSettings
+from streamer.camera_config import CameraSettings
 from streamer.server.app import create_app
 from streamer.server.config import ServerConfig
 from streamer.server.state import DETECTION, JOBS
+from testkit.netns import SERVER_ADDR, NamespaceLoop, NetNamespace
+from testkit.rtsp import RtspServer, rtsp_unavailable_reason
 from testkit.truth import hard_cuts
 from testkit.wire import TruthTrack
 

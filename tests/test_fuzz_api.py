@@ -23,12 +23,13 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
-from webrtc_support import NamespaceLoop, free_port, make_offer_sdp
+from webrtc_support import free_port, make_offer_sdp
 
-from streamer.cameras import CameraSettings
+from streamer.camera_config import CameraSettings
 from streamer.server.app import create_app
 from streamer.server.config import ServerConfig
 from streamer.server.state import JOBS, SESSIONS, VIEWERS
+from testkit.netns import NamespaceLoop
 
 pytestmark = pytest.mark.timeout(300)
 

@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from streamer.__main__ import build_parser
-from streamer.cameras import CAMERA_KEYS, CameraSettings, load_cameras_file
+from streamer.camera_config import CAMERA_KEYS, CameraSettings, load_cameras_file
 from streamer.redact import redact_url
 from streamer.server.app import config_from_args
 from streamer.server.config import parse_ice_server

@@ -34,8 +34,8 @@ import pytest
 from conftest import REPO_ROOT, require_testdata
 from PIL import Image
 
+from models.boxes import iou_matrix
 from models.centerface import CenterFaceDetector
-from models.evaluate import iou_matrix
 from streamer.detection_service import DetectionService
 from streamer.jobs import TERMINAL, JobManager
 from streamer.settings import AnonymizeSettings

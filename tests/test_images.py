@@ -29,10 +29,10 @@ from conftest import REPO_ROOT, require_testdata
 from docker_support import CPU_IMAGE, GPU_IMAGE, START_PERIOD_S, Container, docker, missing, unique_name, wire_into
 from test_live_leaks import WEBCAM, assert_no_leak, judged, play
 from test_serve import free_port
-from webrtc_support import SERVER_ADDR, NamespaceError, NamespaceLoop, NetNamespace, netns_unavailable_reason
 from webrtc_support import wait_ready as wait_ready_async
 
 from testkit.judges import DetectorJudge, IdentityJudge, PixelJudge, judge
+from testkit.netns import SERVER_ADDR, NamespaceError, NamespaceLoop, NetNamespace, netns_unavailable_reason
 from testkit.truth import AnnotatedPhoto, Box, Face, Image, TruthFrame, annotated_photos, hard_cuts
 
 pytestmark = pytest.mark.image

@@ -38,8 +38,9 @@ import numpy.typing as npt
 import pytest
 from conftest import REPO_ROOT, require_testdata
 
+from models.boxes import iou_matrix
 from models.centerface import CenterFaceDetector
-from models.evaluate import iou_matrix, load_truth
+from models.evaluate import load_truth
 
 pytestmark = pytest.mark.timeout(300)
 

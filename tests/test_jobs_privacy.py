@@ -168,8 +168,8 @@ def test_serve_says_why_and_exits_non_zero_on_a_world_writable_jobs_directory(tm
                           text=True, timeout=120, check=False)
     assert done.returncode == 2, done.stderr
     assert done.stderr.strip().splitlines()[-1] == (
-        f"error: --jobs-dir {folder} is writable by other users (mode 0777): uploads must live in a folder only this "
-        "user may write (chmod go-w)"), done.stderr
+        f"error: --jobs-dir {folder} is writable by other users (mode 0777): it must be a folder only its owner may "
+        "write (chmod go-w)"), done.stderr
     assert list(folder.iterdir()) == []
 
 

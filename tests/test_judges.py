@@ -97,7 +97,9 @@ def vp8(images: Sequence[Frame], bitrate: int) -> list[Frame]:
     encoder.bit_rate = bitrate
     encoder.time_base = fractions.Fraction(1, 30)
     encoder.framerate = fractions.Fraction(30, 1)
-    encoder.options = {"deadline": "realtime", "cpu-used": "8", "lag-in-frames": "0"}
+    # A fixed speed, as aiortc's own encoder sets it: a positive cpu-used lets libvpx trade quality for the CPU time
+    # each frame took, so a busy machine would judge a different, blurrier clip on every run.
+    encoder.options = {"deadline": "realtime", "cpu-used": "-6", "lag-in-frames": "0"}
     decoder = av.CodecContext.create("vp8", "r")
     out: list[Frame] = []
     for pts, image in enumerate([*images, None]):

@@ -1,6 +1,6 @@
 """Live sessions over WebRTC: an aiortc client sends a real clip to ``python -m streamer serve`` and checks what
 comes back (docs/http-api.md). Server and client run inside the run's own network namespace
-(tests/webrtc_support.py): nothing is sent beyond it. Returned frames are matched to sent frames by the index strip
+(testkit/netns.py): nothing is sent beyond it. Returned frames are matched to sent frames by the index strip
 stamped above each picture, so every check compares a returned frame with the very frame that was sent."""
 
 from __future__ import annotations
@@ -20,12 +20,8 @@ import numpy as np
 import pytest
 from conftest import require_testdata
 from webrtc_support import (
-    SUBNET_PREFIX,
-    EchoServer,
     HttpAnswer,
     LiveClient,
-    NamespaceLoop,
-    NetNamespace,
     ServerProcess,
     SessionResult,
     SourceClip,
@@ -35,8 +31,10 @@ from webrtc_support import (
     make_offer_sdp,
 )
 
-from models.evaluate import iou_matrix
+from models.boxes import iou_matrix
 from streamer.scheduler import IN_FLIGHT
+from testkit.echo import EchoServer
+from testkit.netns import SUBNET_PREFIX, NamespaceLoop, NetNamespace
 
 CLIP = ("videos", "liveportrait_driving_d3.mp4")  # 512x512 at 30 fps, one talking head, mostly frontal
 CLIP_SECONDS = 6.0

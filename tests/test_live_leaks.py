@@ -25,9 +25,11 @@ from typing import Any
 
 import pytest
 from conftest import require_testdata
-from webrtc_support import EchoServer, LiveClient, NamespaceLoop, NetNamespace, ServerProcess, SessionResult, http
+from webrtc_support import LiveClient, ServerProcess, SessionResult, http
 
+from testkit.echo import EchoServer
 from testkit.judges import DetectorJudge, IdentityJudge, Judge, LeakReport, PixelJudge, eligible, judge
+from testkit.netns import NamespaceLoop, NetNamespace
 from testkit.truth import Image, TruthClip, TruthFrame, entering_faces, hard_cuts, otb_girl, switching_sizes
 from testkit.wire import TruthTrack, returned_pairs
 

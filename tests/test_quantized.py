@@ -14,8 +14,9 @@ import pytest
 from conftest import REPO_ROOT, read_bgr, require_testdata, video_frames
 
 from models import ModelError, Precision, load_detector
+from models.boxes import iou_matrix
 from models.centerface import CenterFaceDetector
-from models.evaluate import annotated_images, iou_matrix, load_truth, match
+from models.evaluate import annotated_images, load_truth, match
 from models.quantize import CALIBRATION_WHEEL, build_variant, variant_path
 from models.runtime import CPU
 from models.weights import sha256_of

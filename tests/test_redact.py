@@ -111,7 +111,7 @@ def test_secrets_outside_the_userinfo_are_hidden_too(url: str, secret: str) -> N
 
 
 def test_a_camera_url_that_cannot_be_parsed_is_not_quoted_back() -> None:
-    from streamer.cameras import CameraSettings
+    from streamer.camera_config import CameraSettings
     for url in ("rtsp://admin:Secr3t?x@cam/s", "rtsp://admin:p[1]@cam/s", "rtsp://admin:pw@cam:99999/s"):
         with pytest.raises(ValueError) as caught:
             CameraSettings("door", url)

@@ -35,7 +35,7 @@ from test_serve import free_port
 
 from models.centerface import CenterFaceDetector
 from streamer.__main__ import build_parser
-from streamer.cameras import CameraSettings
+from streamer.camera_config import CameraSettings
 from streamer.server import auth, hosts
 from streamer.server import jobs as server_jobs
 from streamer.server.app import check_exposure, config_from_args

@@ -24,6 +24,20 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def wait_ready(proc: subprocess.Popen[bytes], base: str, log: Path, timeout_s: float = 60) -> None:
+    """Until ``base``/healthz answers 200; fails with the server's log if it exits or ``timeout_s`` passes."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, log.read_text(errors="replace")[-3000:]
+        try:
+            with urllib.request.urlopen(base + "/healthz", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, ConnectionError):
+            time.sleep(0.2)
+    pytest.fail(f"server did not become ready within {timeout_s} s:\n{log.read_text(errors='replace')[-3000:]}")
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     port = free_port()
@@ -36,17 +50,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
                                 stderr=sink)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            assert proc.poll() is None, log.read_text(errors="replace")[-3000:]
-            try:
-                with urllib.request.urlopen(base + "/healthz", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except (urllib.error.URLError, ConnectionError):
-                time.sleep(0.2)
-        else:
-            pytest.fail("server did not become ready within 60 s")
+        wait_ready(proc, base, log)
         yield base
     finally:
         proc.terminate()
@@ -88,6 +92,14 @@ def test_page_is_served_with_a_strict_csp(server: str) -> None:
 def test_unknown_path_is_404(server: str) -> None:
     with pytest.raises(urllib.error.HTTPError) as info:
         urllib.request.urlopen(server + "/nope", timeout=5)
+    assert info.value.code == 404
+
+
+@pytest.mark.parametrize("name", ["__init__.py", "__pycache__/__init__.cpython-311.pyc", "nope.js"])
+def test_only_the_pages_files_are_served(server: str, name: str) -> None:
+    """The page's folder is also a Python package (streamer.web): its marker and bytecode are not the page."""
+    with pytest.raises(urllib.error.HTTPError) as info:
+        urllib.request.urlopen(f"{server}/static/{name}", timeout=5)
     assert info.value.code == 404
 
 

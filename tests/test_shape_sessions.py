@@ -17,8 +17,9 @@ import pytest
 from conftest import read_bgr, require_testdata
 
 from models import DetectorConfig, coverage, load_detector
+from models.boxes import iou_matrix
 from models.centerface import CenterFaceDetector, prepare_graph
-from models.evaluate import annotated_images, iou_matrix
+from models.evaluate import annotated_images
 from models.runtime import create_session
 from models.sessions import ShapeSessions
 

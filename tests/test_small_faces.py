@@ -18,8 +18,8 @@ import pytest
 from conftest import REPO_ROOT, require_testdata
 
 from models import DetectorConfig, coverage, load_detector
+from models.boxes import from_xywh, iou_matrix
 from models.coverage import OVERLAP, TILE, View, parse_detect_size, plan
-from models.evaluate import iou_matrix
 from testkit.smallfaces import BANDS, UNANNOTATED, AnnotatedFrame, BandScore, small_face_set
 from testkit.truth import annotated_photos
 
@@ -75,9 +75,7 @@ def test_detect_cli_at_its_defaults_finds_small_faces(tmp_path: Path, hd_set: An
     score = BandScore.zero()
     for frame, line in zip(frames, done.stdout.splitlines(), strict=True):
         faces = json.loads(line)["faces"]
-        boxes = np.asarray([f["box"] for f in faces], np.float32).reshape(-1, 4)  # x, y, w, h
-        boxes[:, 2:] += boxes[:, :2]
-        score.add(frame, boxes)
+        score.add(frame, from_xywh([f["box"] for f in faces]))
     assert score.recall() >= 0.95, (score.found, score.faces)
 
 
@@ -220,17 +218,3 @@ def test_close_up_faces_are_covered_whole(default_detector: Any, astronaut_bgr: 
     for a, b, c, d in pad_boxes(found.boxes, 1.3, side, side):
         mask[b:d, a:c] = True
     assert mask[y1:y2, x1:x2].mean() > 0.99, (found.boxes.round().tolist(), reference.boxes.round().tolist())
-
-
-def test_a_confident_fragment_never_shrinks_the_whole_face_box() -> None:
-    from models.centerface import merge_overlaps, nms
-
-    whole = [100, 100, 700, 800]  # the shrunk view's box of a close-up face, lower score
-    fragment = [120, 120, 560, 620]  # IoU 0.52 with it, higher score
-    boxes = np.asarray([fragment, whole], np.float32)
-    scores = np.asarray([0.9, 0.6], np.float32)
-    assert nms(boxes, scores, 0.3).tolist() == [0]  # plain NMS keeps only the fragment
-    keep, merged = merge_overlaps(boxes, scores, 0.3)
-    assert keep.tolist() == [0] and merged.tolist() == [whole]  # merging keeps the whole face covered
-    apart = np.asarray([whole, [900, 100, 1000, 200]], np.float32)
-    assert merge_overlaps(apart, scores, 0.3)[1].tolist() == apart.tolist()

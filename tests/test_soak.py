@@ -15,23 +15,14 @@ from typing import Any
 
 import pytest
 from conftest import require_testdata
-from webrtc_support import (
-    SERVER_ADDR,
-    HttpAnswer,
-    LiveClient,
-    NamespaceLoop,
-    NetNamespace,
-    ServerProcess,
-    free_port,
-    http,
-    load_clip,
-)
+from webrtc_support import HttpAnswer, LiveClient, ServerProcess, free_port, http, load_clip
 
-from bench.soak import LIFE_S, Soak, SoakResult, leak_problems, load_soak_source, rss_slope
 from streamer.server.capacity import DetectorLoad, refusal
+from testkit.netns import SERVER_ADDR, NamespaceLoop, NetNamespace
+from testkit.soak import LIFE_S, Soak, SoakResult, leak_problems, load_soak_source, rss_slope
 
 # The admission test's clip: a portrait, one face the detector finds on the compressed stream. (The soak plays a
-# ground-truth clip, bench.soak.load_soak_source: faces of 40-70 px on the annotated photos, each one judged.)
+# ground-truth clip, testkit.soak.load_soak_source: faces of 40-70 px on the annotated photos, each one judged.)
 CLIP = ("videos", "liveportrait_source_s18.mp4")
 SOAK_SESSIONS = 8
 SOAK_S = 60.0
@@ -187,7 +178,7 @@ def check_soak(result: SoakResult) -> None:
 async def test_sessions_joining_and_leaving_leave_nothing_behind(soak_server: ServerProcess,
                                                                  ns_loop: NamespaceLoop) -> None:
     require_testdata("images")
-    source = load_soak_source("320x240", seconds=4.0)
+    source = load_soak_source(320, 240, seconds=4.0)
     soak = Soak(soak_server.base_url, soak_server.pid, source, SOAK_SESSIONS, SOAK_S, life_s=SOAK_LIFE_S,
                 interval_s=5.0, settle_s=5.0)
     result = await ns_loop.call(soak.run(), limit_s=SOAK_S + 200)
@@ -200,7 +191,7 @@ async def test_sessions_joining_and_leaving_leave_nothing_behind(soak_server: Se
 async def test_long_soak(soak_server: ServerProcess, ns_loop: NamespaceLoop) -> None:
     minutes = float(os.environ.get("STREAMER_SOAK_MINUTES", "10"))
     require_testdata("images")
-    source = load_soak_source("320x240")
+    source = load_soak_source(320, 240)
     soak = Soak(soak_server.base_url, soak_server.pid, source, SOAK_SESSIONS, minutes * 60, life_s=LIFE_S)
     result = await ns_loop.call(soak.run(), limit_s=minutes * 60 + 300)
     check_soak(result)

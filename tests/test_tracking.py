@@ -10,6 +10,7 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
+from models.boxes import areas, from_xywh, intersections
 from streamer.anonymize import pad_boxes
 from streamer.settings import AnonymizeSettings, HoldSettings
 from streamer.tracking import FaceTracker
@@ -34,10 +35,7 @@ def contains(outer: Boxes, inner: Boxes) -> bool:
 
 def coverage(outer: Boxes, inner: Boxes) -> float:
     """Largest fraction of ``inner``'s area that one box of ``outer`` covers."""
-    i = inner[0]
-    iw = np.clip(np.minimum(outer[:, 2], i[2]) - np.maximum(outer[:, 0], i[0]), 0, None)
-    ih = np.clip(np.minimum(outer[:, 3], i[3]) - np.maximum(outer[:, 1], i[1]), 0, None)
-    return float((iw * ih).max(initial=0.0) / ((i[2] - i[0]) * (i[3] - i[1])))
+    return float(intersections(outer, inner).max(initial=0.0) / areas(inner)[0])
 
 
 def width(boxes: Boxes) -> float:
@@ -175,8 +173,7 @@ def test_real_head_through_detector_misses(testdata: Path) -> None:
     """
     annotations = testdata / "sequences" / "otb_girl" / "annotations.json"
     clip = json.loads(annotations.read_text())
-    heads = np.asarray([f["boxes"][0] for f in clip["frames"]], np.float32)
-    heads[:, 2:] += heads[:, :2]
+    heads = from_xywh([f["boxes"][0] for f in clip["frames"]])
     padding = AnonymizeSettings().padding
     tracker = FaceTracker(HoldSettings())
     covered: list[float] = []

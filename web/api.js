@@ -14,6 +14,13 @@ export class ApiError extends Error {
   }
 }
 
+// What went wrong, in a line: the server's text for an ApiError, else the exception's name and message.
+export function detailOf(err) {
+  if (err instanceof ApiError) return err.detail || err.kind;
+  if (err && err.message) return err.name && err.name !== "Error" ? `${err.name}: ${err.message}` : err.message;
+  return String(err);
+}
+
 async function errorFrom(response) {
   let detail = "";
   try {

@@ -1,7 +1,8 @@
 // The Cameras view: the network (RTSP) cameras that the server pulls and anonymizes (GET /cameras, every 2 s while
 // the view is shown), each watched over WHEP (POST /whep/{name}, DELETE on the Location) and saved as a JPEG
 // snapshot (GET /cameras/{name}/snapshot.jpg). Several cameras may be watched at once; each has its own Stop.
-// The webcam view (app.js) is untouched by this module except that the two views share the page.
+// The webcam view (app.js and the modules it wires) is untouched by this module except that the two views share
+// the page.
 //
 // Hooks for tests:
 //   #tab-webcam, #tab-cameras (role=tab, aria-selected) and <body data-view="webcam|cameras">; #view-webcam and
@@ -12,20 +13,18 @@
 //   a frame has arrived). #cameras-error (role=alert) holds one <p data-error="list|NAME|snapshot:NAME"> per
 //   problem. #cameras-empty is shown when the server has no cameras, #cameras-loading until the first answer.
 
-import { dictionaries, onLangChange, t } from "./i18n.js";
-import { ApiError, deleteWhep, fetchSnapshot, getConfig, listCameras, postWhep, snapshotUrl } from "./api.js";
-import { waitForIceGathering } from "./webrtc.js";
+import { onLangChange, t } from "./i18n.js";
+import { ApiError, deleteWhep, detailOf, fetchSnapshot, getConfig, listCameras, postWhep, snapshotUrl } from "./api.js";
+import { $, element, labelOf, setText } from "./dom.js";
+import { formatBytes, num, stamp } from "./format.js";
+import { closeAfterDelete, decodeRate, inboundVideo, waitForIceGathering, watchConnection } from "./webrtc.js";
 
 const REFRESH_MS = 2000; // while the view is shown or a camera is watched
 const BACKGROUND_REFRESH_MS = 10000; // otherwise (keeps the tab's camera count current)
-const ICE_GATHER_TIMEOUT_MS = 5000;
-const CONNECT_TIMEOUT_MS = 20000;
-const DISCONNECT_GRACE_MS = 5000;
 const STALL_MS = 2500; // no new frame for this long: say so over the video
 const VIEWS = ["webcam", "cameras"];
 const CANCELLED = Symbol("cancelled");
 
-const $ = (id) => document.getElementById(id);
 const els = {
   body: document.body,
   error: $("cameras-error"),
@@ -44,25 +43,6 @@ const notes = new Map(); // NAME -> {key, vars}: snapshot progress
 let refreshTimer = null;
 let refreshBusy = false;
 let refreshAgain = false;
-
-const num = (v) => (typeof v === "number" && Number.isFinite(v) ? v : null);
-
-function detailOf(err) {
-  if (err instanceof ApiError) return err.detail || err.kind;
-  if (err && err.message) return err.name && err.name !== "Error" ? `${err.name}: ${err.message}` : err.message;
-  return String(err);
-}
-
-function element(tag, className, attrs = {}) {
-  const el = document.createElement(tag);
-  if (className) el.className = className;
-  for (const [name, value] of Object.entries(attrs)) el.setAttribute(name, value);
-  return el;
-}
-
-function setText(el, text) {
-  if (el.textContent !== text) el.textContent = text; // live regions announce changes only
-}
 
 // ---------------------------------------------------------------------------------------------------------------
 // Views: Webcam (the default) and Cameras; #cameras in the address opens the Cameras view
@@ -214,22 +194,12 @@ function createCard(name) {
     snapshotStatus, snapshotBusy: false, cam: null };
 }
 
-function stateLabel(state) {
-  const key = `cameras.state.${state}`;
-  return key in dictionaries.en ? t(key) : String(state);
-}
-
-function modeLabel(mode) {
-  const key = `mode.${mode}`;
-  return key in dictionaries.en ? t(key) : String(mode);
-}
-
 function renderCard(card) {
   const cam = card.cam || { name: card.name, state: "stopped" };
   const state = typeof cam.state === "string" && cam.state ? cam.state : "stopped";
   card.root.dataset.state = state;
   card.badge.dataset.state = state;
-  setText(card.badge, stateLabel(state));
+  setText(card.badge, labelOf("cameras.state", state));
 
   const meta = [];
   const fps = num(cam.fps);
@@ -243,7 +213,7 @@ function renderCard(card) {
 
   const details = [];
   if (num(cam.viewers) !== null) details.push(t("cameras.viewers", { count: cam.viewers }));
-  if (typeof cam.mode === "string") details.push(modeLabel(cam.mode));
+  if (typeof cam.mode === "string") details.push(labelOf("mode", cam.mode));
   if (typeof cam.transport === "string") {
     details.push(t("cameras.transport", { transport: cam.transport.toUpperCase() }));
   }
@@ -394,8 +364,7 @@ async function watch(name) {
   }
   const w = {
     name, status: "connecting", cancelled: false, pc: null, location: null, video: null, playing: false,
-    lastFrameAt: null, received: null, prevDecoded: null, connectTimer: null, graceTimer: null,
-    everConnected: false,
+    lastFrameAt: null, received: null, prevDecoded: null, connection: null,
   };
   w.video = createVideo(name, w);
   watches.set(name, w);
@@ -411,14 +380,15 @@ async function watch(name) {
     const pc = new RTCPeerConnection({ iceServers });
     w.pc = pc;
     pc.addEventListener("track", (ev) => onTrack(w, ev));
-    pc.addEventListener("connectionstatechange", () => onConnectionState(w));
+    w.connection = watchConnection(pc, () => w.cancelled, (cs) => onConnectionState(w, cs),
+      (reason, vars) => fail(w, { key: `cameras.err.${reason}`, vars: { name, ...vars } }));
     pc.addTransceiver("video", { direction: "recvonly" });
 
     const offer = await pc.createOffer();
     check(w);
     await pc.setLocalDescription(offer);
     check(w);
-    await waitForIceGathering(pc, ICE_GATHER_TIMEOUT_MS);
+    await waitForIceGathering(pc);
     check(w);
 
     // Not aborted on Stop: if the server creates the viewer we learn its Location and delete it.
@@ -441,12 +411,7 @@ async function watch(name) {
 
     await pc.setRemoteDescription({ type: "answer", sdp: answer.sdp });
     check(w);
-    w.connectTimer = setTimeout(() => {
-      if (watches.get(name) === w && !w.everConnected) {
-        fail(w, { key: "cameras.err.iceTimeout", vars: { name, seconds: Math.round(CONNECT_TIMEOUT_MS / 1000) } });
-      }
-    }, CONNECT_TIMEOUT_MS);
-    onConnectionState(w);
+    w.connection.answered();
     refreshSoon(); // the camera starts for us, and its viewer count changes
   } catch (err) {
     if (err === CANCELLED || w.cancelled) return;
@@ -461,30 +426,9 @@ function onTrack(w, ev) {
   if (play && play.catch) play.catch(() => {}); // muted autoplay normally covers this
 }
 
-function onConnectionState(w) {
-  if (!w.pc || w.cancelled) return;
-  const cs = w.pc.connectionState;
+function onConnectionState(w, cs) {
   w.video.dataset.connection = cs;
-  if (cs === "connected") {
-    w.everConnected = true;
-    w.status = "live";
-    clearTimeout(w.connectTimer);
-    w.connectTimer = null;
-    clearTimeout(w.graceTimer);
-    w.graceTimer = null;
-  } else if (cs === "failed") {
-    fail(w, { key: "cameras.err.iceFailed", vars: { name: w.name } });
-    return;
-  } else if (w.everConnected && w.graceTimer === null) {
-    // disconnected (or closed from the far end): give it a few seconds to come back
-    w.graceTimer = setTimeout(() => {
-      w.graceTimer = null;
-      if (watches.get(w.name) === w && w.pc && w.pc.connectionState !== "connected") {
-        fail(w, { key: "cameras.err.disconnected",
-          vars: { name: w.name, seconds: Math.round(DISCONNECT_GRACE_MS / 1000) } });
-      }
-    }, DISCONNECT_GRACE_MS);
-  }
+  if (cs === "connected") w.status = "live";
   renderWatch(cards.get(w.name));
 }
 
@@ -499,35 +443,20 @@ function stopWatch(name) {
   if (w) teardown(w);
 }
 
-function closePc(pc) {
-  try {
-    pc.close();
-  } catch {
-    // already closed
-  }
-}
-
 // Ends a viewer: the picture goes at once; the server's viewer is deleted first and the peer connection closed
 // after that answer (closing first would make the server end the viewer itself, and the DELETE would find none).
 // Leaving the page closes at once; the DELETE still goes out (keepalive).
 function teardown(w, { leaving = false } = {}) {
   w.cancelled = true;
   if (watches.get(w.name) === w) watches.delete(w.name);
-  clearTimeout(w.connectTimer);
-  clearTimeout(w.graceTimer);
+  if (w.connection) w.connection.stop();
   const stream = w.video.srcObject;
   if (stream) for (const track of stream.getTracks()) track.stop();
   w.video.srcObject = null;
   w.video.remove();
-  const pc = w.pc;
-  if (w.location) {
-    // best effort: the server also ends the viewer when its connection fails
-    const deleted = deleteWhep(w.location).catch(() => {});
-    if (pc && !leaving) Promise.race([deleted, new Promise((r) => { setTimeout(r, 3000); })]).then(() => closePc(pc));
-    else if (pc) closePc(pc);
-  } else if (pc) {
-    closePc(pc);
-  }
+  // best effort: the server also ends the viewer when its connection fails
+  const deleted = w.location ? deleteWhep(w.location).catch(() => {}) : null;
+  closeAfterDelete(w.pc, deleted, leaving);
   w.location = null;
   renderWatch(cards.get(w.name));
   if (!leaving) refreshSoon();
@@ -543,18 +472,10 @@ async function pollWatchStats() {
       continue;
     }
     if (w.cancelled) continue;
-    let inbound = null;
-    report.forEach((r) => {
-      if (r.type === "inbound-rtp" && (r.kind === "video" || r.mediaType === "video")) inbound = r;
-    });
+    const inbound = inboundVideo(report);
     if (!inbound) continue;
-    let fps = num(inbound.framesPerSecond);
-    const decoded = num(inbound.framesDecoded);
-    if (fps === null && decoded !== null && w.prevDecoded) {
-      const dt = (inbound.timestamp - w.prevDecoded.timestamp) / 1000;
-      if (dt > 0) fps = (decoded - w.prevDecoded.frames) / dt;
-    }
-    if (decoded !== null) w.prevDecoded = { frames: decoded, timestamp: inbound.timestamp };
+    const { fps, decoded, sample } = decodeRate(inbound, w.prevDecoded);
+    w.prevDecoded = sample;
     const width = num(inbound.frameWidth) || w.video.videoWidth || null;
     const height = num(inbound.frameHeight) || w.video.videoHeight || null;
     w.received = { fps: fps === null ? 0 : fps, size: width && height ? `${width} × ${height}` : null };
@@ -565,18 +486,6 @@ async function pollWatchStats() {
 
 // ---------------------------------------------------------------------------------------------------------------
 // Snapshots: the latest anonymized frame as JPEG, fetched first so that an error is shown here, not saved
-
-function stamp() {
-  const d = new Date();
-  const p = (n) => String(n).padStart(2, "0");
-  return `${d.getFullYear()}${p(d.getMonth() + 1)}${p(d.getDate())}-${p(d.getHours())}${p(d.getMinutes())}${p(d.getSeconds())}`;
-}
-
-function formatBytes(n) {
-  if (n < 1024) return `${n} B`;
-  if (n < 1024 * 1024) return `${(n / 1024).toFixed(0)} KiB`;
-  return `${(n / 1024 / 1024).toFixed(1)} MiB`;
-}
 
 function saveBlob(blob, filename) {
   const url = URL.createObjectURL(blob);

@@ -58,9 +58,5 @@ export function startHealthPolling() {
   if (timer === null) tick();
 }
 
-export function getHealth() {
-  return last;
-}
-
 onLangChange(render);
 render();

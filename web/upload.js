@@ -16,8 +16,10 @@
 // The Webcam and Cameras views are switched by cameras.js; this module adds the third tab beside them without
 // changing how they work (see "Views" below).
 
-import { dictionaries, getLang, onLangChange, t } from "./i18n.js";
-import { ApiError, deleteJob, getConfig, getJob, jobEventsUrl, jobResultUrl, postJob } from "./api.js";
+import { getLang, onLangChange, t } from "./i18n.js";
+import { ApiError, deleteJob, detailOf, getConfig, getJob, jobEventsUrl, jobResultUrl, postJob } from "./api.js";
+import { $, element, labelOf, renderModes, renderStrength, setText } from "./dom.js";
+import { num } from "./format.js";
 
 const FALLBACK_MODES = ["mosaic", "blur", "solid"];
 const IMAGE_EXTENSIONS = ["jpg", "jpeg", "png", "webp", "bmp"];
@@ -28,7 +30,6 @@ const ACTIVE = ["uploading", "queued", "running"];
 const EVENTS_RETRY_MS = 1000;
 const EVENTS_MAX_RETRIES = 30;
 
-const $ = (id) => document.getElementById(id);
 const els = {
   body: document.body,
   tab: $("tab-upload"),
@@ -48,25 +49,6 @@ let modes = FALLBACK_MODES.slice();
 const userTouched = new Set(); // "mode", "strength": the server's defaults do not override a choice
 let nextKey = 1;
 const entries = new Map(); // local key -> entry; see addFile()
-
-const num = (v) => (typeof v === "number" && Number.isFinite(v) ? v : null);
-
-function element(tag, className, attrs = {}) {
-  const el = document.createElement(tag);
-  if (className) el.className = className;
-  for (const [name, value] of Object.entries(attrs)) el.setAttribute(name, value);
-  return el;
-}
-
-function setText(el, text) {
-  if (el.textContent !== text) el.textContent = text; // live regions announce changes only
-}
-
-function detailOf(err) {
-  if (err instanceof ApiError) return err.detail || err.kind;
-  if (err && err.message) return err.name && err.name !== "Error" ? `${err.name}: ${err.message}` : err.message;
-  return String(err);
-}
 
 function numberFormat(value, digits = 0) {
   return new Intl.NumberFormat(getLang(), { maximumFractionDigits: digits, minimumFractionDigits: digits })
@@ -178,32 +160,16 @@ function initView() {
 // ---------------------------------------------------------------------------------------------------------------
 // Settings for the next files
 
-function modeLabel(mode) {
-  const key = `mode.${mode}`;
-  return key in dictionaries.en ? t(key) : mode;
-}
-
-function renderModes() {
-  const selected = els.mode.value || "mosaic";
-  els.mode.replaceChildren(...modes.map((m) => new Option(modeLabel(m), m)));
-  els.mode.value = modes.includes(selected) ? selected : modes[0];
-}
-
-function renderStrength() {
-  const v = Number(els.strength.value);
-  els.strengthValue.textContent = Number.isFinite(v) ? v.toFixed(2) : els.strength.value;
-}
-
 function applyConfig(config) {
   if (Array.isArray(config.modes) && config.modes.length) {
     modes = config.modes.map(String);
-    renderModes();
+    renderModes(els.mode, modes);
   }
   const defaults = config.defaults && typeof config.defaults === "object" ? config.defaults : {};
   if (!userTouched.has("mode") && modes.includes(defaults.mode)) els.mode.value = defaults.mode;
   if (!userTouched.has("strength") && num(defaults.strength) !== null) {
     els.strength.value = String(defaults.strength);
-    renderStrength();
+    renderStrength(els.strength, els.strengthValue);
   }
 }
 
@@ -285,33 +251,24 @@ async function send(entry) {
   }
 }
 
+// The server's refusals of an upload by status: [message, message without Retry-After, whether sending again may
+// work]; any other status is "upload.err.http", worth a retry from 500 on.
+const REFUSALS = {
+  400: ["upload.err.rejected"],
+  413: ["upload.err.tooLarge"],
+  415: ["upload.err.unsupported"],
+  429: ["upload.err.queueFull", "upload.err.queueFullNoRetry", true],
+  503: ["upload.err.busy", "upload.err.busyNoRetry", true],
+};
+
 function uploadFailed(entry, err) {
   let msg;
   let retry = false;
   if (err instanceof ApiError && err.kind === "http") {
     const vars = { status: err.status, detail: err.detail, seconds: err.retryAfter };
-    switch (err.status) {
-      case 413:
-        msg = { key: "upload.err.tooLarge", vars };
-        break;
-      case 429:
-        msg = { key: err.retryAfter !== null ? "upload.err.queueFull" : "upload.err.queueFullNoRetry", vars };
-        retry = true;
-        break;
-      case 415:
-        msg = { key: "upload.err.unsupported", vars };
-        break;
-      case 400:
-        msg = { key: "upload.err.rejected", vars };
-        break;
-      case 503:
-        msg = { key: err.retryAfter !== null ? "upload.err.busy" : "upload.err.busyNoRetry", vars };
-        retry = true;
-        break;
-      default:
-        msg = { key: "upload.err.http", vars };
-        retry = err.status >= 500;
-    }
+    const [key, keyNoRetry = key, retryable = err.status >= 500] = REFUSALS[err.status] || ["upload.err.http"];
+    msg = { key: err.retryAfter !== null ? key : keyNoRetry, vars };
+    retry = retryable;
   } else if (err instanceof ApiError && err.kind === "format") {
     msg = { key: "upload.err.badAnswer", vars: { detail: err.detail } };
   } else {
@@ -543,7 +500,7 @@ function render(entry) {
   setText(c.badge, t(`upload.state.${entry.state}`));
   c.badge.dataset.state = entry.state;
   const settings = t("upload.settingsUsed", {
-    mode: modeLabel(entry.settings.mode), strength: entry.settings.strength.toFixed(2),
+    mode: labelOf("mode", entry.settings.mode), strength: entry.settings.strength.toFixed(2),
   });
   setText(c.meta, `${formatBytes(entry.file.size)} · ${settings}`);
 
@@ -685,8 +642,8 @@ function initDrop() {
 
 export function initUpload() {
   initView();
-  renderModes();
-  renderStrength();
+  renderModes(els.mode, modes);
+  renderStrength(els.strength, els.strengthValue);
   renderCount();
   initDrop();
   els.input.addEventListener("change", () => {
@@ -697,11 +654,11 @@ export function initUpload() {
   els.mode.addEventListener("change", () => userTouched.add("mode"));
   els.strength.addEventListener("input", () => {
     userTouched.add("strength");
-    renderStrength();
+    renderStrength(els.strength, els.strengthValue);
   });
   document.getElementById("upload-settings").addEventListener("submit", (ev) => ev.preventDefault());
   onLangChange(() => {
-    renderModes();
+    renderModes(els.mode, modes);
     for (const entry of entries.values()) render(entry);
     renderCount();
   });

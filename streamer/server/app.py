@@ -15,7 +15,6 @@ import os
 import ssl
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -24,7 +23,8 @@ from models import DetectorConfig, load_detector
 from models.centerface import CenterFaceDetector
 from models.runtime import CUDA
 
-from ..cameras import CameraManager, load_cameras_file, parse_camera_arg
+from ..camera_config import load_cameras_file, parse_camera_arg
+from ..cameras import CameraManager
 from ..detection_service import BatchPolicy, DetectionService, cpu_inference_workers
 from ..healthcheck import PORT_ENV, default_port
 from ..jobs import JobManager
@@ -55,11 +55,11 @@ from .state import (
     error_response,
 )
 from .turn import DEFAULT_TTL_S, TurnRelay, check_ttl
+from .webroot import PAGE_SUFFIXES, WEB_DIR
 from .whep import add_routes as add_whep_routes
 
 logger = logging.getLogger(__name__)
 
-WEB_DIR = Path(__file__).resolve().parents[2] / "web"
 PRELOADED = web.AppKey("preloaded_detector", CenterFaceDetector)
 CSP = ("default-src 'self'; img-src 'self' data: blob:; media-src 'self' blob:; style-src 'self'; "
        "script-src 'self'; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'")
@@ -91,7 +91,8 @@ async def json_errors(request: web.Request, handler: Any) -> web.StreamResponse:
         if isinstance(response, web.FileResponse) and filename is not None:
             # A missing static file is only found when aiohttp sends it, as an empty 404: say so here instead.
             path = WEB_DIR / filename
-            if not await asyncio.get_running_loop().run_in_executor(None, path.is_file):
+            if path.suffix not in PAGE_SUFFIXES or not await asyncio.get_running_loop().run_in_executor(
+                    None, path.is_file):
                 return error_response(404, f"no such file: /static/{filename}")
         return response
     except web.HTTPException as exc:

@@ -34,10 +34,10 @@ from yarl import URL
 
 from .secret_files import read_secret_file, secret_from_env
 from .state import CONFIG, error_response
+from .webroot import WEB_DIR
 
 logger = logging.getLogger(__name__)
 
-WEB_DIR = Path(__file__).resolve().parents[2] / "web"
 COOKIE = "streamer_session"
 SESSION_TTL_S = 12 * 3600
 MAX_SESSIONS = 1024  # the oldest login goes first beyond this; memory stays bounded whatever clients do

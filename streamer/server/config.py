@@ -13,7 +13,7 @@ from models.coverage import DetectSize, parse_detect_size
 from models.precision import PrecisionChoice
 from models.runtime import Device
 
-from ..cameras import CameraSettings
+from ..camera_config import CameraSettings
 from .hostnames import host_name
 from .turn import TurnRelay
 

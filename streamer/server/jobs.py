@@ -12,6 +12,7 @@ from urllib.parse import quote
 
 from aiohttp import BodyPartReader, web
 from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp_sse import EventSourceResponse
 
 from ..jobs import TERMINAL, Job, QueueFull
 from ..offline import HEAD_BYTES, InputError, input_kind
@@ -166,18 +167,19 @@ async def get_job(request: web.Request) -> web.Response:
 async def job_events(request: web.Request) -> web.StreamResponse:
     """Server-Sent Events: one `progress` event per change, then the terminal state, then the stream ends."""
     job = _job(request)
-    response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store"})
-    await response.prepare(request)
-    seen = -1
-    while True:
-        if job.version != seen:
-            seen = job.version
-            await response.write(f"event: progress\ndata: {json.dumps(job.as_dict())}\n\n".encode())
-        if job.state in TERMINAL or request.app[JOBS].get(job.id) is None:
-            break
-        await asyncio.sleep(SSE_INTERVAL_S)
-    await response.write_eof()
-    return response
+    events = EventSourceResponse()
+    events.headers["Cache-Control"] = "no-store"  # a private job's progress: stronger than the library's no-cache
+    await events.prepare(request)
+    async with events:
+        seen = -1
+        while events.is_connected():
+            if job.version != seen:
+                seen = job.version
+                await events.send(json.dumps(job.as_dict()), event="progress")
+            if job.state in TERMINAL or request.app[JOBS].get(job.id) is None:
+                break
+            await asyncio.sleep(SSE_INTERVAL_S)
+    return events
 
 
 async def job_result(request: web.Request) -> web.StreamResponse:

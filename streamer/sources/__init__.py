@@ -1,1 +1,2 @@
-"""Where frames come from: network cameras (RTSP). Files are read by streamer.offline."""
+"""Where frames come from: network cameras (RTSP). Files are read by streamer.offline (photos) and
+streamer.file_pipeline (videos)."""

@@ -1,9 +1,10 @@
-"""Ground truth for the live benchmarks, and the judging of what came back (testkit.truth, testkit.judges).
+"""Ground truth for live runs (the benchmarks and the soak), and the judging of what came back (testkit.truth,
+testkit.judges).
 
 The picture is a ``testkit.truth.virtual_camera`` clip (a camera panning and zooming over the annotated photos,
 with a hard cut to other people every few seconds), rendered ``band`` rows shorter than the frame that is sent. The
-rows below it are the band where the benchmarks paint their barcode, so no true face is ever under the code, and
-the true boxes stay as they are.
+rows below it are the band where the frame number is painted (testkit.bandcode), so no true face is ever under the
+code, and the true boxes stay as they are.
 
 After a run, the frames that came back are judged against the frames that were sent by three judges: pixels,
 identity (dlib) and the product's own detector. dlib costs about 0.13 s a face, so ``judge_outputs`` fits it into a
@@ -23,13 +24,10 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from testkit.judges import (
-    DETECTOR_THRESHOLD,
-    IDENTITY_LEAK,
+from .judges import (
     IDENTITY_MIN_HEIGHT,
     IDENTITY_MIN_VISIBLE,
     PIXEL_HIGHPASS,
-    PIXEL_LEAK,
     RISKY_CORRELATION,
     DetectorJudge,
     IdentityJudge,
@@ -40,18 +38,11 @@ from testkit.judges import (
     judge,
     luma_correlation,
 )
-from testkit.truth import TruthClip, TruthFrame, annotated_photos, virtual_camera
+from .truth import Image, TruthClip, TruthFrame, annotated_photos, virtual_camera
 
-from ._common import TESTDATA, Frame
-
-JUDGES = ("pixels", "identity", "detector")
 CUT_EVERY_S = 3.0  # a hard cut to other people every 3 s
 IDENTITY_S_PER_FACE = 0.13  # dlib, one core (testkit.judges.face_descriptor: 100-145 ms)
 PROBE_EVERY = 4  # the budget is planned from every 4th frame kept
-JUDGES_TEXT = (f"*Pixels*: the face's detail still correlates ≥ {PIXEL_LEAK:g} with the source. "
-               f"*Identity*: dlib re-identifies the person (descriptor distance < {IDENTITY_LEAK:g}). "
-               f"*Detector*: the product's own detector, loaded as the server loads it, finds a face there "
-               f"(score ≥ {DETECTOR_THRESHOLD:g}).")
 
 
 def truth_clip(width: int, picture_height: int, seconds: float, seed: int = 0,
@@ -61,7 +52,7 @@ def truth_clip(width: int, picture_height: int, seconds: float, seed: int = 0,
     if picture_height < 32 or picture_height % 2 or width % 2:
         raise ValueError(f"the picture must be even-sized and at least 32 rows, not {width}x{picture_height}")
     extra: dict[str, Any] = {} if face_px is None else {"face_px": face_px}
-    return virtual_camera(annotated_photos(TESTDATA), seconds=seconds, size=(width, picture_height),
+    return virtual_camera(annotated_photos(), seconds=seconds, size=(width, picture_height),
                           cut_every_s=CUT_EVERY_S, seed=seed, **extra)
 
 
@@ -73,11 +64,11 @@ def with_band(frame: TruthFrame, band: int) -> TruthFrame:
     return replace(frame, image=image)
 
 
-def to_i420(bgr: Frame) -> Frame:
+def to_i420(bgr: Image) -> Image:
     return np.asarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2YUV_I420), np.uint8)
 
 
-def to_bgr(i420: Frame) -> Frame:
+def to_bgr(i420: Image) -> Image:
     return np.asarray(cv2.cvtColor(i420, cv2.COLOR_YUV2BGR_I420), np.uint8)
 
 
@@ -93,7 +84,7 @@ def make_judges(clip: TruthClip, detector: Any) -> list[Judge]:
     return [PixelJudge(), IdentityJudge(clip.reference), DetectorJudge(detector)]
 
 
-def plan(truth_of: Callable[[int], TruthFrame], outputs: Sequence[tuple[int, Frame]],
+def plan(truth_of: Callable[[int], TruthFrame], outputs: Sequence[tuple[int, Image]],
          budget_s: float) -> tuple[int, int]:
     """(frame stride, identity_every) that keep dlib within about ``budget_s``.
 
@@ -148,7 +139,7 @@ def _likeness(gray: npt.NDArray[np.float64], thumb: npt.NDArray[np.float64], awa
 
 
 def place_codeless(truth_of: Callable[[int], TruthFrame], readable: Sequence[tuple[float, int]],
-                   codeless: Sequence[tuple[float, Frame]], band: int) -> list[tuple[int, Frame]]:
+                   codeless: Sequence[tuple[float, Image]], band: int) -> list[tuple[int, Image]]:
     """A frame number for each frame that came back without a readable code (a mask over the code), so that
     it is judged too: among the frames sent between its readable neighbours (by arrival), the one it looks most
     like away from the faces. ``readable``: (arrival, number); ``codeless``: (arrival, yuv420p frame)."""
@@ -190,7 +181,7 @@ def leaked_counts(report: LeakReport) -> dict[str, int]:
     return counts
 
 
-def judge_outputs(truth_of: Callable[[int], TruthFrame], outputs: Sequence[tuple[int, Frame]],
+def judge_outputs(truth_of: Callable[[int], TruthFrame], outputs: Sequence[tuple[int, Image]],
                   judges: Sequence[Judge], budget_s: float, label: str = "") -> Judged:
     """Judge each (frame number, returned yuv420p frame) against ``truth_of(number)`` with ``judges``."""
     started = time.perf_counter()
@@ -202,49 +193,3 @@ def judge_outputs(truth_of: Callable[[int], TruthFrame], outputs: Sequence[tuple
     print(f"[judges] {label}: {len(chosen)} of {len(outputs)} frames, identity every {every}: "
           f"{leaked_counts(report)} in {judged.seconds:.0f} s", file=sys.stderr, flush=True)
     return judged
-
-
-# ------------------------------------------------------------------------------------------------ rendering
-
-
-def leaked_of(data: dict[str, Any] | None) -> dict[str, int] | None:
-    """``face_frames_leaked`` of a result, or None where nothing was judged."""
-    if not data or not data.get("face_frames_leaked"):
-        return None
-    return {k: int(v) for k, v in data["face_frames_leaked"].items()}
-
-
-def checked_of(data: dict[str, Any] | None) -> dict[str, int]:
-    judges = ((data or {}).get("leak_report") or {}).get("judges") or {}
-    return {name: int((judges.get(name) or {}).get("checked", 0)) for name in JUDGES}
-
-
-def add_counts(results: Sequence[dict[str, Any]], key: str) -> dict[str, int] | None:
-    """The sums of ``face_frames_leaked`` (key ``leaked``) or of the judges' checks (``checked``) over results;
-    None when one of them was not judged."""
-    total: dict[str, int] = {}
-    for data in results:
-        counts = leaked_of(data) if key == "leaked" else (checked_of(data) if leaked_of(data) else None)
-        if counts is None:
-            return None
-        for name, value in counts.items():
-            total[name] = total.get(name, 0) + value
-    return total if results else None
-
-
-def per_judge(counts: dict[str, int] | None) -> str:
-    """``pixels / identity / detector`` counts, or a dash."""
-    if counts is None:
-        return "—"
-    return " / ".join(str(counts.get(name, 0)) for name in JUDGES)
-
-
-def leak_problems(leaked: dict[str, int] | None, checked: dict[str, int] | None) -> list[str]:
-    """Why these counts fail "0 face-frames back, by every judge"; empty when they pass."""
-    if leaked is None or checked is None:
-        return ["not judged"]
-    problems = []
-    if any(leaked.get(name, 0) for name in JUDGES):
-        problems.append("face-frames back: " + ", ".join(f"{name} {leaked.get(name, 0)}" for name in JUDGES))
-    problems += [f"the {name} judge checked no face" for name in JUDGES if not checked.get(name, 0)]
-    return problems

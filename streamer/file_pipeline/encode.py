@@ -1,0 +1,58 @@
+"""Encode: the hidden frames as H.264 (yuv420p) at the input's rate and time base, muxed with the copied audio into
+the container that the output's suffix names."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import av
+import cv2
+import numpy as np
+import numpy.typing as npt
+
+from .audio import AudioCopy
+
+MUXERS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska", ".avi": "avi"}
+
+
+class H264Output:
+    """Writes ``path`` as the container of ``dst``'s suffix; closed on leaving the ``with`` block, finished or not."""
+
+    def __init__(self, path: Path, dst: Path, size: tuple[int, int], rate: Fraction, time_base: Fraction, *,
+                 crf: int, preset: str, audio: AudioCopy) -> None:
+        self._output = av.open(str(path), mode="w", format=MUXERS[dst.suffix.lower()])
+        try:
+            self._video = self._output.add_stream("libx264", rate=rate)
+            self._video.width, self._video.height = size
+            self._video.pix_fmt = "yuv420p"
+            self._video.time_base = time_base
+            self._video.codec_context.time_base = time_base
+            self._video.options = {"crf": str(crf), "preset": preset}
+            audio.add_to(self._output)
+        except BaseException:
+            self._output.close()
+            raise
+        self._time_base = time_base
+        self._audio = audio
+
+    def __enter__(self) -> H264Output:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self._output.close()
+
+    def write(self, image: npt.NDArray[np.uint8], pts: int) -> None:
+        yuv = np.asarray(cv2.cvtColor(image, cv2.COLOR_BGR2YUV_I420), np.uint8)
+        frame = av.VideoFrame.from_ndarray(yuv, format="yuv420p")
+        frame.pts, frame.time_base = pts, self._time_base
+        self._output.mux(self._video.encode(frame))
+
+    def write_audio(self, packet: Any) -> None:
+        self._audio.mux(self._output, packet)
+
+    def finish(self) -> None:
+        """Flush the encoder: the frames it still holds go into the file."""
+        self._output.mux(self._video.encode(None))
