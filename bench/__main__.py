@@ -1,4 +1,4 @@
-"""``python -m bench``: run every benchmark and write BENCHMARKS.md (see bench/run_all.py)."""
+"""``python -m bench``: run every benchmark to JSON and render BENCHMARKS.md (see bench/run_all.py, bench/render.py)."""
 
 from __future__ import annotations
 

@@ -1,8 +1,13 @@
-"""Helpers shared by the benchmark scripts: paths, frames from clips, timing statistics, Markdown tables."""
+"""Helpers shared by the benchmark scripts: paths, frames from clips, timing statistics, the JSON results."""
 
 from __future__ import annotations
 
+import argparse
+import json
+import shlex
 import statistics
+import sys
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
@@ -23,6 +28,7 @@ DEFACE_VENV = REPO / "bench" / ".venv-deface"
 DEFACE_BIN = DEFACE_VENV / "bin" / "deface"
 DEFACE_PYTHON = DEFACE_VENV / "bin" / "python"
 DEFACE_PROBE = REPO / "bench" / "deface_probe.py"
+OUT = REPO / "bench" / "out"  # git-ignored: results (JSON), the quick page, cached clips
 
 Frame = npt.NDArray[np.uint8]
 
@@ -120,24 +126,44 @@ def transcode(src: Path, dst: Path, size: tuple[int, int] | None = None, seconds
     return written
 
 
-def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    """A GitHub Markdown table; numbers right-aligned when every cell of the column looks numeric."""
+def json_option(parser: argparse.ArgumentParser, name: str) -> None:
+    """``--json PATH``: where a benchmark writes its results (bench.render turns them into Markdown)."""
+    parser.add_argument("--json", type=Path, default=OUT / f"{name}.json", metavar="PATH",
+                        help=f"write the results here as JSON (default: bench/out/{name}.json); "
+                             "`python -m bench.render PATH` turns them into Markdown")
 
-    def numeric(cell: str) -> bool:
-        text = cell.replace("×", "").replace("%", "").replace(",", "").strip()
-        try:
-            float(text)
-        except ValueError:
-            return False
-        return True
 
-    aligns = []
-    for col in range(len(headers)):
-        cells = [row[col] for row in rows if row[col] not in ("", "-", "—")]
-        aligns.append("---:" if cells and all(numeric(c) for c in cells) else "---")
-    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join(aligns) + "|"]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return "\n".join(lines)
+def typed_command(name: str, argv: Sequence[str]) -> str:
+    """``python -m bench.NAME ARGS`` as typed from the repository root, ``--json PATH`` left out."""
+    shown: list[str] = []
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--json":
+            skip = True
+        elif not arg.startswith("--json="):
+            shown.append(arg)
+    return shlex.join(["python", "-m", f"bench.{name}", *shown])
+
+
+def write_results(name: str, argv: Sequence[str], args: argparse.Namespace, started: float,
+                  **results: Any) -> dict[str, Any]:
+    """Write a benchmark's results to ``args.json`` as the document bench.render reads: ``benchmark``, ``command``
+    (as typed), ``args`` (every argument but --json), ``seconds`` since ``started`` (time.perf_counter), then
+    ``results``. Paths become strings. Returns the document as written."""
+    path: Path = args.json
+    doc = {"benchmark": name, "command": typed_command(name, argv),
+           "args": {k: v for k, v in vars(args).items() if k != "json"},
+           "seconds": round(time.perf_counter() - started, 1), **results}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    part = path.with_name(path.name + ".part")
+    text = json.dumps(doc, indent=1, default=str)
+    part.write_text(text + "\n")
+    part.replace(path)
+    print(f"[{name}] wrote {path}", file=sys.stderr, flush=True)
+    written: dict[str, Any] = json.loads(text)
+    return written
 
 
 def round32(value: int) -> int:

@@ -1,18 +1,19 @@
 """The judges' counts in benchmark results and reports: per judge, summed, and why they fail "0 face-frames back"
-(the judging itself is testkit.judging)."""
+(the judging itself is testkit.judging). Plain dicts in, so that bench.render uses them on JSON results too."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any
 
-from testkit.judges import DETECTOR_THRESHOLD, IDENTITY_LEAK, PIXEL_LEAK
-
 JUDGES = ("pixels", "identity", "detector")
-JUDGES_TEXT = (f"*Pixels*: the face's detail still correlates ≥ {PIXEL_LEAK:g} with the source. "
-               f"*Identity*: dlib re-identifies the person (descriptor distance < {IDENTITY_LEAK:g}). "
-               f"*Detector*: the product's own detector, loaded as the server loads it, finds a face there "
-               f"(score ≥ {DETECTOR_THRESHOLD:g}).")
+
+
+def judge_thresholds() -> dict[str, float]:
+    """What each judge counts as a leak (testkit.judges), for a result's ``judge_thresholds``."""
+    from testkit.judges import DETECTOR_THRESHOLD, IDENTITY_LEAK, PIXEL_LEAK
+
+    return {"pixels": PIXEL_LEAK, "identity": IDENTITY_LEAK, "detector": DETECTOR_THRESHOLD}
 
 
 def leaked_of(data: dict[str, Any] | None) -> dict[str, int] | None:
@@ -56,3 +57,16 @@ def leak_problems(leaked: dict[str, int] | None, checked: dict[str, int] | None)
         problems.append("face-frames back: " + ", ".join(f"{name} {leaked.get(name, 0)}" for name in JUDGES))
     problems += [f"the {name} judge checked no face" for name in JUDGES if not checked.get(name, 0)]
     return problems
+
+
+def no_face_back(data: dict[str, Any]) -> tuple[bool, str]:
+    """Whether a live session sent 0 face-frames back by every judge, and why not. A frame back without a valid code
+    (a mask over the code) is judged against the frame it looks most like among those sent between its
+    neighbours; one that could not be kept for that escapes the judges, and fails."""
+    problems = leak_problems(leaked_of(data), checked_of(data))
+    if problems == ["not judged"] and not data.get("ground_truth", True):
+        problems = ["not judged: no ground truth"]
+    unjudged = int(data.get("invalid_codes", 0)) - int(data.get("codeless_judged", 0))
+    if unjudged > 0:
+        problems.append(f"{unjudged} frame(s) back without a code (not judged)")
+    return not problems, "; ".join(problems)

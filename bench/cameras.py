@@ -4,6 +4,8 @@
                             [--warmup 4] [--size 640x480] [--device cpu] [--json PATH]
                             [--sample-frames 300] [--identity-budget 40] [--dump-dir DIR]
 
+The results go to bench/out/cameras.json (``--json``); ``python -m bench.render`` makes the tables.
+
 Everything runs inside a network namespace this benchmark creates and deletes itself (``fscam-<pid>``: ``lo`` plus
 one veth pair, ``v0`` 10.77.0.1/24 and ``v1`` 10.77.0.2/24, both inside, no route out); root and ``ip netns`` are
 needed, and GStreamer's RTSP server for Debian's ``/usr/bin/python3`` (see testkit/rtsp.py).
@@ -22,9 +24,9 @@ For each number of cameras, three processes run in the namespace:
   measures again; and so on. Viewers stay connected from one step to the next.
 
 The clip: a ground-truth clip (testkit.judging: ``testkit.truth.virtual_camera``, a camera panning and zooming over
-the annotated photos with a hard cut to other people every 3 s) as long as the longest run needs, rendered CODE_H
+the annotated photos with a hard cut to other people every 3 s) as long as the longest run needs, rendered BAND.height
 rows shorter than ``--size`` above a black band; each frame's number is stamped as a barcode in the band's left
-corner (testkit.bandcode), so no true face is ever under it. Encoded to H.264 with a keyframe every 0.5 s and
+corner (testkit.framecode.BAND), so no true face is ever under it. Encoded to H.264 with a keyframe every 0.5 s and
 no B-frames (the server drops what comes before the first keyframe after PLAY). Prepared once and kept in
 bench/out/cameras/.
 
@@ -77,8 +79,8 @@ import numpy.typing as npt
 from aiohttp import ClientSession, ClientTimeout
 from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 
-from testkit.bandcode import CODE_H, CODE_W, stamp_code
 from testkit.cpu_time import machine_busy_s, own_cpu_s, process_cpu_s
+from testkit.framecode import BAND, stamp_i420
 from testkit.judging import (
     judge_outputs,
     load_judge_detector,
@@ -95,8 +97,8 @@ from testkit.readiness import wait_healthy
 from testkit.rtsp import RtspServer, rtsp_unavailable_reason
 from testkit.truth import TruthClip, TruthFrame
 
-from ._common import REPO, Frame, markdown_table, parse_size
-from ._leak_counts import JUDGES, JUDGES_TEXT, checked_of, leak_problems, leaked_of, per_judge
+from ._common import REPO, Frame, json_option, parse_size, write_results
+from ._leak_counts import judge_thresholds
 from ._processes import log_tail, raise_exit, stop_process
 from .run_all import cpu_model, load_average
 
@@ -117,14 +119,14 @@ CLOCK_AGREE_S = 0.005  # GStreamer's clock and time.monotonic() must agree this 
 
 
 def camera_truth(width: int, height: int, frames: int, seed: int) -> TruthClip:
-    """The picture of the camera clip: ``frames`` frames of the ground-truth clip, CODE_H rows shorter than the
+    """The picture of the camera clip: ``frames`` frames of the ground-truth clip, BAND.height rows shorter than the
     frame. A longer clip of the same seed starts with the same frames, so a longer cached clip serves too."""
-    return truth_clip(width, height - CODE_H, frames / CLIP_FPS, seed)
+    return truth_clip(width, height - BAND.height, frames / CLIP_FPS, seed)
 
 
 def truth_of(clip: TruthClip) -> Callable[[int], TruthFrame]:
     """Frame number -> what the camera clip's frame of that number shows (the picture above the band)."""
-    return lambda number: with_band(clip.frame(number), CODE_H)
+    return lambda number: with_band(clip.frame(number), BAND.height)
 
 
 def prepare_clip(width: int, height: int, seconds: float, seed: int) -> tuple[Path, Fraction, int]:
@@ -152,7 +154,7 @@ def prepare_clip(width: int, height: int, seconds: float, seed: int) -> tuple[Pa
                         "preset": "veryfast", "crf": "20"}
         for n in range(frames):
             i420 = to_i420(np.asarray(truth(n).image))
-            stamp_code(i420, width, height, n)
+            stamp_i420(i420, width, height, n, BAND)
             frame = av.VideoFrame.from_ndarray(i420, format="yuv420p")
             frame.pts, frame.time_base = n, 1 / rate
             for packet in vout.encode(frame):
@@ -376,7 +378,7 @@ class ViewerRun:
         for step, kept, codeless in zip(self.steps, self.kept, self.codeless, strict=True):
             label = f"{len(self.cameras)} camera(s) x {step['viewers_per_camera']} viewer(s)"
             placed = [item for readable, frames in codeless
-                      for item in place_codeless(truth, readable, frames, CODE_H)]
+                      for item in place_codeless(truth, readable, frames, BAND.height)]
             outputs = [(n, f) for n, f in kept + placed if n < self.args.truth_frames]
             judged = judge_outputs(truth, outputs, judges, self.args.identity_budget, label)
             step.update(judged.result())
@@ -595,126 +597,6 @@ def summarize(run: RunResult) -> list[dict[str, Any]]:
     return rows
 
 
-def _f(value: float | None, digits: int = 1) -> str:
-    return "—" if value is None else f"{value:.{digits}f}"
-
-
-def _mean_range(values: list[float], digits: int = 1) -> str:
-    """The mean per camera, with the range when cameras differ."""
-    if not values:
-        return "—"
-    mean = statistics.fmean(values)
-    lo, hi = min(values), max(values)
-    text = f"{mean:.{digits}f}"
-    return text if len(values) == 1 or hi - lo < 0.5 else f"{text} ({lo:.{digits}f}–{hi:.{digits}f})"
-
-
-def step_verdict(row: dict[str, Any]) -> str:
-    """pass: 0 face-frames back by every judge, every viewer served, every frame back judged (a frame whose code a
-    mask covered is placed by likeness)."""
-    problems = leak_problems(leaked_of(row), checked_of(row) if row.get("judged") else None)
-    if row["viewers_without_frames"]:
-        problems.append(f"{row['viewers_without_frames']} viewer(s) got no frame")
-    unjudged = row["invalid_codes"] - row.get("codeless_judged", 0)
-    if unjudged > 0:
-        problems.append(f"{unjudged} frame(s) back without a code (not judged)")
-    return "**pass**" if not problems else "**fail** (" + "; ".join(problems) + ")"
-
-
-def render(results: list[RunResult], args: argparse.Namespace, command: str, machine: str, clip_text: str,
-           control: dict[str, Any] | None = None) -> str:
-    rows = [row for run in results for row in summarize(run)]
-    main_rows = [[
-        str(r["cameras"]), f"{r['viewers_per_camera']} ({r['viewers']})",
-        f"{_f(r['fps_median'])} ({_f(r['fps_min'])})",
-        f"{_f(r['p50_ms'], 0)} / {_f(r['p95_ms'], 0)}",
-        f"{_f(r['packet_p50_ms'], 0)} / {_f(r['packet_p95_ms'], 0)}",
-        f"{r['cpu_pct']['service']:.0f}",
-        _mean_range(r["decode_fps"]), _mean_range(r["detections_per_s"]),
-        per_judge(leaked_of(r)), step_verdict(r),
-    ] for r in rows]
-    headers = ["cameras", "viewers per camera (total)", "fps per viewer, median (min)",
-               "latency p50 / p95 ms, decoded", "latency p50 / p95 ms, last packet", "service CPU %",
-               "decoded fps per camera", "detections/s per camera",
-               "face-frames back: pixels / identity / detector", "result (0 face-frames back)"]
-    out = [markdown_table(headers, main_rows), ""] if main_rows else []
-    if not main_rows:
-        out += ["No results.", ""]
-    detail_rows = [[
-        str(r["cameras"]), str(r["viewers_per_camera"]),
-        f"{r['cpu_pct']['viewers']:.0f} / {r['cpu_pct']['rtsp']:.0f} / {r['cpu_pct']['other']:.0f}",
-        _mean_range(r["processed_fps"]), _mean_range(r["dropped_per_s"]),
-        f"{r['detector_busy_pct']:.0f} / {_f(r['inference_ms'])}", str(r["hidden_whole"]),
-        str(r["invalid_codes"]), str(r["viewers_without_frames"]), f"{r['first_frames_s']:.1f}",
-        str(r["connects"]), ",".join(r["states"]),
-        (f"{(r['leak_report'] or {}).get('frames', 0)} of {r['kept_frames']} / "
-         f"{(r['leak_report'] or {}).get('eligible', 0)} / {per_judge(checked_of(r))} / {r['identity_every']}"
-         if r["judged"] else "—"),
-    ] for r in rows]
-    if detail_rows:
-        out += ["Details (per step, over its window):", "",
-                markdown_table(["cameras", "viewers per camera", "CPU % viewers / RTSP server / other",
-                                "processed fps per camera", "dropped/s per camera",
-                                "detector busy % / ms per inference", "frames hidden whole (total)",
-                                "frames back without code", "viewers with no frame", "s to first frames",
-                                "camera connects (max)", "camera state",
-                                "judged: frames of kept / face-frames / checks pixels / identity / detector / "
-                                "identity every"], detail_rows), ""]
-    for run in results:
-        if run.error:
-            out += [f"**{run.cameras} camera(s) failed:**", "", "```", run.error.strip()[-1500:], "```", ""]
-        if run.data is not None and run.data["steps"] and run.send is not None and (
-                run.send.clock_skew_s is None or run.send.clock_skew_s > CLOCK_AGREE_S):
-            out += [f"**{run.cameras} camera(s): no latency**: the RTSP server's clock check "
-                    f"({_f(run.send.clock_skew_s, 4)} s apart) failed.", ""]
-    skews = [r.send.clock_skew_s for r in results if r.send is not None and r.send.clock_skew_s is not None]
-    out += [
-        f"- Command: `{command}`" + (" (a SMOKE RUN, not numbers to quote)" if args.quick else ""),
-        f"- Machine: {machine}",
-        f"- Clip: {clip_text}. Each camera is an RTSP mount of GStreamer's RTSP server playing it in real time from "
-        "its start; every camera plays the same clip, started when the service first pulls it.",
-        "- Processes in a network namespace made for the run: the RTSP server (127.0.0.1 there), the service "
-        "(`ip netns exec NS python -m streamer serve --insecure-no-token --host 10.77.0.1 --port P "
-        f"--device {args.device} "
-        "--max-viewers N --camera c1=rtsp://127.0.0.1:RP/c1 ...`"
-        + (f" plus `{args.server_args}`" if args.server_args else "") + "; cameras on demand), and one process "
-        "with every viewer (aiortc, receive-only WHEP, VP8 from the service, one encoder per viewer).",
-        f"- Steps: viewers per camera are added in turn ({', '.join(str(v) for v in args.viewer_counts)}), earlier "
-        f"ones staying; {args.warmup:g} s after the first frames of the first step, {args.settle:g} s after the "
-        f"first frames of the others, then {args.seconds:g} s measured.",
-        "- fps per viewer: distinct frames (by their barcode number) that arrived in the window, per second. "
-        "Latency: arrival at the viewer minus the time the RTSP server's sink was scheduled to send that frame "
-        "(pipeline base time + running time, GStreamer's clock = CLOCK_MONOTONIC, checked against the viewers' "
-        "clock at each session start" + (f": at most {1e6 * max(skews):.0f} µs apart" if skews else "")
-        + "); pooled over every frame of every viewer in the window. *Decoded*: aiortc "
-        "hands the frame over only once the next frame's first packet is in, one output interval of the service "
-        "later; *last packet*: the frame's last RTP packet in (when a browser can decode it).",
-        "- Service CPU %: of one core (`/proc/<pid>/stat` utime+stime over the window); *other* is the rest of the "
-        "machine. Decoded fps, detections/s, processed fps, dropped/s: from `GET /cameras` at both ends of the "
-        "window, mean per camera (range when they differ). One decode and one detection per camera: neither "
-        "grows with the viewers. Detector busy: inference seconds (`/metrics`, all cameras share one detector that "
-        "runs one inference at a time) per second of window.",
-        f"- Face-frames back: the viewers keep about {args.sample_frames} frames of each step's window, spread "
-        "over the viewers by frame number. After the last step (not timed), each kept frame is compared with the "
-        "truth frame it shows. " + JUDGES_TEXT,
-        f"- dlib costs about 0.13 s a face. It judges every k-th face (*identity every*) and every risky one, within "
-        f"about {args.identity_budget:g} s per step.",
-        "- Result: pass when every judge counts 0 face-frames back, every viewer got frames, and every frame back "
-        "was judged. A frame whose code a mask covered is judged against the frame it looks most like (away from the "
-        "faces) among those sent between that viewer's neighbouring frames; one that could not be is not judged, so "
-        "it fails.",
-    ]
-    if control is not None:
-        leaked, checked = leaked_of(control), checked_of(control)
-        blind = [name for name in JUDGES if not (leaked or {}).get(name)]
-        out.append(f"- Control: {(control.get('leak_report') or {}).get('frames', 0)} frames of the clip as the RTSP "
-                   "server sends it, decoded, with nothing hidden. The judges count "
-                   f"{per_judge(leaked)} face-frames (pixels / identity / detector) of {per_judge(checked)} checked. "
-                   + ("So they see the faces." if not blind else
-                      f"**Warning**: the {', '.join(blind)} judge(s) saw no face there; their 0 above proves little."))
-    return "\n".join(out) + "\n"
-
-
 # -------------------------------------------------------------------------------------------------- main
 
 
@@ -754,7 +636,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ready-timeout", type=float, default=180.0, help="seconds to wait for /healthz 200")
     p.add_argument("--first-frame-timeout", type=float, default=30.0,
                    help="seconds a new viewer may wait for its first frame")
-    p.add_argument("--json", type=Path, default=None, help="also write the summarized numbers here")
+    json_option(p, "cameras")
     return p
 
 
@@ -791,8 +673,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.warmup = args.warmup if args.warmup is not None else (2.0 if args.quick else 4.0)
     args.settle = args.settle if args.settle is not None else (2.0 if args.quick else 3.0)
     width, height = parse_size(args.size)
-    if width % 2 or height % 2 or width < CODE_W or height < CODE_H + 64:
-        raise SystemExit(f"--size must be even and at least {CODE_W}x{CODE_H + 64}")
+    if width % 2 or height % 2 or width < BAND.code_width or height < BAND.height + 64:
+        raise SystemExit(f"--size must be even and at least {BAND.code_width}x{BAND.height + 64}")
     if args.sample_frames < 1:
         raise SystemExit("--sample-frames must be at least 1")
     if os.geteuid() != 0:
@@ -800,7 +682,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     reason = rtsp_unavailable_reason()
     if reason:
         raise SystemExit(f"cannot run the RTSP cameras: {reason}")
-    command = shlex.join(["python", "-m", "bench.cameras", *argv])
     cores = os.cpu_count() or 0
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else cores
     machine = f"{cpu_model()}, {cores} logical cores ({usable} usable); load average at start {load_average()}"
@@ -813,7 +694,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.truth_frames = frames
     clip_text = (f"a ground-truth clip (`testkit.truth.virtual_camera`, seed {args.seed}: a camera panning and "
                  "zooming over the 9 annotated photos, a hard cut to other people every 3 s), "
-                 f"{frames} frames ({float(frames / rate):.0f} s at {float(rate):g} fps). The picture is {CODE_H} rows "
+                 f"{frames} frames ({float(frames / rate):.0f} s at {float(rate):g} fps). "
+                 f"The picture is {BAND.height} rows "
                  f"shorter than {width}x{height}, above a black band. Each frame's number is a barcode in the band's "
                  f"left corner, so no true face is under it. H.264 with a keyframe every {KEYFRAME_EVERY_S:g} s and "
                  "no B-frames")
@@ -831,10 +713,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         control = judge_control(clip, args)
     except Exception as exc:  # the control only supports the verdicts; say it failed and go on
         print(f"[cameras] the control failed: {type(exc).__name__}: {exc}", file=sys.stderr)
-    if args.json is not None:
-        args.json.write_text(json.dumps({"control": control, "runs": [
-            {"cameras": r.cameras, "error": r.error, "steps": summarize(r)} for r in results]}, indent=1))
-    print(render(results, args, command, machine, clip_text, control), end="")
+    write_results("cameras", argv, args, started, runs=[
+        {"cameras": r.cameras, "error": r.error, "steps": summarize(r),
+         "steps_measured": len(r.data["steps"]) if r.data is not None else 0, "send_times": r.send is not None,
+         "clock_skew_s": None if r.send is None else r.send.clock_skew_s} for r in results],
+        control=control, clock_agree_s=CLOCK_AGREE_S, machine=machine, clip_text=clip_text,
+        judge_thresholds=judge_thresholds())
     print(f"[cameras] done in {time.perf_counter() - started:.0f} s", file=sys.stderr)
     return 1 if any(r.error for r in results) else 0
 

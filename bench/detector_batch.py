@@ -1,12 +1,13 @@
 """Detector throughput by batch size, and streams sharing one detector with and without cross-stream batching.
 
-    python -m bench.detector_batch [--device cpu|cuda|auto] [--seconds 6] [--quick]
+    python -m bench.detector_batch [--device cpu|cuda|auto] [--seconds 6] [--quick] [--json PATH]
 
 Part 1 times ``detector.detect_batch(frames)`` (resize + pad, one inference, decode + NMS per frame) for batches
 of 1 to 32 real frames of one size; batch 1 in the same run is the baseline. Part 2 runs N simulated live streams
 (threads, each with one frame in flight, as the service's webcam sessions and cameras are) against one
 ``DetectionService``: first one frame per inference (the CPU default, the baseline), then batches of up to N
-frames with a 3 ms wait (the CUDA default). A Markdown report goes to stdout.
+frames with a 3 ms wait (the CUDA default). The results go to bench/out/detector_batch.json (``--json``);
+``python -m bench.render`` makes the tables.
 """
 
 from __future__ import annotations
@@ -25,15 +26,14 @@ from models.centerface import CenterFaceDetector, DetectRequest
 from streamer.detection_service import LIVE, BatchPolicy, DetectionService
 from testkit.frames import fit_frame
 
-from ._common import VIDEOS, Frame, Timing, markdown_table, read_frames
+from ._common import VIDEOS, Frame, Timing, json_option, read_frames, write_results
 
 CLIP = VIDEOS / "facenet_pytorch_street.mp4"
 
 
 def batch_rows(detector: CenterFaceDetector, frames: Sequence[Frame], size: str, batches: Sequence[int],
-               runs: int) -> list[list[str]]:
-    rows: list[list[str]] = []
-    base_fps = None
+               runs: int) -> list[dict[str, object]]:
+    rows: list[dict[str, object]] = []
     for b in batches:
         batch = [frames[i % len(frames)] for i in range(b)]
         for _ in range(2):
@@ -44,10 +44,7 @@ def batch_rows(detector: CenterFaceDetector, frames: Sequence[Frame], size: str,
             detector.detect_batch(batch)
             samples.append((time.perf_counter() - started) * 1000)
         t = Timing(tuple(samples))
-        fps = b / (t.median / 1000)
-        base_fps = base_fps or fps
-        rows.append([size, str(b), f"{t.median:.1f}", f"{t.p95:.1f}", f"{t.median / b:.2f}", f"{fps:.0f}",
-                     f"{fps / base_fps:.2f}×"])
+        rows.append({"frame": size, "batch": b, "median_ms": t.median, "p95_ms": t.p95, "runs": runs})
     return rows
 
 
@@ -82,10 +79,13 @@ def run_streams(detector: CenterFaceDetector, frames: Sequence[Frame], streams: 
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    started = time.perf_counter()
     parser = argparse.ArgumentParser(prog="python -m bench.detector_batch", description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda", "auto"))
     parser.add_argument("--seconds", type=float, default=6.0, help="per stream-count step (default: %(default)s)")
     parser.add_argument("--quick", action="store_true", help="fewer batch sizes and steps (a smoke run)")
+    json_option(parser, "detector_batch")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     try:
@@ -101,30 +101,23 @@ def main(argv: list[str] | None = None) -> int:
     runs = 5 if args.quick else (50 if gpu else 10)
     raw = read_frames(CLIP, 8)
     frames = {s: [fit_frame(f, *s) for f in raw] for s in sizes}
-    print(f"Provider: `{detector.provider}`; model `{detector.model_path.name}` (fp32: batching is the subject "
-          f"here; `python -m bench.quantized` compares precisions); clip `{CLIP.name}`, 8 frames centre-cropped "
-          f"and resized; detect_size {detector.config.detect_size} (so 1280x720 runs the network at 640x384).\n")
-    print("### Batch size (one `detect_batch` call)\n")
-    rows: list[list[str]] = []
+    print(f"[batch] {detector.provider}: batch sizes {batches}", file=sys.stderr, flush=True)
+    rows: list[dict[str, object]] = []
     for (w, h), fs in frames.items():
         rows += batch_rows(detector, fs, f"{w}x{h}", batches, runs)
-    print(markdown_table(["frame", "batch", "median ms", "p95 ms", "ms per frame", "frames/s",
-                          "frames/s ÷ batch 1"], rows))
-    print(f"\n{runs} timed calls per row after 2 warm-up calls; frames/s = batch ÷ median.\n")
-    print("### Streams sharing one detector (640x480, one frame in flight per stream)\n")
-    rows = []
+    streams = []
     fs = frames[(640, 480)]
     for n in stream_counts:
+        print(f"[batch] {n} stream(s)", file=sys.stderr, flush=True)
         base_rate, base_lat, _ = run_streams(detector, fs, n, BatchPolicy(1, 0.0), args.seconds)
         rate, lat, mean_batch = run_streams(detector, fs, n, BatchPolicy(min(max(n, 1), 256), 0.003), args.seconds)
-        rows.append([str(n), f"{base_rate:.1f}", f"{base_lat.median:.1f} / {base_lat.p95:.1f}", f"{rate:.1f}",
-                     f"{lat.median:.1f} / {lat.p95:.1f}", f"{mean_batch:.1f}", f"{rate / base_rate:.2f}×"])
-    print(markdown_table(["streams", "batch 1: detections/s", "batch 1: latency p50 / p95 ms",
-                          "batched: detections/s", "batched: latency p50 / p95 ms", "frames per inference",
-                          "batched ÷ batch 1 (detections/s)"], rows))
-    print(f"\n{args.seconds:g} s per cell; each stream submits its next frame as soon as the last result is back; "
-          "latency is submit to result. Batched: up to N frames per inference, 3 ms wait for active streams "
-          "(`--batch-size N --batch-wait-ms 3`).")
+        streams.append({"streams": n,
+                        "batch1": {"per_s": base_rate, "p50_ms": base_lat.median, "p95_ms": base_lat.p95},
+                        "batched": {"per_s": rate, "p50_ms": lat.median, "p95_ms": lat.p95,
+                                    "frames_per_inference": mean_batch}})
+    write_results("detector_batch", argv, args, started, provider=detector.provider,
+                  model=detector.model_path.name, clip=CLIP.name, frames=len(raw),
+                  detect_size=detector.config.detect_size, runs=runs, batches=rows, streams=streams)
     return 0
 
 

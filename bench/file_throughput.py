@@ -1,6 +1,6 @@
 """Whole-file throughput, ours against the deface CLI, and a recall check of both detectors at equal settings.
 
-    python -m bench.file_throughput [CLIP[@WxH] ...] [--runs 3] [--seconds S] [--quick]
+    python -m bench.file_throughput [CLIP[@WxH] ...] [--runs 3] [--seconds S] [--quick] [--json PATH]
 
 Throughput: wall clock of each whole command, process start to exit (interpreter start, model load, decode,
 detect, hide, encode), median of --runs runs, the two tools alternating so drift hits both alike:
@@ -15,6 +15,8 @@ Recall: the 9 annotated test images; deface's own ``deface.centerface.CenterFace
 bench/deface_probe.py inside bench/.venv-deface) and ours at equal settings (threshold 0.2, NMS IoU 0.3,
 full-resolution input), and ours at its defaults. All are scored here with ``models.evaluate.match``
 (one-to-one, IoU >= 0.3).
+
+The results go to bench/out/file_throughput.json (``--json``); ``python -m bench.render`` makes the tables.
 """
 
 from __future__ import annotations
@@ -49,10 +51,11 @@ from ._common import (
     Frame,
     Timing,
     count_frames,
-    markdown_table,
+    json_option,
     parse_size,
     transcode,
     video_info,
+    write_results,
 )
 
 DEFAULT_CLIPS = (
@@ -201,43 +204,22 @@ def throughput(args: argparse.Namespace, workdir: Path) -> tuple[list[ClipResult
     return results, skipped
 
 
-def render_throughput(results: Sequence[ClipResult], skipped: dict[str, str],
-                      args: argparse.Namespace) -> str:
-    rows = []
-    notes: list[str] = []
+def throughput_json(results: Sequence[ClipResult], skipped: dict[str, str], args: argparse.Namespace
+                    ) -> dict[str, object]:
+    """The throughput part of the results: per clip its size, frames and each tool's seconds per run."""
+    clips = []
     for r in results:
-        path_text, at, size_text = r.spec.partition("@")
-        name = Path(path_text).name + (f" @{size_text}" if at else "")
-        cells = [name, f"{r.width}x{r.height}", str(r.frames)]
-        fps: dict[str, float] = {}
-        for tool in ("deface", "ours"):
-            res = r.tools.get(tool)
-            if res is None or res.timing is None:
-                cells += ["—", "—"]
-                if res is not None and res.error:
-                    notes.append(f"{tool} failed on `{r.path.name}`: {res.error}")
-                continue
-            fps[tool] = r.frames / res.timing.median
-            cells += [f"{res.timing.median:.2f}", f"{fps[tool]:.1f}"]
-            if res.output_frames != r.frames:
-                notes.append(f"{tool} wrote {res.output_frames} frame(s) for the {r.frames} of "
-                             f"`{r.path.name}`")
-        cells.append(f"{fps['ours'] / fps['deface']:.2f}×" if len(fps) == 2 else "—")
-        rows.append(cells)
-    table = markdown_table(["clip", "input", "frames", "deface s (median)", "deface frames/s",
-                            "ours s (median)", "ours frames/s", "ours ÷ deface (frames/s)"], rows)
+        path_text, _, size_text = r.spec.partition("@")
+        clips.append({
+            "clip": Path(path_text).name, "size": size_text or None, "file": r.path.name, "width": r.width,
+            "height": r.height, "frames": r.frames,
+            "tools": {tool: {"seconds": res.seconds, "median_s": None if res.timing is None else res.timing.median,
+                             "output_frames": res.output_frames, "error": res.error}
+                      for tool, res in r.tools.items()}})
     clip = Path("IN.mp4")
     deface_shown = shell_join(deface_command(clip, Path("OUT.mp4"), args.mode)).replace(f"{REPO}/", "")
-    notes = [
-        f"deface: `{deface_shown}`",
-        f"ours: `{shell_join(ours_command('python', clip, Path('OUT.mp4'), args.mode))}`",
-        f"Wall clock per whole command (start-up and model load included), median of {args.runs} run(s), the "
-        "tools alternating; frames counted by decoding the input with PyAV."
-        + (f" Inputs cut to their first {args.seconds:g} s." if args.seconds is not None else ""),
-        *notes,
-        *(f"{tool} skipped: {why}" for tool, why in skipped.items()),
-    ]
-    return table + "\n\n" + "\n".join(f"- {n}" for n in notes) + "\n"
+    return {"clips": clips, "skipped": skipped, "deface_command": deface_shown,
+            "ours_command": shell_join(ours_command("python", clip, Path("OUT.mp4"), args.mode))}
 
 
 @dataclass(frozen=True)
@@ -320,21 +302,12 @@ def recall(args: argparse.Namespace) -> tuple[list[RecallRow], list[str]]:
     return rows, notes
 
 
-def render_recall(rows: Sequence[RecallRow], notes: Sequence[str], args: argparse.Namespace) -> str:
-    body = [[r.detector, r.settings, r.provider, str(r.total.faces), str(r.total.found),
-             f"{r.total.recall:.3f}", str(r.total.false_positives),
-             f"{r.total.false_positives / r.images:.2f}"] for r in rows]
-    table = markdown_table(["detector", "settings", "provider", "faces", "found", "recall", "false pos.",
-                            "FP/image"], body)
-    images = len(list(annotated_images(args.images)))
-    all_notes = [
-        f"{images} annotated images in `{args.images.name}/` (dlib boxes [x, y, w, h]); one-to-one matching "
-        f"at IoU >= {MATCH_IOU} with `models.evaluate.match` for every row. A few small background faces are "
-        "not annotated, so false positives are over-counted alike for all rows.",
-        "deface boxes: `bench/.venv-deface/bin/python bench/deface_probe.py boxes --threshold 0.2 IMAGES...`",
-        *notes,
-    ]
-    return table + "\n\n" + "\n".join(f"- {n}" for n in all_notes) + "\n"
+def recall_json(rows: Sequence[RecallRow], notes: Sequence[str], args: argparse.Namespace) -> dict[str, object]:
+    return {"rows": [{"detector": r.detector, "settings": r.settings, "provider": r.provider,
+                      "faces": r.total.faces, "found": r.total.found, "false_positives": r.total.false_positives,
+                      "images": r.images} for r in rows],
+            "notes": list(notes), "images": len(list(annotated_images(args.images))), "images_dir": args.images.name,
+            "match_iou": MATCH_IOU}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -362,10 +335,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-throughput", action="store_true", help="only the recall check")
     p.add_argument("--no-recall", action="store_true", help="only the throughput table")
     p.add_argument("--quick", action="store_true", help="smoke run: clips cut to 2 s, 1 run")
+    json_option(p, "file_throughput")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    started = time.perf_counter()
     args = build_parser().parse_args(argv)
     if args.quick:
         args.runs = 1
@@ -373,7 +349,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.runs < 1:
         raise SystemExit("--runs must be >= 1")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    parts: list[str] = []
+    out: dict[str, object] = {"throughput": None, "recall": None, "recall_error": None}
     if not args.no_throughput:
         if args.workdir is not None:
             args.workdir.mkdir(parents=True, exist_ok=True)
@@ -387,16 +363,17 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"[throughput] outputs kept in {tmp}", file=sys.stderr)
                 else:
                     shutil.rmtree(tmp, ignore_errors=True)
-        parts.append("### Throughput\n\n" + render_throughput(results, skipped, args))
+        out["throughput"] = throughput_json(results, skipped, args)
     if not args.no_recall:
         try:
             rows, notes = recall(args)
         except (ModelError, ProviderError, RuntimeError) as exc:
             print(f"error: recall check: {exc}", file=sys.stderr)
-            sys.stdout.write("\n".join(parts))
+            out["recall_error"] = str(exc)
+            write_results("file_throughput", argv, args, started, **out)
             return 1
-        parts.append("### Recall at equal settings\n\n" + render_recall(rows, notes, args))
-    sys.stdout.write("\n".join(parts))
+        out["recall"] = recall_json(rows, notes, args)
+    write_results("file_throughput", argv, args, started, **out)
     return 0
 
 

@@ -1,7 +1,7 @@
 """``python -m bench.images``: the Docker images' sizes, layer by layer, and what the largest part of each is.
 
-Reads the images ``scripts/images build`` made (face-streamer:cpu, face-streamer:gpu) from the local engine; prints
-Markdown. Nothing is built here.
+Reads the images ``scripts/images build`` made (face-streamer:cpu, face-streamer:gpu) from the local engine; the
+results go to bench/out/images.json (``--json``), ``python -m bench.render`` makes the tables. Nothing is built here.
 """
 
 from __future__ import annotations
@@ -11,9 +11,10 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
-from ._common import markdown_table
+from ._common import json_option, write_results
 
 DOCKER = os.environ.get("DOCKER") or ("/usr/bin/docker" if Path("/usr/bin/docker").exists() else "docker")
 IMAGES = ("face-streamer:cpu", "face-streamer:gpu")
@@ -23,10 +24,6 @@ SITE = "/usr/local/lib/python3.11/*-packages"
 
 def docker(*args: str) -> str:
     return subprocess.run([DOCKER, *args], capture_output=True, text=True, check=True, timeout=600).stdout
-
-
-def mb(size: float) -> str:
-    return f"{size / 1e6:,.0f} MB"
 
 
 def layers(image: str) -> list[tuple[int, str]]:
@@ -49,23 +46,22 @@ def largest_packages(image: str, count: int = 5) -> list[tuple[int, str]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    argv = list(sys.argv[1:] if argv is None else argv)
+    started = time.perf_counter()
+    parser = argparse.ArgumentParser(prog="python -m bench.images", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="accepted for python -m bench; changes nothing")
-    parser.parse_args(argv)
+    json_option(parser, "images")
+    args = parser.parse_args(argv)
     present = [i for i in IMAGES if subprocess.run([DOCKER, "image", "inspect", i], capture_output=True,
                                                    check=False).returncode == 0]
     if not present:
-        print("Not measured: no image built here (`scripts/images build` builds both).")
-        return 0
-    rows = []
+        print("[images] no image built here (`scripts/images build` builds both)", file=sys.stderr)
+    found = []
     for image in present:
         info = json.loads(docker("image", "inspect", image))[0]
-        rows.append([f"`{image}`", mb(info["Size"]), str(len(info["RootFS"]["Layers"])),
-                     ", ".join(f"{name} {mb(size)}" for size, name in largest_packages(image))])
-    print(markdown_table(["Image", "Size", "Layers", "Largest Python packages"], rows))
-    for image in present:
-        print(f"\nLayers of 1 MB or more in `{image}`, oldest first:\n")
-        print(markdown_table(["Size", "Instruction"], [[mb(size), f"`{text}`"] for size, text in layers(image)]))
+        found.append({"image": image, "bytes": int(info["Size"]), "layer_count": len(info["RootFS"]["Layers"]),
+                      "packages": largest_packages(image), "layers": layers(image)})
+    write_results("images", argv, args, started, images=found)
     return 0
 
 

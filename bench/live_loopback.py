@@ -2,7 +2,7 @@
 
     python -m bench.live_loopback [--quick] [--sizes 640x480,1280x720] [--seconds 20] [--warmup 3]
                                   [--device cpu] [--ramp-max 6] [--ramp-seconds 15] [--no-ramp]
-                                  [--identity-budget 40] [--dump-dir DIR] [--clip PATH]
+                                  [--identity-budget 40] [--dump-dir DIR] [--clip PATH] [--json PATH]
 
 Everything runs inside a network namespace this benchmark creates and deletes itself (``fsbench-<pid>``: ``lo``
 plus one veth pair, ``v0`` 10.77.0.1/24 and ``v1`` 10.77.0.2/24, both ends inside, no route out; aioice never
@@ -19,10 +19,10 @@ For each frame size, two servers are measured one after the other, each in its o
 The client is a third process in the namespace (aiortc, ``iceServers=[]``), so client encode/decode and the server
 share the cores as they would on one laptop. It plays a ground-truth clip (``testkit.truth.virtual_camera``: a
 camera panning and zooming over the annotated photos, a hard cut to other people every 3 s; see testkit/judging.py)
-rendered CODE_H rows shorter than the frame, above a black band, played forward then backward at 30 fps like a
+rendered BAND.height rows shorter than the frame, above a black band, played forward then backward at 30 fps like a
 camera: frame n is due at start + n/fps, pts n*90000/fps in time base 1/90000, and frames the client was too late
 for are skipped, not queued. Each sent frame carries its number as a barcode in the bottom-left corner of the band
-(testkit.bandcode; no true face is ever under it), because aiortc gives RTP timestamps a random offset; the
+(testkit.framecode.BAND; no true face is ever under it), because aiortc gives RTP timestamps a random offset; the
 code is read back from every returned frame. Latency is from handing the frame to the sender (before VP8 encoding)
 to the decoded frame arriving back at the client; also to the arrival of its last RTP packet, because aiortc's
 jitter buffer releases a frame only when the next frame's first packet is in (one frame interval of the sender per
@@ -66,16 +66,15 @@ from pathlib import Path
 from typing import Any
 
 import av
-import numpy as np
 
-from testkit.bandcode import CODE_H, CODE_W
 from testkit.camera_client import Client
 from testkit.camera_clip import TRUTH_CLIP_S, load_source, truth_source
+from testkit.framecode import BAND
 from testkit.judging import judge_outputs, load_judge_detector, make_judges, place_codeless
 from testkit.netns import SERVER_ADDR, NetNamespace
 
-from ._common import REPO, markdown_table, parse_size
-from ._leak_counts import JUDGES_TEXT, add_counts, checked_of, leak_problems, leaked_of, per_judge
+from ._common import REPO, json_option, parse_size, write_results
+from ._leak_counts import judge_thresholds, no_face_back
 from ._processes import log_tail, raise_exit, stop_process
 from .run_all import cpu_model, load_average
 
@@ -119,7 +118,7 @@ def client_main(args: argparse.Namespace) -> int:
         judges = make_judges(source.truth, load_judge_detector(args.device))
         for k, (client, result) in enumerate(zip(clients, results, strict=True)):
             placed = place_codeless(source.truth_frame, [(t, n) for n, t in client.arrived.items()],
-                                    client.codeless, CODE_H)
+                                    client.codeless, BAND.height)
             judged = judge_outputs(source.truth_frame, sorted(client.kept.items()) + placed, judges,
                                    args.identity_budget / len(clients), f"{args.size} session {k + 1}")
             result["codeless_judged"] = len(placed)
@@ -204,6 +203,7 @@ class RampStep:
     sessions: int
     clients: list[dict[str, Any]]
     error: str | None
+    holds: bool = False  # see _holds
 
 
 def _median_fps(step: RampStep) -> float:
@@ -246,7 +246,7 @@ def run_ramp(ns: NetNamespace, args: argparse.Namespace, port: int, logs: Path) 
                     step = _ramp_step(ns, args, port, proc.pid, server, n, logs, server_log)
                     steps.append(step)
                     ran.append(n)
-                    holds = _holds(step, args.ramp_min_fps)
+                    holds = step.holds = _holds(step, args.ramp_min_fps)
                     print(f"[live] ramp {server} x{n}: median fps {_median_fps(step):.1f}"
                           + (f" ({step.error.splitlines()[0]})" if step.error else ""), file=sys.stderr, flush=True)
                     # N = 2 always runs: it is the two-session target.
@@ -289,246 +289,6 @@ def _ramp_step(ns: NetNamespace, args: argparse.Namespace, port: int, server_pid
     return RampStep(server, n, clients, None)
 
 
-def two_sessions_verdict(steps: list[RampStep]) -> tuple[str, str]:
-    """(measured, result) for the two-session target: ours at N = 2, ≥ TWO_SESSIONS_FPS each, 0 face-frames back."""
-    step = next((s for s in steps if s.server == "ours" and s.sessions == 2), None)
-    if step is None:
-        return "not run", "**fail** (not run)"
-    if step.error or not step.clients:
-        return "no result", "**fail** (no result)"
-    fps = [float(c["fps"]) for c in step.clients]
-    leaked = add_counts(step.clients, "leaked")
-    measured = (" and ".join(f"{v:.1f}" for v in fps) + " fps; face-frames back (pixels / identity / detector): "
-                + per_judge(leaked))
-    fails = [f"{v:.1f} fps" for v in fps if v < TWO_SESSIONS_FPS]
-    for client in step.clients:
-        ok, why = no_face_back(client)
-        if not ok and why not in fails:
-            fails.append(why)
-    return measured, "**pass**" if not fails else "**fail** (" + "; ".join(fails) + ")"
-
-
-def render_ramp(steps: list[RampStep], args: argparse.Namespace, clip_text: str) -> str:
-    measured, result = two_sessions_verdict(steps)
-    out = [markdown_table(["target", "measured", "result"],
-                          [[f"2 concurrent {args.ramp_size} sessions: ≥ {TWO_SESSIONS_FPS:g} fps each, "
-                            "0 face-frames back", measured, result]]), ""]
-    rows = []
-    for step in sorted(steps, key=lambda s: (s.sessions, s.server != "echo")):
-        cs = step.clients
-        if not cs:
-            rows.append([str(step.sessions), step.server, "failed", "—", "—", "—", "—", "—", "—"])
-            continue
-        fps = [float(c["fps"]) for c in cs]
-        latencies = [v for c in cs for v in c.get("latency_ms", [])]
-        cpu = [c["cpu_pct"] for c in cs if c.get("cpu_pct")]
-        cpu_text = "—" if not cpu else " / ".join(
-            f"{statistics.median(float(x[k]) for x in cpu):.0f}" for k in ("server", "client", "other"))
-        sessions = [c.get("session") or {} for c in cs]
-        ours = step.server == "ours"
-        rows.append([
-            str(step.sessions), step.server, f"{statistics.median(fps):.1f} ({min(fps):.1f})",
-            f"{np.percentile(latencies, 50):.0f} / {np.percentile(latencies, 95):.0f}" if latencies else "—",
-            cpu_text, per_judge(add_counts(cs, "leaked")),
-            str(sum(int(x.get("frames_hidden_whole", 0) or 0) for x in sessions)) if ours else "—",
-            str(sum(int(x.get("frames_dropped", 0) or 0) for x in sessions)),
-            str(sum(int(c.get("invalid_codes", 0)) + int(c.get("lost", 0)) for c in cs)),
-        ])
-    out += [markdown_table(["sessions", "server", "fps per session, median (min)", "latency p50 / p95 ms, pooled",
-                            "CPU % server / clients / other",
-                            "face-frames back: pixels / identity / detector (total)", "frames hidden whole (total)",
-                            "frames dropped by the server (total)", "frames never back or without code"], rows), ""]
-
-    def held(server: str) -> str:
-        ok = [s.sessions for s in steps if s.server == server and _holds(s, args.ramp_min_fps)]
-        run = [s.sessions for s in steps if s.server == server]
-        if not run:
-            return "not run"
-        best = 0
-        for n in sorted(run):  # the largest N such that every step up to it held
-            if n not in ok:
-                break
-            best = n
-        return f"{best} session(s) (ran {min(run)}..{max(run)})"
-
-    out += [
-        f"- Sustained: ours {held('ours')}; echo {held('echo')}. A step holds when the median fps per session is ≥ "
-        f"{args.ramp_min_fps:g}. For ours, every session must also send 0 face-frames back.",
-        f"- {args.ramp_size} webcam sessions play {clip_text}, all from one client process. Each session has its "
-        "own aiortc peer connection, VP8 encoder and decoder.",
-        f"- N = 1, 2, ... up to {args.ramp_max}. The ramp stops after the first N ≥ 2 at which ours does not hold. "
-        "The echo then runs at the same N.",
-        f"- Per step: {args.ramp_warmup:g} s warm-up, then {args.ramp_seconds:g} s measured. One server process per "
-        "ramp (ours with `--max-sessions` raised to fit). Every session is deleted at the end of its step.",
-        "- fps, latency and CPU % are as in the table above, per session. Latency percentiles pool every session's "
-        "frames. Frames hidden whole and dropped are the sessions' own counters over their whole life.",
-        f"- Face-frames back: the sum over the step's sessions. dlib shares {args.identity_budget:g} s per step "
-        "between them.",
-    ]
-    for step in steps:
-        if step.error:
-            out += ["", f"**ramp {step.server} x{step.sessions} failed:**", "", "```", step.error.strip()[-1500:],
-                    "```"]
-    return "\n".join(out) + "\n"
-
-
-def _f(value: float | None, digits: int = 1) -> str:
-    return "—" if value is None else f"{value:.{digits}f}"
-
-
-def _get(data: dict[str, Any] | None, key: str) -> float | None:
-    if data is None or data.get(key) is None:
-        return None
-    return float(data[key])
-
-
-def _added(ours: dict[str, Any] | None, echo: dict[str, Any] | None, key: str) -> float | None:
-    if ours is None or echo is None or ours.get(key) is None or echo.get(key) is None:
-        return None
-    return float(ours[key]) - float(echo[key])
-
-
-def no_face_back(data: dict[str, Any]) -> tuple[bool, str]:
-    """Whether a session sent 0 face-frames back by every judge, and why not. A frame back without a valid code
-    (a mask over the code) is judged against the frame it looks most like among those sent between its
-    neighbours; one that could not be kept for that escapes the judges, and fails."""
-    problems = leak_problems(leaked_of(data), checked_of(data))
-    if problems == ["not judged"] and not data.get("ground_truth", True):
-        problems = ["not judged: no ground truth"]
-    unjudged = int(data.get("invalid_codes", 0)) - int(data.get("codeless_judged", 0))
-    if unjudged > 0:
-        problems.append(f"{unjudged} frame(s) back without a code (not judged)")
-    return not problems, "; ".join(problems)
-
-
-def verdict(size: str, ours: dict[str, Any] | None, echo: dict[str, Any] | None) -> tuple[str, str]:
-    """(target text, result text) for one frame size."""
-    fps_min, added_max = TARGETS.get(size, (None, None))
-    parts = []
-    if fps_min is not None:
-        parts.append(f"≥ {fps_min:.0f} fps out")
-    if added_max is not None:
-        parts.append(f"p50 added ≤ {added_max:.0f} ms")
-    target = ", ".join([*parts, "0 face-frames back"])
-    if ours is None:
-        return target, "**fail** (no result)"
-    fails = []
-    if fps_min is not None and float(ours["fps"]) < fps_min:
-        fails.append(f"{ours['fps']:.1f} fps")
-    if added_max is not None:
-        added = _added(ours, echo, "p50_ms")
-        if added is None:
-            fails.append("no echo baseline for the latency")
-        elif added > added_max:
-            fails.append(f"+{added:.0f} ms p50")
-    ok, why = no_face_back(ours)
-    if not ok:
-        fails.append(why)
-    return target, "**pass**" if not fails else "**fail** (" + "; ".join(fails) + ")"
-
-
-def render(results: list[RunResult], args: argparse.Namespace, command: str, machine: str, clip_text: str) -> str:
-    by = {(r.size, r.server): r for r in results}
-    rows = []
-    for size in args.sizes:
-        echo_r, ours_r = by.get((size, "echo")), by.get((size, "ours"))
-        echo = echo_r.data if echo_r else None
-        ours = ours_r.data if ours_r else None
-        s = (ours or {}).get("session") or {}
-        counters = "/".join(str(s.get(k, "—")) for k in ("frames_in", "frames_out", "frames_dropped",
-                                                           "frames_unsent", "frames_hidden_whole")) if s else "—"
-        target, result = verdict(size, ours, echo)
-        rows.append([
-            size, _f(_get(echo, "fps")), _f(_get(ours, "fps")),
-            f"{_f(_get(echo, 'p50_ms'), 0)} / {_f(_get(echo, 'p95_ms'), 0)}",
-            f"{_f(_get(ours, 'p50_ms'), 0)} / {_f(_get(ours, 'p95_ms'), 0)}",
-            f"{_f(_added(ours, echo, 'p50_ms'), 0)} / {_f(_added(ours, echo, 'p95_ms'), 0)}",
-            per_judge(leaked_of(echo)), per_judge(leaked_of(ours)), counters, target, result,
-        ])
-    out = [markdown_table(["frame", "echo fps", "ours fps", "echo latency p50 / p95 ms",
-                           "ours latency p50 / p95 ms", "added p50 / p95 ms",
-                           "echo face-frames back: pixels / identity / detector",
-                           "ours face-frames back: pixels / identity / detector",
-                           "ours frames_in/out/dropped/unsent/hidden_whole", "target", "result"], rows), ""]
-
-    detail_rows = []
-    for r in results:
-        d = r.data
-        if d is None:
-            continue
-        cpu = d.get("cpu_pct") or {}
-        cpu_text = (f"{cpu['server']:.0f} / {cpu['client']:.0f} / {cpu['other']:.0f}" if cpu else "—")
-        report = d.get("leak_report") or {}
-        judged = (f"{report.get('frames', 0)} of {d.get('kept_frames', 0)} / {report.get('eligible', 0)} / "
-                  f"{per_judge(checked_of(d))} / {d.get('identity_every', '—')}" if d.get("judged") else "—")
-        session = d.get("session") or {}
-        errors = (f"{session.get('detector_errors', '—')} / {session.get('detections_late', '—')}"
-                  if r.server == "ours" and session else "—")
-        detail_rows.append([
-            r.size, r.server, f"{d['sent_fps']:.1f}", str(d["skipped_by_client"]), str(d["lost"]),
-            str(d["invalid_codes"]), f"{_f(_get(d, 'packet_p50_ms'), 0)} / {_f(_get(d, 'packet_p95_ms'), 0)}",
-            cpu_text, f"{_f(d.get('inference_ms_mean'))} / {_f(d.get('processing_ms_mean'))}",
-            f"{_f(d.get('detections_per_s'))} / {_f(d.get('inferences_per_s'))}", errors, judged,
-        ])
-    if detail_rows:
-        out += ["Details (frames sent in the window after the warm-up):", "",
-                markdown_table(["frame", "server", "sent fps", "skipped by client", "never back",
-                                "back without code", "last packet back p50 / p95 ms",
-                                "CPU % server / client / other", "inference / processing ms (ours, mean)",
-                                "detections/s (session) / detector runs/s (/metrics), ours",
-                                "detector errors / late detections (ours)",
-                                "judged: frames of kept / face-frames / checks pixels / identity / detector / "
-                                "identity every"],
-                               detail_rows),
-                ""]
-    for r in results:
-        if r.error:
-            out += [f"**{r.size} {r.server} failed:**", "", "```", r.error.strip()[-1500:], "```", ""]
-    echo_blind = sorted({name for r in results if r.server == "echo" and r.data and leaked_of(r.data)
-                         for name, n in (leaked_of(r.data) or {}).items() if name != "total" and n == 0})
-    out += [
-        f"- Command: `{command}`" + (" (a SMOKE RUN, not numbers to quote)" if args.quick else ""),
-        f"- Machine: {machine}",
-        f"- Source: {clip_text}. It plays like a camera at its own rate. {args.warmup:g} s warm-up, then "
-        f"{args.seconds:g} s measured.",
-        "- Three processes run in a network namespace created for the run. The server is `ip netns exec NS python "
-        f"-m streamer serve --insecure-no-token --host 10.77.0.1 --port P --device {args.device}"
-        + (f" {args.server_args}" if args.server_args else "") + "` or the aiortc echo `python -m "
-        "testkit.echo`. The client is aiortc. VP8 both ways; every hop decodes and re-encodes.",
-        "- fps: frames sent in the window that came back with a valid code, per second of window.",
-        "- Latency: from handing a frame to the client's sender to its decoded copy arriving back. Frames are "
-        "matched by number (a barcode in the bottom-left corner). Added: ours minus echo, at the same percentile.",
-        "- *Last packet back*: when the returned frame's last RTP packet reached the client. aiortc's jitter buffer "
-        "releases a frame only when the next frame's first packet arrives. So each aiortc receiver adds one frame "
-        "interval of its sender. A browser decodes on the last packet.",
-    ]
-    if args.clip:
-        out.append("- Face-frames back: not judged. A real clip (`--clip`) has no ground truth, so no size can "
-                   "pass.")
-    else:
-        out += [
-            "- Face-frames back: every frame back in the window is kept, then judged after the run (not timed). "
-            "Each is compared with the truth frame it shows. " + JUDGES_TEXT,
-            f"- dlib costs about 0.13 s a face. It judges every k-th face (*identity every*) and every risky one, "
-            f"within about {args.identity_budget:g} s per session. Where most faces are risky (the echo), only every "
-            "n-th frame is judged, by every judge (*judged: frames of kept*).",
-            "- The echo hides nothing. Its face-frames back show that the judges see faces through VP8 both ways. "
-            "They are the baseline, not a failure.",
-            "- A frame back without a code (a mask over it) is judged too: against the sent frame it looks most "
-            "like, away from the faces, among those sent between its neighbours. One that could not be kept for "
-            "that is not judged, and fails the verdict.",
-        ]
-        if echo_blind:
-            out.append(f"- **Warning**: the {', '.join(echo_blind)} judge(s) found no face in the echo's frames. "
-                       "Their 0 for ours proves little.")
-    out += [
-        "- Detections/s: the session's own `detections_per_s` (a 2 s rate), read every second of the window. "
-        "Detector runs/s: inferences counted by `/metrics` over the window.",
-        "- CPU % is of one core over the window. *Other* is the rest of the machine (other people's work).",
-    ]
-    return "\n".join(out) + "\n"
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m bench.live_loopback", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -550,7 +310,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--server-args", default="",
                    help="extra arguments for our server, as one string (e.g. \"--detect-size 480\")")
     p.add_argument("--ready-timeout", type=float, default=180.0, help="seconds to wait for /healthz 200")
-    p.add_argument("--json", type=Path, default=None, help="also write every run's raw result here")
+    json_option(p, "live_loopback")
     p.add_argument("--no-ramp", action="store_true", help="skip the ramp of concurrent sessions")
     p.add_argument("--ramp-size", default="640x480", help="frame size of the ramp's sessions (default: %(default)s)")
     p.add_argument("--ramp-max", type=int, default=None, help="most concurrent sessions (default 6; quick 2)")
@@ -592,8 +352,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.sizes = [s.strip() for s in args.sizes.split(",") if s.strip()]
     for size in [*args.sizes, args.ramp_size]:
         width, height = parse_size(size)
-        if width % 2 or height % 2 or width < CODE_W or height < CODE_H + 64:
-            raise SystemExit(f"{size}: frames must be even-sized and at least {CODE_W}x{CODE_H + 64}")
+        if width % 2 or height % 2 or width < BAND.code_width or height < BAND.height + 64:
+            raise SystemExit(f"{size}: frames must be even-sized and at least {BAND.code_width}x{BAND.height + 64}")
     args.seconds = args.seconds if args.seconds is not None else (5.0 if args.quick else 20.0)
     args.warmup = args.warmup if args.warmup is not None else (2.0 if args.quick else 3.0)
     servers = [s.strip() for s in args.servers.split(",") if s.strip()]
@@ -614,9 +374,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         clip_text = (f"a ground-truth clip (`testkit.truth.virtual_camera`, seed {args.seed}: a camera panning and "
                      "zooming over the 9 annotated photos, a hard cut to other people every 3 s, at most "
-                     f"{TRUTH_CLIP_S:g} s played forward then backward), rendered {CODE_H} rows shorter than the "
+                     f"{TRUTH_CLIP_S:g} s played forward then backward), rendered {BAND.height} rows shorter than the "
                      f"frame above a black band that carries the barcode. No true face is ever under the code")
-    command = shlex.join(["python", "-m", "bench.live_loopback", *argv])
     cores = os.cpu_count() or 0
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else cores
     machine = f"{cpu_model()}, {cores} logical cores ({usable} usable); load average at start {load_average()}"
@@ -638,14 +397,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         finally:
             ns.delete()
     machine += f", at end {load_average()}"
-    if args.json is not None:
-        args.json.write_text(json.dumps({"runs": [r.__dict__ for r in results],
-                                         "ramp": [r.__dict__ for r in ramp]}, indent=1))
-    if args.sizes:
-        print(render(results, args, command, machine, clip_text), end="")
-    if ramp:
-        print(f"\n### Concurrent {args.ramp_size} webcam sessions, ramped until fps drops\n")
-        print(render_ramp(ramp, args, clip_text.split(". ")[0]), end="")
+    write_results("live_loopback", argv, args, started, runs=[r.__dict__ for r in results],
+                  ramp=[r.__dict__ for r in ramp], targets=TARGETS, two_sessions_fps=TWO_SESSIONS_FPS,
+                  machine=machine, clip_text=clip_text, judge_thresholds=judge_thresholds())
     print(f"[live] done in {time.perf_counter() - started:.0f} s", file=sys.stderr)
     return 1 if any(r.error for r in results) or any(s.error for s in ramp) else 0
 

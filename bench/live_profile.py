@@ -1,6 +1,6 @@
 """Where the time goes per frame in the live loop: each stage timed on its own, in one process, on real frames.
 
-    python -m bench.live_profile [--device cpu] [--sizes 640x480,1280x720] [--frames 150] [--quick]
+    python -m bench.live_profile [--device cpu] [--sizes 640x480,1280x720] [--frames 150] [--quick] [--json PATH]
 
 For each frame size, the first ``--frames`` frames of a real clip (centre-cropped and resized; the clips of
 ``bench.live_loopback``) are VP8-encoded once with aiortc's own encoder, as the client's browser would send them
@@ -19,14 +19,14 @@ Baseline in the same run: the echo path (decode, then encode the decoded frame a
 
 Wall time (median, p95) and CPU time (the process's, every thread; ONNX Runtime may use more than one core) per
 stage; *one core: frames/s* is 1000 / CPU ms, what one core could sustain if it did nothing else. Then cheap
-variants of the same stages side by side, on the same frames.
+variants of the same stages side by side, on the same frames. The results go to bench/out/live_profile.json
+(``--json``); ``python -m bench.render`` makes the tables.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import shlex
 import statistics
 import sys
 import time
@@ -47,7 +47,7 @@ from streamer.processor import FrameProcessor
 from streamer.scheduler import HiddenFrame
 from testkit.frames import read_fitted
 
-from ._common import VIDEOS, Frame, markdown_table, parse_size
+from ._common import VIDEOS, Frame, json_option, parse_size, write_results
 from .run_all import cpu_model, load_average
 
 DEFAULT_SIZES = ("640x480", "1280x720")
@@ -178,7 +178,8 @@ class Variant:
     name: str
     stage: Stage
     current: bool
-    note: str = ""
+    mean_abs_diff: float | None = None  # against the current variant's picture, grey levels
+    faces_per_frame: float | None = None
 
 
 def profile_variants(packets: Sequence[JitterFrame], detectors: dict[str, Any], sizes: Sequence[int],
@@ -199,7 +200,7 @@ def profile_variants(packets: Sequence[JitterFrame], detectors: dict[str, Any], 
         diffs.append(float(np.abs(x.astype(np.int16) - y.astype(np.int16)).mean()))
     out.append(Variant("decoded frame -> BGR", "`frame.to_ndarray(format=\"bgr24\")` (swscale)", a, True))
     out.append(Variant("decoded frame -> BGR", "`frame.to_ndarray()` (yuv420p) + `cv2.cvtColor(YUV2BGR_I420)`", b,
-                       False, f"mean abs difference {statistics.mean(diffs):.2f} grey levels"))
+                       False, mean_abs_diff=statistics.mean(diffs)))
 
     # Output: OpenCV's BGR -> I420 then wrap (current), against wrapping BGR and letting swscale convert.
     a, b = Stage("a"), Stage("b")
@@ -225,52 +226,29 @@ def profile_variants(packets: Sequence[JitterFrame], detectors: dict[str, Any], 
             faces.append(len(stage.time(True, detector.detect, bgr, None, size_used)))
     for label, _, size, stage, faces in runs:
         out.append(Variant("detection", f"detect size {size} ({label})", stage, label == "server" and size == 640,
-                           f"{statistics.mean(faces):.1f} faces/frame"))
+                           faces_per_frame=statistics.mean(faces)))
     return out
 
 
-def render_profile(size: str, clip: str, frames: int, ours: list[Stage], echo: list[Stage], faces: float) -> str:
-    total_cpu = sum(s.cpu_median for s in ours)
-    per_frame_wall = [sum(v) for v in zip(*(s.wall for s in ours), strict=True)]
-    echo_wall = [sum(v) for v in zip(*(s.wall for s in echo), strict=True)]
-    echo_cpu = sum(s.cpu_median for s in echo)
-
-    def row(path: str, s: Stage, share_of: float) -> list[str]:
-        return [size, path, s.name, f"{s.median:.2f}", f"{s.p95:.2f}", f"{s.cpu_median:.2f}",
-                f"{100 * s.cpu_median / share_of:.0f}%", f"{1000 / s.cpu_median:.0f}" if s.cpu_median > 0 else "—"]
-
-    rows = [row("ours", s, total_cpu) for s in ours]
-    rows.append([size, "ours", "**total, detection on every frame**", f"{statistics.median(per_frame_wall):.2f}",
-                 f"{np.percentile(per_frame_wall, 95):.2f}", f"{total_cpu:.2f}", "100%", f"**{1000 / total_cpu:.0f}**"])
-    rows += [row("echo", s, echo_cpu) for s in echo]
-    rows.append([size, "echo", "**total (baseline)**", f"{statistics.median(echo_wall):.2f}",
-                 f"{np.percentile(echo_wall, 95):.2f}", f"{echo_cpu:.2f}", "100%", f"**{1000 / echo_cpu:.0f}**"])
-    detect = next(s for s in ours if s.name == "detection")
-    need = 30 * total_cpu / 1000
-    return "\n".join([
-        markdown_table(["frame", "path", "stage", "median ms", "p95 ms", "CPU ms (median)", "share of CPU",
-                        "one core: frames/s"], rows),
-        "",
-        f"- {size}: `{clip}`, {frames} consecutive frames ({WARMUP_FRAMES} more first, not counted), "
-        f"{faces:.1f} faces per frame found.",
-        f"- {size}: ours costs {total_cpu - echo_cpu:.1f} CPU ms per frame more than the echo, "
-        f"{detect.cpu_median:.1f} of them detection. Every frame out is detected itself, so 30 fps out needs "
-        f"30 x {total_cpu:.1f} = {need * 1000:.0f} CPU ms per second on the server: **{need:.2f} cores** (the echo "
-        f"needs {30 * echo_cpu / 1000:.2f}), before aiortc's packet work and the client's own VP8 encode and "
-        "decode.",
-    ])
+def stage_json(s: Stage) -> dict[str, object]:
+    return {"name": s.name, "median_ms": s.median, "p95_ms": s.p95, "cpu_median_ms": s.cpu_median,
+            "frames": len(s.wall)}
 
 
-def render_variants(size: str, variants: list[Variant]) -> str:
-    current = {v.step: v.stage.cpu_median for v in variants if v.current}
-    rows = []
-    for v in variants:
-        base = current.get(v.step)
-        saves = "—" if v.current or base is None else f"{base - v.stage.cpu_median:+.2f}"
-        rows.append([size, v.step, v.name + (" **(current)**" if v.current else ""), f"{v.stage.median:.2f}",
-                     f"{v.stage.p95:.2f}", f"{v.stage.cpu_median:.2f}", saves, v.note or "—"])
-    return markdown_table(["frame", "step", "variant", "median ms", "p95 ms", "CPU ms (median)",
-                           "saves per frame vs current (CPU ms)", "note"], rows)
+def total_json(stages: Sequence[Stage]) -> dict[str, float]:
+    """Wall ms per frame over every stage: median and p95."""
+    per_frame = [sum(v) for v in zip(*(s.wall for s in stages), strict=True)]
+    return {"median_ms": statistics.median(per_frame), "p95_ms": float(np.percentile(per_frame, 95))}
+
+
+def size_json(size: str, clip: str, frames: int, ours: list[Stage], echo: list[Stage], faces: float,
+              variants: list[Variant]) -> dict[str, object]:
+    return {"size": size, "clip": clip, "frames": frames, "faces_per_frame": faces,
+            "ours": [stage_json(s) for s in ours], "echo": [stage_json(s) for s in echo],
+            "ours_total": total_json(ours), "echo_total": total_json(echo),
+            "variants": [{"step": v.step, "name": v.name, "current": v.current, "median_ms": v.stage.median,
+                          "p95_ms": v.stage.p95, "cpu_median_ms": v.stage.cpu_median,
+                          "mean_abs_diff": v.mean_abs_diff, "faces_per_frame": v.faces_per_frame} for v in variants]}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -282,6 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="smoke run: 30 frames per size")
     p.add_argument("--clip", type=Path, default=None, help="clip for every size (default: as bench.live_loopback)")
     p.add_argument("--detect-sizes", default="640,480,320", help="detect sizes compared (default: %(default)s)")
+    json_option(p, "live_profile")
     return p
 
 
@@ -304,7 +283,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         detectors["fp32"] = load_detector(device, None, DetectorConfig(threads=0, spin_wait=False))
         detectors["1 thread"] = load_detector(device, None, DetectorConfig(threads=1, spin_wait=False),
                                               precision="auto")
-    stage_parts, variant_parts = [], []
+    parts = []
     for size in sizes:
         width, height = parse_size(size)
         clip = args.clip or VIDEOS / DEFAULT_CLIPS.get(size, FALLBACK_CLIP)
@@ -313,32 +292,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         packets = encode_as_client(bgr, fps)
         echo = profile_echo(packets)
         ours, faces = profile_ours(packets, fps, server)
-        stage_parts.append(render_profile(size, clip.name, frames, ours, echo, faces))
-        variant_parts.append(render_variants(size, profile_variants(packets, detectors, detect_sizes, width,
-                                                                     height)))
+        variants = profile_variants(packets, detectors, detect_sizes, width, height)
+        parts.append(size_json(size, clip.name, frames, ours, echo, faces, variants))
     machine += f", at end {load_average()}"
-    command = shlex.join(["python", "-m", "bench.live_profile", *argv])
-    print("\n\n".join(stage_parts))
-    print()
-    print("Cheap variants, side by side on the same frames (saves: current CPU ms minus the variant's, medians; "
-          "detection on every 2nd frame):")
-    print()
-    print("\n\n".join(variant_parts))
-    print()
-    print("\n".join([
-        f"- Command: `{command}`" + (" (a SMOKE RUN, not numbers to quote)" if args.quick else ""),
-        f"- Machine: {machine}; detector provider {server.provider}.",
-        "- One process, no WebRTC: VP8 via aiortc's own `Vp8Encoder`/`Vp8Decoder` (libvpx through PyAV; aiortc's "
-        "settings: 500 kbps CBR, realtime, one thread at these sizes on this machine), the other stages the "
-        "server's own functions (`streamer.tracks`, `streamer.processor.FrameProcessor`), detection with the "
-        "server's `DetectorConfig(threads=0, spin_wait=False)` (threads 0: ONNX Runtime's choice, one per core).",
-        "- ms: wall clock per frame; CPU ms: the process's CPU time over the same call (all threads), so a stage "
-        "that uses two cores shows CPU ms above its wall ms. *One core: frames/s* = 1000 / CPU ms. The live "
-        "server detects at most once per frame and, when the detector is busy, less often; the total row "
-        "assumes every frame.",
-        "- Not counted: RTP/SRTP/ICE (aiortc's Python packet handling), the event loop and thread hand-offs, "
-        "and the client.",
-    ]))
+    write_results("live_profile", argv, args, started, sizes=parts, warmup_frames=WARMUP_FRAMES, machine=machine,
+                  provider=server.provider)
     print(f"[profile] done in {time.perf_counter() - started:.0f} s", file=sys.stderr)
     return 0
 

@@ -1,16 +1,19 @@
 """Does a hidden face still look like a face? The detector re-run on mosaics of the 43 annotated test faces.
 
-    python -m bench.mosaic_redetect [--keys 40]
+    python -m bench.mosaic_redetect [--keys 40] [--json PATH]
 
 For each mosaic layout (cells in place, cells shuffled at random - one row per set of random orders - and cells
 ordered by brightness, which is what `streamer.anonymize` does) it hides the faces the detector finds in each
 annotated photo and runs the detector again on the result: a detection with IoU >= 0.3 against an annotated face
-counts as a face that still reads as one. Markdown on stdout.
+counts as a face that still reads as one. The results go to bench/out/mosaic_redetect.json (``--json``);
+``python -m bench.render`` makes the table.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
+import time
 from pathlib import Path
 
 import cv2
@@ -23,7 +26,7 @@ from models.evaluate import annotated_images, load_truth
 from streamer.anonymize import anonymize, pad_boxes
 from streamer.settings import AnonymizeSettings
 
-from ._common import IMAGES
+from ._common import IMAGES, json_option, write_results
 
 Frame = npt.NDArray[np.uint8]
 
@@ -42,9 +45,12 @@ def shuffled(image: Frame, boxes: npt.NDArray[np.float32], rng: np.random.Genera
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    started = time.perf_counter()
     parser = argparse.ArgumentParser(prog="python -m bench.mosaic_redetect", description=__doc__)
     parser.add_argument("--keys", type=int, default=40, help="random shuffle orders to try (default: %(default)s)")
     parser.add_argument("--images", type=Path, default=IMAGES)
+    json_option(parser, "mosaic_redetect")
     args = parser.parse_args(argv)
     detector = load_detector("cpu")
     photos = [(np.asarray(cv2.imread(str(i)), np.uint8), load_truth(j)) for i, j in annotated_images(args.images)]
@@ -69,22 +75,23 @@ def main(argv: list[str] | None = None) -> int:
             return out
         return make
 
-    print(f"Faces: {faces} annotated in {len(photos)} photos; default strength (10 cells across, padding 1.3).\n")
-    print("| layout | faces still detected (IoU >= 0.3) | highest score |")
-    print("|---|---:|---:|")
+    layouts = []
     for label, scramble in (("cells in place (`--no-scramble`)", False), ("cells ordered by brightness (default)",
                                                                           True)):
+        print(f"[mosaic] {label}", file=sys.stderr, flush=True)
         hits, top = still_faces(ours(scramble))
-        print(f"| {label} | {hits} of {faces} | {top:.2f} |")
+        layouts.append({"label": label, "hits": hits, "top": top})
     orders_with_hits, total, top_all = 0, 0, 0.0
+    print(f"[mosaic] {args.keys} random orders", file=sys.stderr, flush=True)
     for key in range(args.keys):
         rng = np.random.default_rng(key)
         hits, top = still_faces(lambda image, boxes, rng=rng: shuffled(image, boxes, rng))
         orders_with_hits += hits > 0
         total += hits
         top_all = max(top_all, top)
-    print(f"| cells shuffled at random ({args.keys} orders) | {total} in all; {orders_with_hits} of {args.keys} "
-          f"orders leave at least one | {top_all:.2f} |")
+    write_results("mosaic_redetect", argv, args, started, faces=faces, photos=len(photos), layouts=layouts,
+                  shuffled={"orders": args.keys, "total": total, "orders_with_hits": orders_with_hits,
+                            "top": top_all})
     return 0
 
 

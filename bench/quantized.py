@@ -1,6 +1,6 @@
 """fp32 against int8 and fp16 CenterFace on this machine's CPU: latency, recall, and agreement with fp32.
 
-    python -m bench.quantized [--runs 40] [--frames-per-clip 12] [--out FILE] [--quick]
+    python -m bench.quantized [--runs 40] [--frames-per-clip 12] [--json PATH] [--quick]
 
 - Latency: ``detector.detect(frame)`` end to end (resize + pad, inference, decode + NMS) on frames of the street
   clip centre-cropped and resized to each size, the network seeing the frame at its own size (detect_size = long
@@ -12,6 +12,7 @@
   (detect_size 640), the fraction the variant finds (its default threshold 0.3) at IoU >= 0.5.
 The int8 model is calibrated on the photos of the scikit-image wheel (models.quantize), none of which is used here.
 fp16 is built for CUDA; on the CPU it only shows that the converted graph is correct.
+The results go to bench/out/quantized.json (``--json``); ``python -m bench.render`` makes the tables.
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -34,7 +34,7 @@ from models.evaluate import annotated_images, load_truth, match
 from models.quantize import build_variant
 from testkit.frames import fit_frame
 
-from ._common import IMAGES, VIDEOS, Frame, Timing, markdown_table, read_frames
+from ._common import IMAGES, VIDEOS, Frame, Timing, json_option, read_frames, write_results
 
 LATENCY_CLIP = VIDEOS / "facenet_pytorch_street.mp4"
 SIZES = ((640, 480), (480, 384), (320, 256))
@@ -116,43 +116,17 @@ def measure_quality(results: dict[Precision, Result], frames_per_clip: int) -> N
               f"agreement {results[precision].agreed}/{results[precision].reference_faces}", file=sys.stderr)
 
 
-def render(results: dict[Precision, Result], args: argparse.Namespace, clips: int) -> str:
-    base = results["fp32"]
-    speed_rows = []
-    for width, height in SIZES:
-        label = f"{width}x{height}"
-        for r in results.values():
-            row = [label, r.precision]
-            for threads in THREADS:
-                t = r.latency[(label, threads)]
-                row += [f"{t.median:.1f}", f"{t.p95:.1f}",
-                        f"{base.latency[(label, threads)].median / t.median:.2f}×"]
-            speed_rows.append(row)
-    speed_headers = ["frame = net input", "precision"]
-    for threads in THREADS:
-        speed_headers += [f"t{threads} median ms", f"t{threads} p95 ms", f"t{threads} fp32 ÷ this"]
-    quality_rows = [[r.precision, r.provider, f"{r.size_mb:.1f}", f"{r.found}/{r.faces}",
-                     f"{r.false_positives / max(r.images, 1):.2f}",
-                     f"{r.agreed}/{r.reference_faces}", f"{r.agreed / max(r.reference_faces, 1):.3f}"]
-                    for r in results.values()]
-    quality_headers = ["precision", "provider", "file MB", "annotated faces found", "false positives / image",
-                       "fp32 video faces found", "agreement"]
-    notes = [
-        f"Latency: `{LATENCY_CLIP.name}` frames fitted to each size, network input = frame size, "
-        f"{args.runs} timed runs after {args.warmup} warm-up per cell, variants interleaved run by run; "
-        "t2 / t1 = 2 / 1 intra-op threads.",
-        f"Recall: {base.images} annotated photos, threshold {RECALL_THRESHOLD}, detect_size {RECALL_DETECT_SIZE}, "
-        "IoU >= 0.3.",
-        f"Agreement: {args.frames_per_clip} frames from each of {clips} clips; fp32 faces with score >= "
-        f"{REFERENCE_SCORE} found by the variant (threshold {RECALL_THRESHOLD}) at IoU >= {AGREEMENT_IOU}.",
-        "int8: QDQ, per-channel, calibrated on the scikit-image wheel's photos (none used here); stem and heads "
-        "in float. fp16: built for CUDA; on the CPU it shows correctness, not speed.",
-    ]
-    return (markdown_table(speed_headers, speed_rows) + "\n\n" + markdown_table(quality_headers, quality_rows)
-            + "\n\n" + "\n".join(f"- {n}" for n in notes) + "\n")
+def as_json(r: Result) -> dict[str, object]:
+    return {"precision": r.precision, "provider": r.provider, "size_mb": r.size_mb,
+            "latency": [{"frame": frame, "threads": threads, "median_ms": t.median, "p95_ms": t.p95,
+                         "runs": len(t.samples)} for (frame, threads), t in r.latency.items()],
+            "faces": r.faces, "found": r.found, "false_positives": r.false_positives, "images": r.images,
+            "reference_faces": r.reference_faces, "agreed": r.agreed}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    started = time.perf_counter()
     p = argparse.ArgumentParser(prog="python -m bench.quantized", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--runs", type=int, default=40, help="timed runs per cell (default: %(default)s)")
@@ -160,9 +134,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--frames-per-clip", type=int, default=12, help="agreement frames per clip (default: %(default)s)")
     p.add_argument("--precisions", nargs="+", choices=PRECISIONS, default=list(PRECISIONS),
                    help="variants besides the fp32 baseline (default: all)")
-    p.add_argument("--out", type=Path, default=None, help="also write the Markdown table to this file")
     p.add_argument("--quick", action="store_true", help="smoke run: 5 runs, 1 warm-up, 2 frames per clip")
     p.add_argument("--device", choices=("cpu", "cuda", "auto"), default="cpu", help="default: %(default)s")
+    json_option(p, "quantized")
     args = p.parse_args(argv)
     DEVICE[0] = args.device
     if args.quick:
@@ -178,10 +152,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ModelError, ProviderError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    text = render(results, args, len(sorted(VIDEOS.glob("*.mp4"))))
-    sys.stdout.write(text)
-    if args.out is not None:
-        args.out.write_text(text)
+    write_results("quantized", argv, args, started, precisions=[as_json(r) for r in results.values()],
+                  sizes=[f"{w}x{h}" for w, h in SIZES], threads=list(THREADS), latency_clip=LATENCY_CLIP.name,
+                  clips=len(sorted(VIDEOS.glob("*.mp4"))), recall_threshold=RECALL_THRESHOLD,
+                  recall_detect_size=RECALL_DETECT_SIZE, reference_score=REFERENCE_SCORE, agreement_iou=AGREEMENT_IOU)
     return 0
 
 

@@ -1,12 +1,13 @@
 """Recall by face size and false positives per frame on the annotated small-face set, ours against deface.
 
-    python -m bench.small_faces [--device cpu|cuda|auto] [--quick]
+    python -m bench.small_faces [--device cpu|cuda|auto] [--quick] [--json PATH]
 
 The set (``testkit.smallfaces``): the nine dlib-annotated photos of ../shared/testdata, shrunk so their faces are
 8-80 px, packed into 1920x1080 frames (and 8-48 px into 1280x720 frames), every face boxed. Each row detects every
 frame once; a face counts as found at IoU >= 0.3 (one-to-one), and a detection that matches no face and lies in no
 "unannotated real face" region is a false positive. Time: median ms per ``detect()`` of one frame (the whole
-multi-view coverage included), with the detector's default threads.
+multi-view coverage included), with the detector's default threads. The results go to
+bench/out/small_faces.json (``--json``); ``python -m bench.render`` makes the tables.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from models.precision import PrecisionChoice
 from models.runtime import Device
 from testkit.smallfaces import BANDS, FACE_SIZES, AnnotatedFrame, BandScore, small_face_set
 
-from ._common import markdown_table
+from ._common import json_option, write_results
 from .file_throughput import deface_available, deface_boxes
 
 SIZES = {(1920, 1080): FACE_SIZES, (1280, 720): tuple(s for s in FACE_SIZES if s <= 48)}
@@ -98,53 +99,46 @@ def measure(frames: Sequence[AnnotatedFrame], device: Device, quick: bool) -> tu
     return rows, notes
 
 
-def render(size: tuple[int, int], frames: Sequence[AnnotatedFrame], rows: Sequence[Row], notes: Sequence[str],
-           seconds: float) -> str:
+def set_json(size: tuple[int, int], frames: Sequence[AnnotatedFrame], rows: Sequence[Row], notes: Sequence[str],
+             seconds: float) -> dict[str, object]:
+    """One frame size's results: the annotated faces per band, and per row what it found per band."""
     total = BandScore.zero()
     for frame in frames:
         total.add(frame, frame.boxes)
-    band_heads = [f"recall {name} px ({total.faces[name]})" for name, _, _ in BANDS]
-    body = [[r.name, r.settings, *[f"{r.score.recall(name):.3f}" for name, _, _ in BANDS],
-             f"{r.score.recall():.3f}", f"{r.score.fp_per_frame:.2f}", "—" if r.ms is None else f"{r.ms:.0f}"]
-            for r in rows]
-    table = markdown_table(["detector", "settings", *band_heads, "recall (all)", "false pos./frame",
-                            "ms/frame (median)"], body)
-    head = (f"### {size[0]}x{size[1]} frames: {len(frames)} frames, {sum(total.faces.values())} faces "
-            f"({seconds:.0f} s)\n\n")
-    return head + table + "\n" + "".join(f"\n- {n}" for n in notes) + ("\n" if notes else "")
+    return {"size": list(size), "frames": len(frames), "faces": total.faces, "seconds": seconds,
+            "rows": [{"name": r.name, "settings": r.settings, "faces": r.score.faces, "found": r.score.found,
+                      "false_positives": r.score.false_positives, "frames": r.score.frames, "ms": r.ms}
+                     for r in rows],
+            "notes": list(notes)}
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    begun = time.perf_counter()
+    p = argparse.ArgumentParser(prog="python -m bench.small_faces", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="cpu")
     p.add_argument("--quick", action="store_true", help="1920x1080 only, the default rows only")
+    json_option(p, "small_faces")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    bands = [name for name, _, _ in BANDS]
     try:
         sets = {size: small_face_set(size, faces) for size, faces in SIZES.items()}
     except FileNotFoundError as exc:
         print(f"skipped: {exc}", file=sys.stderr)
+        write_results("small_faces", argv, args, begun, bands=bands, sets=[], skipped=str(exc))
         return 0
     out = []
     for size, frames in sets.items():
         if args.quick and size != (1920, 1080):
             continue
+        print(f"[small faces] {size[0]}x{size[1]}", file=sys.stderr, flush=True)
         started = time.perf_counter()
         rows, notes = measure(frames, args.device, args.quick)
-        out.append(render(size, frames, rows, notes, time.perf_counter() - started))
-    out.append(_NOTES)
-    print("\n".join(out))
+        out.append(set_json(size, frames, rows, notes, time.perf_counter() - started))
+    write_results("small_faces", argv, args, begun, bands=bands, sets=out, skipped=None)
     return 0
-
-
-_NOTES = """\
-- Set: `testkit.smallfaces` — the 9 dlib-annotated photos of `../shared/testdata/images` shrunk (INTER_AREA) so \
-their median face is 8, 10, 12, 14, 16, 20, 24, 28, 32, 40, 48, 64 and 80 px, packed on grey frames; face size = \
-side of the annotated (eyebrow-to-chin) box, so a detector's box with the forehead is ~1.3x larger.
-- Found: one-to-one at IoU >= 0.3. False positives: unmatched detections outside the regions of real but \
-unannotated faces (people behind a bar, cut-out figures, photos in a rack), counted alike for every row.
-- deface: `bench/.venv-deface/bin/python bench/deface_probe.py boxes --threshold 0.2 FRAMES...` (its CLI's own \
-detector call, the frame at its own size); our rows run the int8 model on the CPU (`--precision auto`)."""
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
 """A camera for live runs: the frames of a ground-truth clip (or a real clip) at the size sent, played like a camera
-at its frame rate, forward then backward, each frame stamped with its number (testkit.bandcode)."""
+at its frame rate, forward then backward, each frame stamped with its number (testkit.framecode, BAND)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import numpy as np
 from aiortc import MediaStreamTrack
 from aiortc.mediastreams import MediaStreamError
 
-from .bandcode import CODE_H, CODE_W, stamp_code
+from .framecode import BAND, stamp_i420
 from .frames import read_fitted
 from .judging import to_i420, truth_clip, with_band
 from .truth import Image, TruthClip, TruthFrame
@@ -34,7 +34,7 @@ class Source:
     width: int
     height: int
     frames: list[Image]
-    # The picture above the barcode band (``height - CODE_H`` rows): what each frame shows, face boxes included.
+    # The picture above the barcode band (``height - BAND.height`` rows): what each frame shows, face boxes included.
     # None for a real clip, which nothing can be judged against.
     truth: TruthClip | None = None
 
@@ -51,18 +51,19 @@ class Source:
         """What frame n of the run shows, at the frame size: the truth picture above the (black) band."""
         if self.truth is None:
             raise ValueError(f"{self.name} has no ground truth")
-        return with_band(self.truth.frame(self.index_for(n)), CODE_H)
+        return with_band(self.truth.frame(self.index_for(n)), BAND.height)
 
 
 def truth_source(width: int, height: int, seconds: float, seed: int = 0,
                  face_px: tuple[float, float] | None = None) -> Source:
-    """A ground-truth clip (testkit.judging.truth_clip) rendered at ``width`` x ``height - CODE_H`` above a black
-    band of CODE_H rows for the barcode, at most TRUTH_CLIP_S long, every frame converted to yuv420p beforehand
-    (the client does no rendering while it measures)."""
-    if width < CODE_W or height - CODE_H < 64 or width % 2 or height % 2:
-        raise ValueError(f"frames must be even-sized and at least {CODE_W}x{CODE_H + 64}, not {width}x{height}")
-    clip = truth_clip(width, height - CODE_H, min(seconds, TRUTH_CLIP_S), seed, face_px)
-    frames = [to_i420(np.asarray(with_band(clip.frame(i), CODE_H).image)) for i in range(len(clip))]
+    """A ground-truth clip (testkit.judging.truth_clip) rendered at ``width`` x ``height - BAND.height`` above a
+    black band of BAND.height rows for the barcode, at most TRUTH_CLIP_S long, every frame converted to yuv420p
+    beforehand (the client does no rendering while it measures)."""
+    if width < BAND.code_width or height - BAND.height < 64 or width % 2 or height % 2:
+        raise ValueError(f"frames must be even-sized and at least {BAND.code_width}x{BAND.height + 64}, "
+                         f"not {width}x{height}")
+    clip = truth_clip(width, height - BAND.height, min(seconds, TRUTH_CLIP_S), seed, face_px)
+    frames = [to_i420(np.asarray(with_band(clip.frame(i), BAND.height).image)) for i in range(len(clip))]
     return Source(f"{clip.name} (seed {seed})", clip.fps, width, height, frames, clip)
 
 
@@ -111,7 +112,7 @@ class CameraTrack(MediaStreamTrack):
         if target > now:
             await asyncio.sleep(target - now)
         i420 = self.source.frames[self.source.index_for(n)].copy()
-        stamp_code(i420, self.source.width, self.source.height, n)
+        stamp_i420(i420, self.source.width, self.source.height, n, BAND)
         frame = av.VideoFrame.from_ndarray(i420, format="yuv420p")
         frame.pts = round(n * 90000 / fps)
         frame.time_base = VIDEO_TIME_BASE

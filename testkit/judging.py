@@ -3,8 +3,8 @@ testkit.judges).
 
 The picture is a ``testkit.truth.virtual_camera`` clip (a camera panning and zooming over the annotated photos,
 with a hard cut to other people every few seconds), rendered ``band`` rows shorter than the frame that is sent. The
-rows below it are the band where the frame number is painted (testkit.bandcode), so no true face is ever under the
-code, and the true boxes stay as they are.
+rows below it are the band where the frame number is painted (testkit.framecode.BAND), so no true face is ever
+under the code, and the true boxes stay as they are.
 
 After a run, the frames that came back are judged against the frames that were sent by three judges: pixels,
 identity (dlib) and the product's own detector. dlib costs about 0.13 s a face, so ``judge_outputs`` fits it into a

@@ -1,4 +1,4 @@
-"""The receiving side of a live run's client or viewer: reads each returned frame's number (testkit.bandcode) and
+"""The receiving side of a live run's client or viewer: reads each returned frame's number (testkit.framecode, BAND) and
 notes when it arrived, and when its last RTP packet arrived.
 
 aiortc's jitter buffer hands a frame to the decoder only once the first packet of the *next* frame is in, so a
@@ -18,7 +18,7 @@ import numpy.typing as npt
 from aiortc import MediaStreamTrack
 from aiortc.mediastreams import MediaStreamError
 
-from .bandcode import luma_of, read_code
+from .framecode import BAND, luma_of, read
 
 # Last-packet times of frames that never decoded are dropped beyond this many.
 MAX_PENDING_PACKETS = 300
@@ -64,7 +64,7 @@ class NumberedReceiver:
                 self.received += 1
                 self.first_frame.set()
                 luma = luma_of(frame)
-                number = read_code(luma, self.width, self.height)
+                number = read(luma, self.width, self.height, BAND)
                 if number is None:
                     self.invalid.append(now)
                     self.on_codeless(now, frame, luma)

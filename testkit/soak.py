@@ -12,6 +12,10 @@ open session got back. Every returned frame is judged as it arrives by the pixel
 one frame a second of each session is kept; after the run these samples are judged by all three judges. At the end
 every session is closed, and after a settle the counts must be back at the baseline taken after a warm-up
 (:func:`leak_problems`).
+
+With ``rounds`` > 1 the run is cut into that many rounds; at the end of each every session closes, the server
+settles and an ``idle`` sample is taken, whose heap in use (:func:`idle_heap_slope`) must not climb round after
+round.
 """
 
 from __future__ import annotations
@@ -33,9 +37,9 @@ import numpy as np
 from aiohttp import ClientSession, ClientTimeout
 from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 
-from .bandcode import CODE_H
 from .camera_client import Client
 from .camera_clip import Source, truth_source
+from .framecode import BAND
 from .judges import PixelJudge, eligible
 from .judging import judge_outputs, load_judge_detector, make_judges
 from .metrics import unlabelled_samples
@@ -85,7 +89,7 @@ def server_udp_sockets(pid: int) -> int:
 @dataclass
 class Sample:
     t_s: float  # since the soak started
-    phase: str  # baseline, run, end
+    phase: str  # baseline, run, idle (between rounds), end
     rss_mib: float
     os_threads: int
     fds: int
@@ -96,6 +100,8 @@ class Sample:
     hidden_whole: float  # cumulative, /metrics
     fps_per_session: float | None  # frames back per second per open session, since the last sample
     open_sessions: int  # client side
+    heap_mib: float | None = None  # malloc's bytes in use (/healthz), not the free pages its arenas keep
+    python_blocks: int | None = None  # Python's allocated blocks (/healthz)
 
 
 # ------------------------------------------------------------------------------------------------ sessions
@@ -146,9 +152,13 @@ class Soak:
 
     def __init__(self, base_url: str, server_pid: int, source: Source, sessions: int, duration_s: float,
                  life_s: tuple[float, float] = LIFE_S, interval_s: float = 10.0, settle_s: float = 10.0,
-                 seed: int = 1, identity_budget_s: float = IDENTITY_BUDGET_S, device: str = "cpu") -> None:
+                 seed: int = 1, identity_budget_s: float = IDENTITY_BUDGET_S, device: str = "cpu",
+                 rounds: int = 1) -> None:
         if source.truth is None:
             raise ValueError("the soak needs a ground-truth source (load_soak_source)")
+        if rounds < 1:
+            raise ValueError("rounds must be at least 1")
+        self.rounds = rounds
         self.base_url = base_url
         self.pid = server_pid
         self.source = source
@@ -169,6 +179,8 @@ class Soak:
         self.result = SoakResult(sessions, f"{source.width}x{source.height}", duration_s, source.name)
         self.open: dict[int, Client] = {}
         self._t0 = time.monotonic()
+        self._round_end = self._t0 + duration_s
+        self._sessions_had: dict[int, int] = {}  # slot -> sessions so far (hang-ups alternate across rounds)
         self._last_frames: dict[int, tuple[Client, int]] = {}  # id -> (client, frames): ids are reused
         self._last_t = time.monotonic()
         self._http: ClientSession | None = None
@@ -196,7 +208,8 @@ class Soak:
                    _status_field(self.pid, "Threads"), len(os.listdir(f"/proc/{self.pid}/fd")),
                    server_udp_sockets(self.pid), int(health.get("sessions", -1)), runtime.get("threads"),
                    runtime.get("tasks"), unlabelled_samples(metrics).get("streamer_frames_hidden_whole_total", 0.0),
-                   None if fps is None else round(fps, 1), len(self.open))
+                   None if fps is None else round(fps, 1), len(self.open), runtime.get("heap_mib"),
+                   runtime.get("python_blocks"))
         self.result.samples.append(s)
         print(f"[soak] {s}", file=sys.stderr, flush=True)
         return s
@@ -237,7 +250,7 @@ class Soak:
             await wait_connected(pc, 20)
             connected = time.monotonic()
             self.open[slot] = client
-            await asyncio.sleep(max(0.0, min(life_s, self._t0 + self.duration_s - time.monotonic())))
+            await asyncio.sleep(max(0.0, min(life_s, self._round_end - time.monotonic())))
             status, text = await self._get(f"/sessions/{session}")
             if status == 200:
                 record.hidden_whole = int(json.loads(text).get("frames_hidden_whole", 0))
@@ -298,9 +311,8 @@ class Soak:
         return judge_outputs(self._truth_frame, samples, judges, self.identity_budget_s, "soak sample").result()
 
     async def _slot(self, slot: int) -> None:
-        end = self._t0 + self.duration_s
-        n = 0
-        while end - time.monotonic() > 5:
+        n = self._sessions_had.get(slot, 0)
+        while self._round_end - time.monotonic() > 5:
             life = self.rng.uniform(*self.life_s)
             record = await self._session(slot, life, hang_up=n % 2 == 0)
             if record is not None:
@@ -309,6 +321,7 @@ class Soak:
                 if record.error:
                     print(f"[soak] slot {slot}: {record.error}", file=sys.stderr, flush=True)
                     await asyncio.sleep(2)
+        self._sessions_had[slot] = n
 
     async def _sampler(self) -> None:
         while True:
@@ -328,22 +341,25 @@ class Soak:
             self._http = http
             # Warm-up: pools that start lazily with the first sessions (frame executor, codecs) may stay.
             self._t0 = time.monotonic()
-            saved, self.duration_s = self.duration_s, 8.0
+            self._round_end = self._t0 + 8.0
             await asyncio.gather(*(self._session(-1 - i, 8.0, hang_up=True) for i in range(self.slots)))
-            self.duration_s = saved
             await self._idle(30)
             await asyncio.sleep(self.settle_s)
             self._t0 = time.monotonic()
             await self.sample("baseline")
-            sampler = asyncio.ensure_future(self._sampler())
-            try:
-                await asyncio.gather(*(self._slot(i) for i in range(self.slots)))
-            finally:
-                sampler.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await sampler
-            await self._idle(30)
-            await asyncio.sleep(self.settle_s)
+            for number in range(1, self.rounds + 1):
+                self._round_end = self._t0 + self.duration_s * number / self.rounds
+                sampler = asyncio.ensure_future(self._sampler())
+                try:
+                    await asyncio.gather(*(self._slot(i) for i in range(self.slots)))
+                finally:
+                    sampler.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await sampler
+                await self._idle(30)
+                await asyncio.sleep(self.settle_s)
+                if number < self.rounds:
+                    await self.sample("idle")
             end = await self.sample("end")
             deadline = time.monotonic() + 20  # GC frees codec threads in its own time: give it a little
             while leak_problems(self.result) and time.monotonic() < deadline:
@@ -389,10 +405,24 @@ def rss_slope(result: SoakResult) -> float | None:
     return float(np.polyfit(t, rss, 1)[0])
 
 
+def idle_heap_slope(result: SoakResult) -> float | None:
+    """MiB per minute of the server's heap in use while idle between rounds (every session closed and settled), from
+    the first such pause to the end; None with fewer than three, or where the server cannot say (not glibc). The
+    heap in use is what a leak grows: resident memory also counts the free pages malloc keeps, and swings by tens of
+    MiB with them, so that its slope says something only over ten minutes or more (:func:`rss_slope`)."""
+    idle = [s for s in result.samples if s.phase in ("idle", "end") and s.heap_mib is not None]
+    if len(idle) < 3:
+        return None
+    t = np.array([s.t_s / 60 for s in idle])
+    heap = np.array([s.heap_mib for s in idle], dtype=float)
+    return float(np.polyfit(t, heap, 1)[0])
+
+
 def load_soak_source(width: int, height: int, seconds: float = 10.0, seed: int = 0) -> Source:
-    """A ground-truth clip of ``seconds`` (played forward and back) at width x height: the picture CODE_H rows shorter,
-    above the barcode band. Faces at least 40-70 px tall however small the frame (the virtual camera's default,
-    55-110 px at 400 rows, scaled to the picture): the soak is about resources, its faces must be ones to find."""
-    scale = (height - CODE_H) / 400
+    """A ground-truth clip of ``seconds`` (played forward and back) at width x height: the picture ``BAND.height``
+    rows shorter, above the barcode band. Faces at least 40-70 px tall however small the frame (the virtual
+    camera's default, 55-110 px at 400 rows, scaled to the picture): the soak is about resources, its faces must be
+    ones to find."""
+    scale = (height - BAND.height) / 400
     face_px = (max(40.0, 55.0 * scale), max(70.0, 110.0 * scale))
     return truth_source(width, height, seconds, seed, face_px)

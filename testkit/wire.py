@@ -1,8 +1,9 @@
 """Truth clips over the wire: sent live with each frame's index in a strip above the picture (``TruthTrack``), and
 matched back to the very frame that was sent when they return (``returned_pairs``), ready for ``judges.judge``.
 
-The frames sent are the clip ``shifted`` down by the strip's height: render the clip at 48 px less than the size
-to send (640x432 for 640x480) and no face is ever under the strip.
+The frames sent are the clip ``shifted`` down by the strip's height (testkit.framecode: ``STRIP``, or
+``CENTRED_STRIP`` for a browser): render the clip that many rows shorter than the size to send (640x400 for 640x480
+under ``STRIP``) and no face is ever under the strip.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import numpy as np
 from aiortc import MediaStreamTrack
 from aiortc.mediastreams import MediaStreamError
 
-from .framecode import INDEX_BITS, LEFT, STRIP_HEIGHT, Strip, crop_of, read_index, stamp_over
+from .framecode import BITS, STRIP, Placement, crop_of, read, stamp
 from .truth import Image, TruthClip, TruthFrame, shifted
 
 VIDEO_TIME_BASE = Fraction(1, 90000)
@@ -28,8 +29,10 @@ VIDEO_TIME_BASE = Fraction(1, 90000)
 SEARCH = 8
 
 
-def as_sent(clip: TruthClip, strip: Strip = LEFT) -> TruthClip:
-    """The frames as they go on the wire: ``clip`` below the index strip (its boxes moved down with it)."""
+def as_sent(clip: TruthClip, strip: Placement = STRIP) -> TruthClip:
+    """The frames as they go on the wire: ``clip`` below the code's strip (its boxes moved down with it)."""
+    if strip.below:
+        raise ValueError("as_sent puts the code above the picture; a band below it is testkit.judging.with_band")
     return shifted(clip, strip.height)
 
 
@@ -82,7 +85,7 @@ class PacedTrack(MediaStreamTrack):
 
 
 class TruthTrack(PacedTrack):
-    """Plays ``as_sent(clip)``, each frame stamped with its send count in the strip."""
+    """Plays ``as_sent(clip)``, each frame stamped with its send count (mod 2**BITS) in the strip."""
 
     def __init__(self, clip: TruthClip, loop_forever: bool = False) -> None:
         self.clip = as_sent(clip)
@@ -94,10 +97,10 @@ class TruthTrack(PacedTrack):
 
     def read_index(self, gray: Image) -> int | None:
         """The index in a returned frame's strip (a returned frame has the size it was sent at)."""
-        return read_index(gray, gray.shape[1], gray.shape[0])
+        return read(gray, gray.shape[1], gray.shape[0])
 
     def yuv(self, n: int) -> Image:
-        stamped = stamp_over(np.asarray(self.truth(n).image), n % (1 << INDEX_BITS))
+        stamped = stamp(np.asarray(self.truth(n).image), n)
         return np.asarray(cv2.cvtColor(stamped, cv2.COLOR_BGR2YUV_I420), np.uint8)
 
 
@@ -126,7 +129,7 @@ def returned_pairs(returned: Iterable[tuple[int | None, Image]], sent: TruthClip
     """
     items = list(returned)
     indices = [i for i, _ in items]
-    last = max(0, min(sent_count, 1 << INDEX_BITS) - 1)
+    last = max(0, min(sent_count, 1 << BITS) - 1)
     for pos, (index, image) in enumerate(items):
         if index is not None and index <= last:
             yield sent.frame(index % len(sent)), image
@@ -136,9 +139,9 @@ def returned_pairs(returned: Iterable[tuple[int | None, Image]], sent: TruthClip
         lo = before if before is not None else max(0, (after or 0) - SEARCH)
         hi = after if after is not None else min(last, (before or 0) + SEARCH)
         candidates = [sent.frame(i % len(sent)) for i in range(max(0, lo), max(lo, hi) + 1)]
-        rows = round(STRIP_HEIGHT * image.shape[0] / candidates[0].size[1])
+        rows = round(STRIP.height * image.shape[0] / candidates[0].size[1])
         out = _thumb(image, rows)
-        yield max(candidates, key=lambda c: _likeness(_thumb(np.asarray(c.image), STRIP_HEIGHT), out)), image
+        yield max(candidates, key=lambda c: _likeness(_thumb(np.asarray(c.image), STRIP.height), out)), image
 
 
 def as_seen(frame: TruthFrame, size: tuple[int, int]) -> TruthFrame:

@@ -21,7 +21,7 @@ import numpy as np
 import numpy.typing as npt
 from webrtc_support import HttpAnswer, http
 
-from testkit.framecode import stamp_over
+from testkit.framecode import stamp
 from testkit.peer import wait_connected
 from testkit.truth import TruthClip
 from testkit.wire import as_sent
@@ -89,7 +89,7 @@ def make_truth_camera_clip(clip: TruthClip, dst: Path, keyframe_every: int = 15)
                 encoder.pix_fmt, encoder.time_base, encoder.framerate = "yuv420p", 1 / rate, rate
                 encoder.options = {"g": str(keyframe_every), "keyint_min": str(keyframe_every), "bf": "0",
                                    "preset": "veryfast", "crf": "20", "x264-params": "repeat-headers=1"}
-            yuv = cv2.cvtColor(stamp_over(np.asarray(frame.image), index), cv2.COLOR_BGR2YUV_I420)
+            yuv = cv2.cvtColor(stamp(np.asarray(frame.image), index), cv2.COLOR_BGR2YUV_I420)
             video = av.VideoFrame.from_ndarray(np.asarray(yuv, np.uint8), format="yuv420p")
             video.pts, video.time_base = index, 1 / rate
             mux(encoder.encode(video))

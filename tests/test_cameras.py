@@ -37,7 +37,7 @@ from rtsp_support import U8, WhepViewer, clip_frames, http_get_bytes, make_camer
 from test_live_leaks import MIN_FRAMES, assert_no_leak, judge_enough
 from webrtc_support import ServerProcess, free_port, http
 
-from testkit.framecode import read_index
+from testkit.framecode import STRIP, read
 from testkit.judges import DetectorJudge, IdentityJudge, Judge, PixelJudge
 from testkit.netns import NamespaceLoop, NetNamespace
 from testkit.rtsp import RtspServer, rtsp_unavailable_reason
@@ -139,7 +139,7 @@ def source_face_scores(face_clip: Path, detector: Any) -> list[float]:
 def switch_clip() -> TruthClip:
     """A virtual camera over the annotated photos whose stream switches 640x480 <-> 1280x720 every 2 s."""
     require_testdata("images")
-    return switching_sizes(SWITCH_SECONDS, sizes=((640, 432), (1280, 672)), seed=3)
+    return switching_sizes(SWITCH_SECONDS, sizes=((640, 480 - STRIP.height), (1280, 720 - STRIP.height)), seed=3)
 
 
 @pytest.fixture(scope="module")
@@ -315,7 +315,7 @@ def test_a_camera_changing_resolution_leaks_no_face_to_viewers_or_snapshots(
     assert sizes == {(640, 480), (1280, 720)}, f"the viewer got frames of {sizes}; camera {status}"
     sent = as_sent(switch_clip)
     judges: list[Judge] = [PixelJudge(), IdentityJudge(switch_clip.reference), DetectorJudge(detector)]
-    returned = [(read_index(np.asarray(cv2.cvtColor(f, cv2.COLOR_BGR2GRAY), np.uint8), f.shape[1], f.shape[0]), f)
+    returned = [(read(np.asarray(cv2.cvtColor(f, cv2.COLOR_BGR2GRAY), np.uint8), f.shape[1], f.shape[0]), f)
                 for f in frames + snapshots]  # snapshots are JPEG: the strip still reads
     report = judge_enough(returned_pairs(returned, sent, len(sent)), judges, identity_every=8)
     assert_no_leak(report, artifacts_dir, "camera-switch")

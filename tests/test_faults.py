@@ -12,6 +12,7 @@ switching a fault on there breaks the detector the way a broken runtime would, w
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import ctypes
 import dataclasses
@@ -300,11 +301,22 @@ def made_during_fault(run: FaultRun, clip: SourceClip, until: float) -> list[Rec
     """Returned frames that were sent after the fault began (and a margin), and came back before ``until`` (so
     were made while it lasted): each one's own detection was broken, and a frame is only ever hidden by its own
     detection, so each must be hidden whole. The sent frame is found from the pts, which the service keeps (the
-    index strip of a frame hidden whole is unreadable)."""
+    index strip of a frame hidden whole is unreadable). aiortc's receiver counts pts from the first frame that
+    came back, which on a loaded machine need not be frame 0, so the offset is read off the frames whose strip
+    is readable (the one most of them agree on) before the pts of the others is trusted."""
     sent_at = run.result.sent_at
     step = 90000 / clip.fps
-    numbers = {id(f): round(f.pts / step) for f in run.result.received}
     readable = [f for f in run.result.received if f.index is not None]
+    assert readable, "no returned frame has a readable index strip"
+    offsets = collections.Counter((f.index - round(f.pts / step)) % len(clip) for f in readable if f.index is not None)
+    offset = offsets.most_common(1)[0][0]
+    # The clip loops, so the offset is known modulo its length: take the latest loop in which the first readable
+    # frame had already been sent when it came back.
+    first = readable[0]
+    while round(first.pts / step) + offset + len(clip) < len(sent_at) and \
+            sent_at[round(first.pts / step) + offset + len(clip)] <= first.arrived:
+        offset += len(clip)
+    numbers = {id(f): round(f.pts / step) + offset for f in run.result.received}
     agree = sum(1 for f in readable if numbers[id(f)] % len(clip) == f.index)
     assert agree >= 0.9 * len(readable), f"pts not kept: only {agree} of {len(readable)} agree with the index strip"
     return [f for f in run.result.received if numbers[id(f)] < len(sent_at) and f.arrived < until

@@ -285,7 +285,7 @@ def test_identity_budget_checks_the_risky_faces_and_samples_the_rest(samples: di
 
 def test_report_says_what_leaked(samples: dict[str, list[TruthFrame]], tmp_path: Path) -> None:
     frames = samples["photos"][:3]
-    # An output of another size is judged against the truth scaled to it; one below a 48 px index strip against
+    # An output of another size is judged against the truth scaled to it; one below a 48 px black strip against
     # the truth shifted the same way.
     pairs = [(f, np.asarray(cv2.resize(f.image, truth.HD), np.uint8)) for f in frames]
     pairs += [(f.shifted(48), f.shifted(48).image) for f in frames]

@@ -689,8 +689,8 @@ async def test_connect_disconnect_cycles_leave_nothing_behind(server: ServerProc
         return before, await settle(before), took
 
     before, after, took = await ns_loop.call(scenario(), limit_s=240)
-    assert "threads" in after.runtime and "tasks" in after.runtime, \
-        f"/healthz has no runtime threads/tasks counts to check: {after.runtime}"
+    assert {"threads", "tasks", "heap_mib", "python_blocks"} <= set(after.runtime), \
+        f"/healthz has no runtime counts to check: {after.runtime}"
     problems = leaks(before, after)
     assert not problems, (f"after {CYCLES} cycles ({took:.0f} s): " + "; ".join(problems)
                           + f"\nbefore: {before}\nafter:  {after}\nper cycle:\n" + "\n".join(trace))

@@ -30,7 +30,7 @@ from webrtc_support import (
 )
 
 from models.boxes import iou_matrix
-from testkit.framecode import CENTRED, read_index
+from testkit.framecode import CENTRED_STRIP, read
 from testkit.judges import DetectorJudge, IdentityJudge, Judge, PixelJudge, judge
 from testkit.netns import NamespaceLoop, NetNamespace
 from testkit.truth import entering_faces
@@ -271,7 +271,7 @@ def test_page_switching_resolution_mid_stream_shows_no_face(netns: NetNamespace,
     truth by pixels, identity and the detector. Zero leaks."""
     sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is a dev dependency")
     require_testdata("images")
-    clip = entering_faces(4.0, size=(1280, 720 - CENTRED.height), seed=4)  # sent as 1280x720, the strip on top
+    clip = entering_faces(4.0, size=(1280, 720 - CENTRED_STRIP.height), seed=4)  # sent as 1280x720, strip on top
     camera = tmp_path / "truth.y4m"
     truth_y4m(clip, camera)
     base = page_server.base_url
@@ -301,9 +301,9 @@ def test_page_switching_resolution_mid_stream_shows_no_face(netns: NetNamespace,
             browser.close()
     sizes = {(g.shape[1], g.shape[0]) for g in grabs}
     assert len(sizes) >= 2, f"the page showed only {sizes}: the resolution never changed"
-    sent = as_sent(clip, CENTRED)
-    indices = [read_index(np.asarray(cv2.cvtColor(g, cv2.COLOR_BGR2GRAY), np.uint8), *sent.frame(0).size,
-                          strip=CENTRED, crop=True) for g in grabs]
+    sent = as_sent(clip, CENTRED_STRIP)
+    indices = [read(np.asarray(cv2.cvtColor(g, cv2.COLOR_BGR2GRAY), np.uint8), *sent.frame(0).size, CENTRED_STRIP,
+                    crop=True) for g in grabs]
     readable = [(i, g) for i, g in zip(indices, grabs, strict=True) if i is not None]
     assert len(readable) >= 0.8 * len(grabs), f"only {len(readable)} of {len(grabs)} grabs show a readable index"
     judges: list[Judge] = [PixelJudge(), IdentityJudge(clip.reference), DetectorJudge(detector)]

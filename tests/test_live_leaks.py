@@ -28,15 +28,16 @@ from conftest import require_testdata
 from webrtc_support import LiveClient, ServerProcess, SessionResult, http
 
 from testkit.echo import EchoServer
+from testkit.framecode import STRIP
 from testkit.judges import DetectorJudge, IdentityJudge, Judge, LeakReport, PixelJudge, eligible, judge
 from testkit.netns import NamespaceLoop, NetNamespace
 from testkit.truth import Image, TruthClip, TruthFrame, entering_faces, hard_cuts, otb_girl, switching_sizes
 from testkit.wire import TruthTrack, returned_pairs
 
 SECONDS = 8.0
-# Pictures 48 px shorter than the frames sent: the index strip goes on top (testkit.wire).
-WEBCAM = (640, 432)  # sent as 640x480
-HD = (1280, 672)  # sent as 1280x720
+# Pictures shorter than the frames sent by the index strip that goes on top (testkit.wire).
+WEBCAM = (640, 480 - STRIP.height)  # sent as 640x480
+HD = (1280, 720 - STRIP.height)  # sent as 1280x720
 IDENTITY_EVERY = 12
 MIN_FRAMES = 40  # fewer returned frames than this judge too little to mean anything
 MIN_CHECKS = 20  # ... and fewer faces checked by any one judge

@@ -4,7 +4,7 @@
 - :class:`ServerProcess` runs ``python -m streamer serve`` inside the namespace (``ip netns exec``).
 - :class:`LiveClient` sends a real clip over WebRTC with aiortc (:class:`ClipTrack`, paced at the clip's rate, pts
   in 1/90000) and records every frame that comes back with its arrival time. Each sent frame carries its index
-  in a barcode strip added above the picture (:func:`stamp_index` / :func:`read_index`), so returned frames are
+  in a barcode strip added above the picture (testkit.framecode: ``framed`` / ``read``), so returned frames are
   matched to sent frames exactly, whatever the server does with pts.
 - :func:`make_y4m` and :func:`chromium_wrapper` prepare Chromium's fake camera and launch it inside the
   namespace.
@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from testkit.framecode import CENTRED, STRIP_HEIGHT, read_index, stamp_index, stamp_over
+from testkit.framecode import CENTRED_STRIP, STRIP, framed, read, stamp
 from testkit.netns import SERVER_ADDR, NamespaceLoop, NetNamespace
 from testkit.peer import wait_connected
 from testkit.truth import TruthClip
@@ -179,9 +179,6 @@ class ServerProcess:
         return max(0, len(out.splitlines()) - 1)
 
 
-# The index strip above each sent picture lives in testkit.framecode (shared with the benchmarks).
-
-
 # ---------------------------------------------------------------------------------------------------- clips
 
 
@@ -202,14 +199,15 @@ class SourceClip:
 
     def picture(self, index: int) -> U8:
         """The clip's own picture (no strip) for frame ``index``."""
-        return self.bgr(index)[STRIP_HEIGHT:]
+        return self.bgr(index)[STRIP.height:]
 
     def __len__(self) -> int:
         return len(self.i420)
 
 
 def load_clip(path: Path, seconds: float, max_width: int | None = None) -> SourceClip:
-    """The first ``seconds`` of a clip, stamped (see :func:`stamp_index`), kept as i420."""
+    """The first ``seconds`` of a clip, each frame below a strip with its index (testkit.framecode.framed), kept
+    as i420."""
     import av
     import cv2
 
@@ -224,8 +222,8 @@ def load_clip(path: Path, seconds: float, max_width: int | None = None) -> Sourc
                 scale = max_width / bgr.shape[1]
                 size = (max_width, round(bgr.shape[0] * scale / 2) * 2)
                 bgr = np.asarray(cv2.resize(bgr, size, interpolation=cv2.INTER_AREA), np.uint8)
-            stamped = stamp_index(np.ascontiguousarray(bgr[: bgr.shape[0] // 2 * 2, : bgr.shape[1] // 2 * 2]),
-                                  len(frames))
+            stamped = framed(np.ascontiguousarray(bgr[: bgr.shape[0] // 2 * 2, : bgr.shape[1] // 2 * 2]),
+                             len(frames))
             frames.append(np.asarray(cv2.cvtColor(stamped, cv2.COLOR_BGR2YUV_I420), np.uint8))
             if len(frames) == count:
                 break
@@ -266,19 +264,19 @@ def make_y4m(src: Path, dst: Path, seconds: float = 5.0, size: tuple[int, int] =
 
 
 def truth_y4m(clip: TruthClip, dst: Path) -> int:
-    """Write ``as_sent(clip)`` (every frame one size), each frame's index in a ``CENTRED`` strip that survives a
+    """Write ``as_sent(clip)`` (every frame one size), each frame's index in a ``CENTRED_STRIP`` that survives a
     browser's crop and scale, as the raw yuv420p .y4m Chromium's fake camera plays in a loop. Returns the number of
     frames."""
     import av
     import cv2
 
-    clip = as_sent(clip, CENTRED)
+    clip = as_sent(clip, CENTRED_STRIP)
     first = clip.frame(0)
     with av.open(str(dst), "w", format="yuv4mpegpipe") as out:
         stream = out.add_stream("rawvideo", rate=fractions.Fraction(round(clip.fps)))
         stream.width, stream.height, stream.pix_fmt = first.size[0], first.size[1], "yuv420p"
         for frame in clip:
-            stamped = stamp_over(np.asarray(frame.image), frame.index, CENTRED)
+            stamped = stamp(np.asarray(frame.image), frame.index, CENTRED_STRIP)
             yuv = np.asarray(cv2.cvtColor(stamped, cv2.COLOR_BGR2YUV_I420), np.uint8)
             for packet in stream.encode(av.VideoFrame.from_ndarray(yuv, format="yuv420p")):
                 out.mux(packet)
@@ -318,7 +316,7 @@ class ClipTrack(PacedTrack):
 
     def read_index(self, gray: U8) -> int | None:
         """The index in a returned frame's strip (it may have been rescaled from the clip's size)."""
-        return read_index(gray, self.clip.width, self.clip.height)
+        return read(gray, self.clip.width, self.clip.height)
 
     def yuv(self, n: int) -> U8:
         return self.clip.i420[n % len(self.clip)]

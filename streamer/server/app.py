@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import ssl
+import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -28,6 +29,7 @@ from ..cameras import CameraManager
 from ..detection_service import BatchPolicy, DetectionService, cpu_inference_workers
 from ..healthcheck import PORT_ENV, default_port
 from ..jobs import JobManager
+from ..malloc import heap_in_use
 from ..settings import MODES, LiveSettings
 from ..sources.rtsp import RtspOptions
 from . import auth, hosts
@@ -141,8 +143,10 @@ async def healthz(request: web.Request) -> web.Response:
         "viewers": len(app[VIEWERS]),
         "cameras": {c.name: {k: c.status()[k] for k in ("state", "error", "fps", "last_frame_age_s")}
                     for c in app[CAMERAS]},
-        # For operators and leak tests: these return to their idle values when sessions end.
-        "runtime": {"threads": threading.active_count(), "tasks": len(asyncio.all_tasks())},
+        # For operators and leak tests: these return to their idle values when sessions end (the heap and Python's
+        # blocks to within what caches keep).
+        "runtime": {"threads": threading.active_count(), "tasks": len(asyncio.all_tasks()),
+                    "heap_mib": _mib(heap_in_use()), "python_blocks": sys.getallocatedblocks()},
         # Busy share and mean run time over the last few seconds: what admission by capacity decides on.
         "detector": {"busy": round(app[DETECTOR_LOAD].busy_fraction(), 3),
                      "inference_ms": _ms(app[DETECTOR_LOAD].mean_inference_s())},
@@ -152,6 +156,10 @@ async def healthz(request: web.Request) -> web.Response:
 
 def _ms(seconds: float | None) -> float | None:
     return None if seconds is None else round(seconds * 1000, 1)
+
+
+def _mib(size: int | None) -> float | None:
+    return None if size is None else round(size / 2**20, 1)
 
 
 async def client_config(request: web.Request) -> web.Response:
