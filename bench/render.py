@@ -921,6 +921,42 @@ def render_mosaic_redetect(doc: Doc) -> str:
     return "\n".join(lines) + "\n"
 
 
+# ------------------------------------------------------------------------------------------------ allow-list
+
+
+def render_allowlist(doc: Doc) -> str:
+    """``rates``: [{subject, threshold, kept, judged, strangers_kept, strangers, worst_stranger}]; ``pipeline``:
+    [{clip, mode, frames, faces, kept, frames_with_kept, recognitions_per_frame, policy_ms_median}]."""
+    default = doc["default_threshold"]
+    subjects = doc["subjects"]
+    enrolled = ", ".join(f"{name} ({subject['clip']})" for name, subject in subjects.items())
+    lines = [f"Enrolled from 3 early frames each: {enrolled}; "
+             f"judged on {', '.join(str(s['judged_faces']) for s in subjects.values())} later faces. Strangers: "
+             f"{doc['strangers']} faces from {doc['stranger_sources']} photos and clip frames, plus the other "
+             "subjects' faces. dlib embedding: "
+             f"{doc['embed_ms_median']:.0f} ms median per face (its own process, one core).", ""]
+    rows = []
+    for r in doc["rates"]:
+        mark = " (default)" if abs(r["threshold"] - default) < 1e-9 else ""
+        false_hide = 1 - r["kept"] / r["judged"] if r["judged"] else 0.0
+        rows.append([r["subject"], f"{r['threshold']:.2f}{mark}",
+                     f"{r['strangers_kept']} of {r['strangers']} ({r['strangers_kept'] / max(1, r['strangers']):.2%})",
+                     f"{r['judged'] - r['kept']} of {r['judged']} ({false_hide:.0%})", f"{r['worst_stranger']:.3f}"])
+    lines.append(markdown_table(["subject", "match distance", "false keep (stranger left visible)",
+                                 "false hide (enrolled face hidden)", "closest stranger"], rows))
+    at_default = [r for r in doc["rates"] if abs(r["threshold"] - default) < 1e-9]
+    kept = sum(r["strangers_kept"] for r in at_default)
+    lines += ["", f"**Verdict at the default {default}: {kept} stranger(s) left visible "
+                  f"({'pass' if kept == 0 else 'FAIL'}: the target is 0).**", ""]
+    rows = [[p["clip"], p["mode"], str(p["frames"]), f"{p['kept']} of {p['faces']}",
+             f"{p['frames_with_kept']}", f"{p['recognitions_per_frame']:.3f}", f"{p['policy_ms_median']:.2f}",
+             f"{p['recognitions_per_frame'] * doc['embed_ms_median']:.1f}"] for p in doc["pipeline"]]
+    lines.append(markdown_table(["clip (gallery: katie)", "as", "frames", "faces left visible",
+                                 "frames showing a kept face", "recognitions per frame",
+                                 "policy ms per frame (frame thread)", "recognition ms per frame (worker)"], rows))
+    return "\n".join(lines) + "\n"
+
+
 # ----------------------------------------------------------------------------------------------------- page
 
 Renderer = Callable[[Doc], str]
@@ -936,6 +972,7 @@ RENDERERS: dict[str, tuple[Renderer, Callable[[Doc], str]]] = {
     "cameras": (render_cameras, lambda a: "RTSP cameras x viewers"),
     "images": (render_images, lambda a: "Docker images"),
     "soak": (render_soak, lambda a: "Soak: live sessions joining and leaving"),
+    "allowlist": (render_allowlist, lambda a: "Allow-list: keep chosen faces visible (false keep, false hide, cost)"),
     "mosaic_redetect": (render_mosaic_redetect, lambda a: "Mosaic re-detection: does a hidden face still look like "
                                                           "a face?"),
 }

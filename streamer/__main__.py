@@ -14,7 +14,11 @@ from typing import Any
 from models import PRECISION_CHOICES, DetectorConfig, ModelError, ProviderError, load_detector
 from models.coverage import parse_detect_size
 
+from .identity.embedding import Embedder
+from .identity.gallery import Gallery
+from .identity.policy import IdentityMode, IdentityPolicy
 from .settings import FAIL_POLICIES, MODES, AnonymizeSettings, HoldSettings
+from .zones import Zones, parse_zones
 
 logger = logging.getLogger("streamer")
 
@@ -65,6 +69,17 @@ def _hide_args(parser: argparse.ArgumentParser) -> None:
                              "from recent frames (default: %(default)s)")
 
 
+def _zones_arg(text: str) -> Zones:
+    try:
+        if text.startswith("@"):
+            text = Path(text[1:]).read_text(encoding="utf-8")
+        return parse_zones(text)
+    except OSError as exc:
+        raise argparse.ArgumentTypeError(f"cannot read {text[1:]}: {exc.strerror}") from None
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m streamer", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -75,14 +90,43 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="one JSON object per image on stdout")
     _detector_args(p)
 
-    p = sub.add_parser("file", help="anonymize an image or a video file")
-    p.add_argument("input", type=Path)
-    p.add_argument("output", type=Path)
+    p = sub.add_parser("file", help="anonymize an image or a video file, or a batch of them",
+                       description="INPUT OUTPUT: one file. INPUT... OUTDIR (several inputs, a folder or a glob): a "
+                                   "batch; files already done are skipped, and the exit status is the number that "
+                                   "failed.")
+    p.add_argument("paths", nargs="+", metavar="INPUT... OUTPUT", help="input files, folders or globs, then the output")
     _detector_args(p)
     _hide_args(p)
-    p.add_argument("--keep-audio", action="store_true", help="copy the audio track (dropped by default)")
+    p.add_argument("--zones", type=_zones_arg, default=(), metavar="JSON|@FILE",
+                   help="privacy zones, always hidden: polygons of [x, y] points in 0..1 of the frame, as JSON "
+                        "(or @FILE holding it), e.g. '[[[0,0],[0.3,0],[0.3,0.2],[0,0.2]]]'")
+    p.add_argument("--audit", action="store_true",
+                   help="also write the audit trail: one JSON line per frame (time, boxes, scores, held, "
+                        "hidden whole) to OUTPUT.audit.jsonl")
+    p.add_argument("--boxes-only", action="store_true",
+                   help="write only the audit trail, no picture: OUTPUT is the .jsonl file (in a batch, "
+                        "OUTDIR/NAME.audit.jsonl)")
+    audio = p.add_mutually_exclusive_group()
+    audio.add_argument("--keep-audio", dest="keep_audio", action="store_true", default=True,
+                       help="keep the sound (the default): copied, or re-encoded as AAC where the container needs")
+    audio.add_argument("--drop-audio", dest="keep_audio", action="store_false", help="leave the sound out")
+    faces = p.add_mutually_exclusive_group()
+    faces.add_argument("--keep-faces", type=Path, metavar="GALLERY",
+                       help="leave the faces enrolled in GALLERY visible (python -m streamer enroll writes it); every "
+                            "other face, and any face not confidently recognised, is hidden")
+    faces.add_argument("--hide-only-faces", type=Path, metavar="GALLERY",
+                       help="hide only the faces enrolled in GALLERY, and any face not clearly someone else")
+    p.add_argument("--overwrite", action="store_true", help="in a batch, redo files whose output is already there")
     p.add_argument("--crf", type=int, default=20, help="H.264 quality, lower is better (default: %(default)s)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    p = sub.add_parser("enroll", help="add a person's face to a gallery file, from photos",
+                       description="Adds the largest face of each photo to NAME in GALLERY (created 0600 when "
+                                   "missing). Only the face's embedding is stored, never the photo.")
+    p.add_argument("gallery", type=Path, metavar="GALLERY")
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("photos", nargs="+", type=Path, metavar="PHOTO")
+    _detector_args(p)
 
     p = sub.add_parser("serve", help="run the web service")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
@@ -165,6 +209,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=None,
                    help="most frames of different streams detected in one inference (default: 32 on CUDA, where "
                         "a batch costs little more than one frame; 1 on the CPU, where it only adds latency)")
+    p.add_argument("--audit-minutes", type=float, default=10.0,
+                   help="each camera and live session keeps this many minutes of its audit trail (what was hidden "
+                        "in each frame), for GET /cameras/NAME/audit and /sessions/ID/audit (default: %(default)s)")
     p.add_argument("--batch-wait-ms", type=float, default=None,
                    help="how long a batch waits for the frames of other active streams (default: 3 on CUDA, "
                         "0 on the CPU)")
@@ -208,46 +255,120 @@ def cmd_detect(args: argparse.Namespace) -> int:
 
 def cmd_file(args: argparse.Namespace) -> int:
     from .detection_service import cpu_inference_workers
-    from .file_pipeline.video import anonymize_video
-    from .offline import Progress, anonymize_image, is_image
     from .processor import FrameProcessor
 
+    if len(args.paths) < 2:
+        raise ValueError("give INPUT and OUTPUT (or INPUT... OUTDIR)")
+    *inputs, output_text = args.paths
+    output = Path(output_text)
     settings = AnonymizeSettings(mode=args.mode, strength=args.strength, padding=args.padding,
                                  ellipse=args.ellipse, scramble=args.scramble)
     hold = HoldSettings(hold_seconds=args.hold)
-    if args.input.resolve() == args.output.resolve():
-        raise ValueError("OUTPUT must differ from INPUT")
     workers = cpu_inference_workers(args.threads)  # whole files have frames to spare for parallel inferences
     detector = _load(args, threads=args.threads or 1)
-    processor = FrameProcessor(detector, settings, hold, args.fail_policy, stream_id=args.input.name)
-    if is_image(args.input):
-        result = anonymize_image(args.input, args.output, processor)
-    else:
-        from tqdm import tqdm
 
-        bar: Any = None
-        if not args.no_progress:
-            bar = tqdm(unit="frame", desc=args.input.name, file=sys.stderr, dynamic_ncols=True)
+    identity = _file_identity(args)
 
-        def on_progress(p: Progress) -> None:
-            if bar is not None:
-                if bar.total is None and p.frames_total:
-                    bar.total = p.frames_total
-                bar.update(p.frames_done - bar.n)
+    def processor_for(source: Path) -> FrameProcessor:
+        processor = FrameProcessor(detector, settings, hold, args.fail_policy, stream_id=source.name)
+        processor.zones = args.zones
+        if identity is not None:
+            gallery, embedder, mode = identity
+            # A file waits for each face's recognition: every frame gets its decision, none is guessed.
+            processor.identity = IdentityPolicy(gallery, embedder, mode, source.name, wait=True)
+        return processor
 
-        try:
-            result = anonymize_video(args.input, args.output, processor, keep_audio=args.keep_audio,
-                                     crf=args.crf, detect_workers=workers, on_progress=on_progress,
-                                     cancel=threading.Event())
-        finally:
-            if bar is not None:
-                bar.close()
+    try:
+        return _file_run(args, inputs, output, processor_for, workers, detector.provider)
+    finally:
+        if identity is not None:
+            identity[1].stop()
+
+
+def _file_identity(args: argparse.Namespace) -> tuple[Gallery, Embedder, IdentityMode] | None:
+    path = args.keep_faces or args.hide_only_faces
+    if path is None:
+        return None
+    gallery = Gallery.load(path)
+    if not len(gallery):
+        raise ValueError(f"{path}: nobody is enrolled")
+    return gallery, Embedder(), "keep" if args.keep_faces else "hide-only"
+
+
+def _file_run(args: argparse.Namespace, inputs: list[str], output: Path, processor_for: Any, workers: int,
+              provider: str) -> int:
+    from .file_pipeline.one_file import FileOptions, anonymize_file, sidecar_path
+    from .offline import Progress
+
+    single = Path(inputs[0])
+    if len(inputs) > 1 or single.is_dir() or output.is_dir() or (not single.exists() and "*" in inputs[0]):
+        return _file_batch(args, inputs, output, processor_for, workers)
+    if single.resolve() == output.resolve():
+        raise ValueError("OUTPUT must differ from INPUT")
+    audit = output if args.boxes_only else sidecar_path(output) if args.audit else None
+    options = FileOptions(args.keep_audio, audit, args.boxes_only, args.crf, workers)
+    processor = processor_for(single)
+    from tqdm import tqdm
+
+    bar: Any = tqdm(unit="frame", desc=single.name, file=sys.stderr, dynamic_ncols=True, disable=args.no_progress)
+
+    def on_progress(p: Progress) -> None:
+        if bar.total is None and p.frames_total:
+            bar.total = p.frames_total
+        bar.update(p.frames_done - bar.n)
+
+    try:
+        result = anonymize_file(single, output, processor, options, on_progress=on_progress,
+                                cancel=threading.Event())
+    finally:
+        bar.close()
     stats = processor.stats
-    print(f"{result.output}: {result.frames} frame(s) {result.width}x{result.height} in {result.seconds:.1f} s "
+    written = result.output or audit
+    kept = f", {stats.faces_kept_visible} face(s) left visible by the gallery" if processor.identity else ""
+    print(f"{written}: {result.frames} frame(s) {result.width}x{result.height} in {result.seconds:.1f} s "
           f"({result.frames / max(result.seconds, 1e-9):.1f} frames/s), {stats.faces_detected} detection(s), "
           f"{stats.frames_with_held_masks} frame(s) with held masks, {stats.frames_hidden_whole} frame(s) "
-          f"hidden whole, provider {detector.provider}", file=sys.stderr)
+          f"hidden whole{kept}, provider {provider}", file=sys.stderr)
     return 0
+
+
+def cmd_enroll(args: argparse.Namespace) -> int:
+    from .identity.enroll import face_embedding
+    from .offline import InputError, read_image
+
+    gallery = Gallery.load(args.gallery) if args.gallery.exists() else Gallery()
+    detector = _load(args)
+    embedder = Embedder()
+    added = 0
+    try:
+        for photo in args.photos:
+            try:
+                gallery.add(args.name, face_embedding(detector, embedder, read_image(photo)))
+                added += 1
+            except (InputError, ValueError) as exc:
+                print(f"{photo}: {exc}", file=sys.stderr)
+    finally:
+        embedder.stop()
+    if added:
+        gallery.save(args.gallery)
+    print(f"{args.gallery}: {added} of {len(args.photos)} photo(s) of {args.name} enrolled; "
+          f"{len(gallery)} person(s) in the gallery", file=sys.stderr)
+    return 0 if added == len(args.photos) else 1
+
+
+def _file_batch(args: argparse.Namespace, inputs: list[str], out_dir: Path, processor_for: Any,
+                workers: int) -> int:
+    from .batch import plan, run_batch
+
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"{out_dir}: a batch writes into a folder, and this is a file")
+    items = plan(inputs, out_dir, audit=args.audit, boxes_only=args.boxes_only)
+    if not items:
+        raise ValueError(f"no photo or video found in {', '.join(inputs)}")
+    report = run_batch(items, processor_for, keep_audio=args.keep_audio, crf=args.crf, detect_workers=workers,
+                       overwrite=args.overwrite, progress=not args.no_progress)
+    print(f"{report.done} done, {report.skipped} skipped (already done), {report.failed} failed", file=sys.stderr)
+    return report.exit_status
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -267,7 +388,7 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger().setLevel(logging.DEBUG if args.verbose else logging.INFO)
     from .offline import Cancelled, InputError
 
-    handlers = {"detect": cmd_detect, "file": cmd_file, "serve": cmd_serve}
+    handlers = {"detect": cmd_detect, "file": cmd_file, "enroll": cmd_enroll, "serve": cmd_serve}
     try:
         return handlers[args.command](args)
     except (InputError, ModelError, ProviderError, ValueError) as exc:

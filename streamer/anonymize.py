@@ -15,7 +15,7 @@ import numpy.typing as npt
 
 from models.boxes import clip
 
-from .settings import AnonymizeSettings
+from .settings import SOLID_BGR, AnonymizeSettings
 
 __all__ = ["SOLID_BGR", "anonymize", "hide_frame", "pad_boxes"]
 
@@ -23,8 +23,6 @@ FloatBoxes = npt.NDArray[np.float32]
 IntBoxes = npt.NDArray[np.int32]
 Frame = npt.NDArray[np.uint8]
 
-# Dark grey rather than black, so a hidden face reads as "masked" and not as a decoding glitch.
-SOLID_BGR = (24, 24, 24)
 # Blocks across the long side of the frame: even a face filling the frame is left as a few cells.
 HIDE_FRAME_BLOCKS = 6
 # Above this sigma a blur runs on a downscaled copy: GaussianBlur's cost grows with sigma, and a big face

@@ -1,10 +1,12 @@
 """A camera's fan-out: the newest hidden frame, handed over on the scheduler's thread and taken by every viewer and
-snapshot on the event loop. Nobody queues: each viewer takes the newest frame newer than the last one it got."""
+snapshot on the event loop, and by the restream on its own thread. Nobody queues: each viewer takes the newest frame
+newer than the last one it got."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 from dataclasses import replace
 
 from .scheduler import HiddenFrame
@@ -16,6 +18,7 @@ class FrameFanOut:
         self._published = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._waiters: asyncio.Event | None = None
+        self._changed = threading.Condition()  # for sinks on threads of their own (the restream)
 
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
@@ -27,6 +30,21 @@ class FrameFanOut:
         # new frames as newer than the last one it got.
         self._published += 1
         self.latest = replace(hidden, seq=self._published)
+        self.notify()
+
+    def notify(self) -> None:
+        """Wake the threads waiting in ``wait_newer`` (a new frame, or a sink stopping)."""
+        with self._changed:
+            self._changed.notify_all()
+
+    def wait_newer(self, after_seq: int, timeout: float) -> HiddenFrame | None:
+        """From a thread: the newest hidden frame newer than ``after_seq``, waiting up to ``timeout`` s for it."""
+        with self._changed:
+            latest = self.latest
+            if latest is None or latest.seq <= after_seq:
+                self._changed.wait(timeout)
+                latest = self.latest
+        return latest if latest is not None and latest.seq > after_seq else None
 
     def clear(self) -> None:
         self.latest = None

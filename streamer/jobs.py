@@ -30,18 +30,11 @@ from typing import Any, BinaryIO, Literal
 from models.private_dir import make_private, refuse_unless_private
 
 from .detection_service import DetectionService
-from .file_pipeline.video import anonymize_video
-from .offline import (
-    IMAGE_SUFFIXES,
-    Cancelled,
-    InputError,
-    Progress,
-    anonymize_image,
-    check_image_size,
-    classify_input,
-)
+from .file_pipeline.one_file import FileOptions, anonymize_file
+from .offline import IMAGE_SUFFIXES, Cancelled, InputError, Progress, check_image_size, classify_input
 from .processor import FrameProcessor
 from .settings import AnonymizeSettings
+from .zones import Zones, zones_as_json
 
 logger = logging.getLogger(__name__)
 
@@ -101,12 +94,26 @@ def display_stem(filename: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", stem).strip("._")[:80] or "upload"
 
 
+@dataclass(frozen=True)
+class JobOptions:
+    """What the uploader chose: how faces are hidden, the privacy zones, the sound, and the audit trail."""
+
+    settings: AnonymizeSettings = field(default_factory=AnonymizeSettings)
+    zones: Zones = ()
+    keep_audio: bool = True
+    audit: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"mode": self.settings.mode, "strength": self.settings.strength, "zones": zones_as_json(self.zones),
+                "audio": "keep" if self.keep_audio else "drop", "audit": self.audit}
+
+
 @dataclass
 class Job:
     id: str
     name: str  # sanitized, for the download name only
     suffix: str
-    settings: AnonymizeSettings
+    options: JobOptions
     directory: Path
     title: str = ""  # the uploaded file's own stem (any script, no path), only ever percent-encoded in a header
     state: JobState = "queued"
@@ -119,6 +126,7 @@ class Job:
     started: float | None = None
     finished: float | None = None
     output: Path | None = None
+    audit: Path | None = None  # the audit trail, when asked for and done
     cancel: threading.Event = field(default_factory=threading.Event)
     version: int = 0  # bumps on every change, for the progress stream
 
@@ -144,8 +152,9 @@ class Job:
             "id": self.id, "name": self.name, "kind": self.kind, "state": self.state, "error": self.error,
             "frames_done": self.frames_done, "frames_total": self.frames_total, "percent": percent,
             "fps": round(self.fps, 1), "eta_s": eta, "created": self.created, "finished": self.finished,
-            "settings": {"mode": self.settings.mode, "strength": self.settings.strength},
+            "settings": self.options.as_dict(),
             "result": f"/jobs/{self.id}/result" if self.state == "done" else None,
+            "audit": f"/jobs/{self.id}/audit" if self.state == "done" and self.audit is not None else None,
         }
 
 
@@ -199,7 +208,7 @@ class JobManager:
     def bind(self, detection: DetectionService) -> None:
         self._detection = detection
 
-    def new_job(self, filename: str, settings: AnonymizeSettings) -> Job:
+    def new_job(self, filename: str, options: JobOptions) -> Job:
         """Register a job before its upload is written; QueueFull when too many are waiting."""
         with self._lock:
             waiting = sum(1 for j in self._jobs.values() if j.state in ("queued", "running"))
@@ -207,7 +216,7 @@ class JobManager:
                 raise QueueFull(f"{waiting} jobs are already queued or running (limit {self.max_queued})")
             job_id = secrets.token_urlsafe(9)
             suffix = safe_suffix(filename)
-            job = Job(job_id, display_stem(filename), suffix, settings, self.directory / job_id,
+            job = Job(job_id, display_stem(filename), suffix, options, self.directory / job_id,
                       title=Path(filename.replace("\\", "/")).stem[:120],
                       kind="image" if suffix in IMAGE_SUFFIXES else "video")
             job.directory.mkdir(mode=0o700)
@@ -234,7 +243,9 @@ class JobManager:
                 return
             assert self._detection is not None, "jobs started before the detector loaded"
             self._update(job, state="running", started=time.time())
-        processor = FrameProcessor(self._detection.background_detector(), job.settings, stream_id=f"job {job.id}")
+        processor = FrameProcessor(self._detection.background_detector(), job.options.settings,
+                                   stream_id=f"job {job.id}")
+        processor.zones = job.options.zones
 
         def on_progress(p: Progress) -> None:
             self._update(job, frames_done=p.frames_done, frames_total=p.frames_total, fps=p.fps)
@@ -245,24 +256,25 @@ class JobManager:
             # By its content, not its name (the same rule as the `file` command): refuses still-image formats whose
             # size is not checked before decoding.
             self._update(job, kind=classify_input(job.input))
+            audit = job.directory / "audit.jsonl" if job.options.audit else None
+            options = FileOptions(keep_audio=job.options.keep_audio, audit=audit, private=True)
             if job.kind == "image":
                 check_image_size(job.input)
                 # The name's image type; BMP and a photo under another name come back as PNG.
                 suffix = job.suffix if job.suffix in IMAGE_SUFFIXES - {".bmp"} else ".png"
                 output = job.directory / f"output{suffix}"
-                anonymize_image(job.input, output, processor, private=True)
+                anonymize_file(job.input, output, processor, options)
                 self._update(job, frames_done=1, frames_total=1)
             else:
                 output = job.directory / "output.mp4"
-                anonymize_video(job.input, output, processor, on_progress=on_progress, cancel=job.cancel,
-                                private=True)
+                anonymize_file(job.input, output, processor, options, on_progress=on_progress, cancel=job.cancel)
             job.input.unlink(missing_ok=True)
             with self._lock:
                 # A DELETE that came while the last frame was written (or an image was processed, which never
                 # looks at the flag) has already dropped the job: its files must not outlive it.
                 cancelled = job.cancel.is_set()
                 if not cancelled:
-                    self._update(job, state="done", output=output, finished=time.time())
+                    self._update(job, state="done", output=output, audit=audit, finished=time.time())
             if cancelled:
                 raise Cancelled(f"job {job.id} cancelled")
             logger.info("[job %s] done: %d frame(s)", job.id, job.frames_done)
@@ -289,7 +301,7 @@ class JobManager:
 
     def _discard(self, job: Job, state: JobState, error: str | None) -> None:
         shutil.rmtree(job.directory, ignore_errors=True)
-        self._update(job, state=state, error=error, finished=time.time(), output=None)
+        self._update(job, state=state, error=error, finished=time.time(), output=None, audit=None)
         if error:
             logger.info("[job %s] %s: %s", job.id, state, error)
 

@@ -16,6 +16,7 @@ their display orientation by OpenCV, which applies the EXIF orientation (videos:
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import struct
@@ -27,7 +28,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, BinaryIO, Literal
 
 import av
 import cv2
@@ -77,7 +78,7 @@ class Progress:
 
 @dataclass(frozen=True)
 class FileResult:
-    output: Path
+    output: Path | None  # None: nothing was written (--boxes-only)
     frames: int
     width: int
     height: int
@@ -174,56 +175,60 @@ def declared_image_size(path: Path) -> tuple[int, int] | None:
     Keep ``image_format`` in step: a format is accepted only where its size is read here.
     """
     with path.open("rb") as f:
-        head = f.read(64)
-        if head.startswith(b"\x89PNG\r\n\x1a\n") and head[12:16] == b"IHDR":
-            width, height = struct.unpack(">II", head[16:24])
+        return _declared_size(f)
+
+
+def _declared_size(f: BinaryIO) -> tuple[int, int] | None:
+    head = f.read(64)
+    if head.startswith(b"\x89PNG\r\n\x1a\n") and head[12:16] == b"IHDR":
+        width, height = struct.unpack(">II", head[16:24])
+        return int(width), int(height)
+    if head.startswith(b"RIFF") and head[8:12] == b"WEBP":
+        chunk = head[12:16]
+        if chunk == b"VP8X":
+            return 1 + int.from_bytes(head[24:27], "little"), 1 + int.from_bytes(head[27:30], "little")
+        if chunk == b"VP8 " and head[23:26] == b"\x9d\x01\x2a":
+            width, height = struct.unpack("<HH", head[26:30])
+            return int(width) & 0x3FFF, int(height) & 0x3FFF
+        if chunk == b"VP8L" and head[20] == 0x2F:
+            bits = int.from_bytes(head[21:25], "little")
+            return 1 + (bits & 0x3FFF), 1 + ((bits >> 14) & 0x3FFF)
+        return None
+    if head.startswith(b"BM") and len(head) >= 26:
+        if struct.unpack("<I", head[14:18])[0] == 12:  # OS/2 BITMAPCOREHEADER
+            width, height = struct.unpack("<HH", head[18:22])
             return int(width), int(height)
-        if head.startswith(b"RIFF") and head[8:12] == b"WEBP":
-            chunk = head[12:16]
-            if chunk == b"VP8X":
-                return 1 + int.from_bytes(head[24:27], "little"), 1 + int.from_bytes(head[27:30], "little")
-            if chunk == b"VP8 " and head[23:26] == b"\x9d\x01\x2a":
-                width, height = struct.unpack("<HH", head[26:30])
-                return int(width) & 0x3FFF, int(height) & 0x3FFF
-            if chunk == b"VP8L" and head[20] == 0x2F:
-                bits = int.from_bytes(head[21:25], "little")
-                return 1 + (bits & 0x3FFF), 1 + ((bits >> 14) & 0x3FFF)
-            return None
-        if head.startswith(b"BM") and len(head) >= 26:
-            if struct.unpack("<I", head[14:18])[0] == 12:  # OS/2 BITMAPCOREHEADER
-                width, height = struct.unpack("<HH", head[18:22])
-                return int(width), int(height)
-            width, height = struct.unpack("<ii", head[18:26])
-            return abs(int(width)), abs(int(height))
-        if head.startswith(b"\xff\xd8\xff"):
-            f.seek(2)
-            while True:  # walk the segments up to the first start-of-frame
-                byte = f.read(1)
-                if not byte:
-                    return None
-                if byte != b"\xff":
-                    continue
+        width, height = struct.unpack("<ii", head[18:26])
+        return abs(int(width)), abs(int(height))
+    if head.startswith(b"\xff\xd8\xff"):
+        f.seek(2)
+        while True:  # walk the segments up to the first start-of-frame
+            byte = f.read(1)
+            if not byte:
+                return None
+            if byte != b"\xff":
+                continue
+            marker = f.read(1)
+            while marker == b"\xff":  # fill bytes
                 marker = f.read(1)
-                while marker == b"\xff":  # fill bytes
-                    marker = f.read(1)
-                if not marker:
+            if not marker:
+                return None
+            code = marker[0]
+            if code == 0x01 or 0xD0 <= code <= 0xD9:  # no length field
+                continue
+            length_bytes = f.read(2)
+            if len(length_bytes) < 2:
+                return None
+            length = struct.unpack(">H", length_bytes)[0]
+            if length < 2:
+                return None
+            if 0xC0 <= code <= 0xCF and code not in (0xC4, 0xC8, 0xCC):
+                frame = f.read(5)
+                if len(frame) < 5:
                     return None
-                code = marker[0]
-                if code == 0x01 or 0xD0 <= code <= 0xD9:  # no length field
-                    continue
-                length_bytes = f.read(2)
-                if len(length_bytes) < 2:
-                    return None
-                length = struct.unpack(">H", length_bytes)[0]
-                if length < 2:
-                    return None
-                if 0xC0 <= code <= 0xCF and code not in (0xC4, 0xC8, 0xCC):
-                    frame = f.read(5)
-                    if len(frame) < 5:
-                        return None
-                    height, width = struct.unpack(">HH", frame[1:5])
-                    return int(width), int(height)
-                f.seek(length - 2, os.SEEK_CUR)
+                height, width = struct.unpack(">HH", frame[1:5])
+                return int(width), int(height)
+            f.seek(length - 2, os.SEEK_CUR)
     return None
 
 
@@ -237,6 +242,22 @@ def check_image_size(path: Path) -> None:
     width, height = declared
     if width * height > MAX_IMAGE_PIXELS:
         raise InputError(f"{path}: image of {width}x{height} is over the {MAX_IMAGE_PIXELS // 1_000_000} MP limit")
+
+
+def image_from_bytes(data: bytes, name: str) -> npt.NDArray[np.uint8]:
+    """A photo sent in a request body (enrolment), decoded in memory: the same formats and pixel limit as files,
+    checked from the header before anything decodes it."""
+    kind = image_format(data[:HEAD_BYTES])
+    declared = _declared_size(io.BytesIO(data)) if kind is not None else None
+    if declared is None:
+        raise InputError(f"{name}: not a readable image (send {ACCEPTED_IMAGES})")
+    if declared[0] * declared[1] > MAX_IMAGE_PIXELS:
+        raise InputError(f"{name}: image of {declared[0]}x{declared[1]} is over the "
+                         f"{MAX_IMAGE_PIXELS // 1_000_000} MP limit")
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    if image is None:
+        raise InputError(f"{name}: not a readable image (corrupt)")
+    return np.asarray(image, np.uint8)
 
 
 @contextmanager
@@ -289,18 +310,21 @@ def read_image(path: Path) -> npt.NDArray[np.uint8]:
     return np.asarray(image, np.uint8)
 
 
-def anonymize_image(src: Path, dst: Path, processor: FrameProcessor, *, private: bool = False) -> FileResult:
-    """``private``: the output is 0600 (see ``atomic_output``)."""
-    if dst.suffix.lower() not in IMAGE_SUFFIXES:
+def anonymize_image(src: Path, dst: Path | None, processor: FrameProcessor, *,
+                    private: bool = False) -> FileResult:
+    """``private``: the output is 0600 (see ``atomic_output``). ``dst`` None: faces are found and hidden but nothing
+    is written (``--boxes-only``: only the processor's audit line)."""
+    if dst is not None and dst.suffix.lower() not in IMAGE_SUFFIXES:
         raise InputError(f"{dst}: output of an image must end in one of {', '.join(sorted(IMAGE_SUFFIXES))}")
     started = time.perf_counter()
     image = read_image(src)
     outcome = processor.process(image, 0.0)
-    with atomic_output(dst, private=private) as tmp:
-        ok, encoded = cv2.imencode(dst.suffix.lower(), image)
-        if not ok:
-            raise InputError(f"{dst}: could not encode the image as {dst.suffix}")
-        encoded.tofile(tmp)
+    if dst is not None:
+        with atomic_output(dst, private=private) as tmp:
+            ok, encoded = cv2.imencode(dst.suffix.lower(), image)
+            if not ok:
+                raise InputError(f"{dst}: could not encode the image as {dst.suffix}")
+            encoded.tofile(tmp)
     return FileResult(dst, 1, image.shape[1], image.shape[0], outcome.faces, int(outcome.failed_closed),
                       time.perf_counter() - started)
 

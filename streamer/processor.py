@@ -3,7 +3,8 @@
 The rule of which detection may hide a frame lives here, for files, webcams and cameras alike: only detections
 made on that very frame (same size), plus the held masks of faces it missed in it. No path through here returns a
 frame that was not either anonymized that way, covered by held masks widened for the uncertainty (files with
-``--fail-policy widen-held``), or hidden whole.
+``--fail-policy widen-held``), or hidden whole. Privacy zones are burned in last, on every one of those paths, and
+the audit line of the frame (``audit.py``) is made here too, so it says what was really done.
 """
 
 from __future__ import annotations
@@ -21,12 +22,17 @@ from models.centerface import DetectRequest
 from models.coverage import DetectSize
 
 from .anonymize import anonymize, hide_frame
-from .settings import AnonymizeSettings, FailPolicy, HoldSettings
+from .audit import AuditSink, frame_line
+from .identity.policy import IdentityPolicy
+from .settings import SOLID_BGR, AnonymizeSettings, FailPolicy, HoldSettings
 from .tracking import FaceTracker
+from .zones import Zones, hide_zones
 
 logger = logging.getLogger(__name__)
 
 WIDEN_ON_FAILURE = 1.5
+_NO_BOXES = np.zeros((0, 4), np.float32)
+_NO_SCORES = np.zeros((0,), np.float32)
 
 
 @dataclass
@@ -43,6 +49,7 @@ class ProcessorStats:
     detections_late: int = 0  # live: no result within the deadline, so the frame failed closed
     detections_mismatched: int = 0  # a result for a frame of another size: never used, the frame failed closed
     detect_ms_total: float = 0.0
+    faces_kept_visible: int = 0  # faces left visible on purpose by the identity rule (keep / hide only)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def snapshot(self) -> dict[str, float]:
@@ -77,6 +84,11 @@ class FrameProcessor:
         # inference); files may, since there recall is worth the time.
         self.upscale = True
         self.last_boxes: npt.NDArray[np.float32] = np.zeros((0, 4), np.float32)  # hidden in the last frame
+        # Replaced whole (never mutated) when a viewer redraws them, so the frame thread reads one consistent set.
+        self.zones: Zones = ()
+        self.audit: AuditSink | None = None  # receives each frame's audit line
+        self.identity: IdentityPolicy | None = None  # which faces may stay visible; None: every face is hidden
+        self._frame_index = 0
         # A camera keeps one across restarts, each of which gets a new processor (and so new tracks).
         self.stats = stats if stats is not None else ProcessorStats()
 
@@ -126,19 +138,28 @@ class FrameProcessor:
             if detections is None:
                 return self._fail_closed(frame, t, detect_ms)
             boxes = self.tracker.update(detections.boxes, t, size)
-            self.last_boxes = boxes
-            hidden = anonymize(frame, boxes, self.settings)
+            shown: npt.NDArray[np.bool_] = np.zeros(len(boxes), bool)
+            identity = self.identity
+            if identity is not None:  # also when "off": it serves "enrol the face in view"
+                shown = identity.visible(frame, t, boxes, len(detections), self.tracker.last_ids,
+                                         self.tracker.last_uncertain)
+            self.last_boxes = boxes[~shown]
+            hidden = anonymize(frame, boxes[~shown], self.settings)
+            hide_zones(frame, self.zones, SOLID_BGR)
             held = max(0, len(boxes) - len(detections))
+            self._audit(t, size, detections.boxes, detections.scores, boxes[len(detections):], _NO_BOXES, False,
+                        shown[:len(detections)])
             with self.stats._lock:
                 self.stats.frames += 1
                 self.stats.faces_detected += len(detections)
                 self.stats.regions_hidden += hidden
                 self.stats.frames_with_held_masks += held > 0
                 self.stats.detect_ms_total += detect_ms
+                self.stats.faces_kept_visible += int(shown.sum())
             return FrameOutcome(len(detections), hidden, held, False, detect_ms)
         except Exception:
             logger.exception("[%s] anonymizing failed at t=%.3f; hiding the whole frame", self.stream_id, t)
-            self._hide_whole(frame)
+            self._hide_whole(frame, t)
             return FrameOutcome(0, 0, 0, True, detect_ms)
 
     def _fail_closed(self, frame: npt.NDArray[np.uint8], t: float, detect_ms: float) -> FrameOutcome:
@@ -147,21 +168,41 @@ class FrameProcessor:
             self.last_boxes = boxes
             if len(boxes):
                 hidden = anonymize(frame, boxes, self.settings)
+                hide_zones(frame, self.zones, SOLID_BGR)
+                size = (frame.shape[1], frame.shape[0])
+                self._audit(t, size, _NO_BOXES, _NO_SCORES, _NO_BOXES, boxes, False)
                 with self.stats._lock:
                     self.stats.frames += 1
                     self.stats.frames_widened += 1
                     self.stats.regions_hidden += hidden
                 return FrameOutcome(0, hidden, len(boxes), True, detect_ms)
-        self._hide_whole(frame)
+        self._hide_whole(frame, t)
         return FrameOutcome(0, 0, 0, True, detect_ms)
 
-    def _hide_whole(self, frame: npt.NDArray[np.uint8]) -> None:
+    def _hide_whole(self, frame: npt.NDArray[np.uint8], t: float) -> None:
         self.last_boxes = np.zeros((0, 4), np.float32)
         try:
             hide_frame(frame)
+            hide_zones(frame, self.zones, SOLID_BGR)
         except Exception:
             logger.exception("[%s] whole-frame hiding failed; blanking the frame", self.stream_id)
             frame[...] = 0
         with self.stats._lock:
             self.stats.frames += 1
             self.stats.frames_hidden_whole += 1
+        size = (frame.shape[1], frame.shape[0]) if frame.ndim >= 2 else (0, 0)
+        self._audit(t, size, _NO_BOXES, _NO_SCORES, _NO_BOXES, _NO_BOXES, True)
+
+    def _audit(self, t: float, size: tuple[int, int], faces: npt.NDArray[np.float32],
+               scores: npt.NDArray[np.float32], held: npt.NDArray[np.float32], predicted: npt.NDArray[np.float32],
+               hidden_whole: bool, kept: npt.NDArray[np.bool_] | None = None) -> None:
+        index = self._frame_index
+        self._frame_index += 1
+        sink = self.audit
+        if sink is None:
+            return
+        try:
+            sink(frame_line(index, t, size, faces, scores, held, predicted, hidden_whole, len(self.zones), kept))
+        except Exception:
+            # The frame is already hidden; a trail that cannot be written must not hold it back or show it.
+            logger.exception("[%s] could not record frame %d in the audit trail", self.stream_id, index)

@@ -6,9 +6,14 @@ import math
 from dataclasses import dataclass, fields, replace
 from typing import Any, Literal, get_args
 
+from .identity.policy import IDENTITY_MODES, IdentityMode
+from .zones import Zones, parse_zones, zones_as_json
+
 Mode = Literal["mosaic", "blur", "solid"]
 FailPolicy = Literal["hide-frame", "widen-held"]
 MODES: tuple[str, ...] = get_args(Mode)
+# Dark grey rather than black, so a hidden face or zone reads as "masked" and not as a decoding glitch.
+SOLID_BGR = (24, 24, 24)
 FAIL_POLICIES: tuple[str, ...] = get_args(FailPolicy)
 
 
@@ -72,12 +77,14 @@ LIVE_THRESHOLD = 0.2
 
 @dataclass(frozen=True)
 class LiveSettings:
-    """What a live viewer may change while streaming: how faces are hidden, the detection threshold, and whether
-    the hidden boxes are outlined (drawn on the anonymized output only)."""
+    """What a live viewer may change while streaming: how faces are hidden, the detection threshold, whether
+    the hidden boxes are outlined (drawn on the anonymized output only), and the privacy zones (zones.py)."""
 
     anonymize: AnonymizeSettings = AnonymizeSettings()
     threshold: float = LIVE_THRESHOLD
     debug: bool = False
+    zones: Zones = ()
+    identity: IdentityMode = "off"  # keep the enrolled faces visible, or hide only them (identity/policy.py)
 
     def __post_init__(self) -> None:
         if not math.isfinite(self.threshold) or not THRESHOLD_RANGE[0] <= self.threshold <= THRESHOLD_RANGE[1]:
@@ -87,7 +94,8 @@ class LiveSettings:
     def as_dict(self) -> dict[str, Any]:
         a = self.anonymize
         return {"mode": a.mode, "strength": a.strength, "padding": a.padding, "threshold": self.threshold,
-                "debug": self.debug, "ellipse": a.ellipse}
+                "debug": self.debug, "ellipse": a.ellipse, "zones": zones_as_json(self.zones),
+                "identity": self.identity}
 
     def updated(self, changes: Any) -> LiveSettings:
         """These settings with ``changes`` (a JSON object) applied; ValueError with a readable reason for unknown
@@ -107,13 +115,16 @@ class LiveSettings:
             if isinstance(value, int) and not isinstance(value, bool) and abs(value) > 2**53:
                 # JSON integers have no size limit, and float() of a huge one raises OverflowError.
                 raise ValueError(f"{name} is out of range")
-            if expected is str and value not in MODES:
+            if name == "mode" and value not in MODES:
                 raise ValueError(f"mode must be one of {', '.join(MODES)}")
+            if name == "identity" and value not in IDENTITY_MODES:
+                raise ValueError(f"identity must be one of {', '.join(IDENTITY_MODES)}")
         merged = {**self.as_dict(), **changes}
+        zones = parse_zones(changes["zones"]) if "zones" in changes else self.zones
         anonymize = replace(self.anonymize, mode=merged["mode"], strength=float(merged["strength"]),
                             padding=float(merged["padding"]), ellipse=merged["ellipse"])
-        return LiveSettings(anonymize, float(merged["threshold"]), merged["debug"])
+        return LiveSettings(anonymize, float(merged["threshold"]), merged["debug"], zones, merged["identity"])
 
 
 LIVE_FIELDS: dict[str, type] = {"mode": str, "strength": float, "padding": float, "threshold": float,
-                                "debug": bool, "ellipse": bool}
+                                "debug": bool, "ellipse": bool, "zones": list, "identity": str}

@@ -46,6 +46,9 @@ MATCH_MIN_IOU = 0.1
 # no overlap, so a head moving faster than the prediction (or turning) keeps its track.
 MATCH_MAX_DIST = 1.0
 MATCH_MAX_SIZE_RATIO = 3.0  # a box 3x larger or smaller is another face, however close
+# A detection that overlaps its track's prediction less than this may be another face that took the track over
+# (two faces crossing): whatever was decided about the track's face no longer holds for it.
+SURE_MATCH_IOU = 0.5
 MAX_SIZE_TREND = 2.0  # cap on how much a held box may grow from its size velocity alone (before hold growth)
 
 
@@ -56,6 +59,7 @@ class _Track:
     w: float
     h: float
     last_seen: float
+    id: int = 0
     vx: float = 0.0
     vy: float = 0.0
     vw: float = 0.0
@@ -106,6 +110,11 @@ class FaceTracker:
         self._last_t: float | None = None
         self._size: tuple[int, int] | None = None  # (width, height) of the frames the tracks are in
         self._held = 0
+        self._next_id = 1
+        # For each box the last ``update`` returned: its track's id, and whether that box may be another face than
+        # the track's last sighting (a new track, or a loose match: little overlap), which identity decisions need.
+        self.last_ids: list[int] = []
+        self.last_uncertain: list[bool] = []
 
     @property
     def held(self) -> int:
@@ -126,6 +135,11 @@ class FaceTracker:
         self._tracks.clear()
         self._last_t = None
         self._held = 0
+        self.last_ids, self.last_uncertain = [], []
+
+    def _new_id(self) -> int:
+        self._next_id += 1
+        return self._next_id - 1
 
     def _growth(self, track: _Track, t: float) -> float:
         s = self.settings
@@ -183,6 +197,8 @@ class FaceTracker:
         dets = rows[np.isfinite(rows).all(axis=1)]
         if self.settings.hold_seconds <= 0:
             self._held = 0
+            self.last_ids = [self._new_id() for _ in range(len(dets))]
+            self.last_uncertain = [True] * len(dets)
             return dets.copy()
         hold = self.settings.hold_seconds + HOLD_TOLERANCE
         self._tracks = [tr for tr in self._tracks if t - tr.last_seen <= hold]
@@ -205,20 +221,30 @@ class FaceTracker:
         pairs.sort(key=lambda p: -p[0])
         matched_tracks: set[int] = set()
         matched_dets: set[int] = set()
+        ids = [0] * len(det_geo)
+        uncertain = [True] * len(det_geo)
         for _, ti, di in pairs:
             if ti in matched_tracks or di in matched_dets:
                 continue
             matched_tracks.add(ti)
             matched_dets.add(di)
             self._tracks[ti].observe(*det_geo[di], t)
+            ids[di] = self._tracks[ti].id
+            uncertain[di] = overlaps[ti][di] < SURE_MATCH_IOU
 
         held: list[list[float]] = []
+        held_ids: list[int] = []
         for ti, tr in enumerate(self._tracks):
             if ti not in matched_tracks:
                 held.append(self._held_box(tr, t, 1.0))
+                held_ids.append(tr.id)
         for di, geo in enumerate(det_geo):
             if di not in matched_dets:
-                self._tracks.append(_Track(*geo, last_seen=t))
+                track = _Track(*geo, last_seen=t, id=self._new_id())
+                self._tracks.append(track)
+                ids[di] = track.id
+        self.last_ids = ids + held_ids
+        self.last_uncertain = uncertain + [True] * len(held_ids)
         self._held = len(held)
         if not held:
             return dets.copy()

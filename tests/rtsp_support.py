@@ -125,10 +125,12 @@ class WhepViewer:
     ``samples`` up to ``max_samples`` (arrival time, BGR frame) pairs, one per ``sample_every_s`` at most;
     ``states`` every connection state the peer went through."""
 
-    def __init__(self, base_url: str, camera: str, sample_every_s: float = 0.2, max_samples: int = 40) -> None:
+    def __init__(self, base_url: str, camera: str, sample_every_s: float = 0.2, max_samples: int = 40,
+                 headers: dict[str, str] | None = None) -> None:
         from aiortc import RTCConfiguration, RTCPeerConnection
 
         self.base_url, self.camera = base_url, camera
+        self.headers = headers or {}  # e.g. Authorization for a server with a token
         self.sample_every_s, self.max_samples = sample_every_s, max_samples
         # iceServers=[] always: with no configuration aiortc falls back to a public STUN server.
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
@@ -173,7 +175,7 @@ class WhepViewer:
         self.pc.addTransceiver("video", direction="recvonly")
         await self.pc.setLocalDescription(await self.pc.createOffer())
         answer = await http("POST", f"{self.base_url}/whep/{self.camera}", data=self.pc.localDescription.sdp,
-                            headers={"Content-Type": "application/sdp"})
+                            headers={**self.headers, "Content-Type": "application/sdp"})
         if answer.status == 201:
             self.location = answer.headers.get("Location")
             await self.pc.setRemoteDescription(RTCSessionDescription(sdp=answer.text, type="answer"))
@@ -201,7 +203,7 @@ class WhepViewer:
 
     async def delete(self) -> HttpAnswer:
         assert self.location is not None, "not connected"
-        return await http("DELETE", self.base_url + self.location)
+        return await http("DELETE", self.base_url + self.location, headers=self.headers)
 
     async def close(self) -> None:
         await self.pc.close()

@@ -109,6 +109,20 @@ DOCS: dict[str, tuple[dict[str, Any], list[str]]] = {
         "- ours wrote 299 frame(s) for the 300 of `hamilton_640x480.mp4`",
         "### Recall at equal settings",
         "| ours | threshold 0.2 | CPUExecutionProvider | 43 | 42 | 0.977 | 9 | 1.00 |"]),
+    "allowlist": ({
+        "default_threshold": 0.5, "strangers": 353, "stranger_sources": 52, "embed_ms_median": 95.0,
+        "subjects": {"katie": {"clip": "katie.mp4", "enrolled_frames": [0, 10, 20], "judged_faces": 40}},
+        "rates": [{"subject": "katie", "threshold": 0.5, "kept": 40, "judged": 40, "strangers_kept": 0,
+                   "strangers": 433, "worst_stranger": 0.605},
+                  {"subject": "katie", "threshold": 0.6, "kept": 40, "judged": 40, "strangers_kept": 2,
+                   "strangers": 433, "worst_stranger": 0.605}],
+        "pipeline": [{"clip": "katie.mp4", "mode": "live", "frames": 170, "faces": 170, "kept": 167,
+                      "frames_with_kept": 167, "recognitions": 7, "recognitions_per_frame": 0.041,
+                      "policy_ms_median": 0.14}]}, [
+        "| katie | 0.50 (default) | 0 of 433 (0.00%) | 0 of 40 (0%) | 0.605 |",
+        "| katie | 0.60 | 2 of 433 (0.46%) | 0 of 40 (0%) | 0.605 |",
+        "**Verdict at the default 0.5: 0 stranger(s) left visible (pass: the target is 0).**",
+        "| katie.mp4 | live | 170 | 167 of 170 | 167 | 0.041 | 0.14 | 3.9 |"]),
     "small_faces": ({
         "bands": ["<16", ">64"], "skipped": None,
         "sets": [{"size": [1920, 1080], "frames": 2, "faces": {"<16": 10, ">64": 4}, "seconds": 21.0, "notes": [],

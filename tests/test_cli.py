@@ -87,7 +87,7 @@ def test_file_anonymizes_a_video_keeping_fps_and_timestamps(tmp_path: Path, dete
     assert (frames, size) == (src_frames, src_size)
     assert rate == pytest.approx(src_rate, rel=0.01)
     assert duration == pytest.approx(src_duration, abs=0.1)
-    assert src_audio == 1 and audio == 0  # audio dropped by default
+    assert src_audio == 1 and audio == 1  # the sound is kept by default (--drop-audio leaves it out)
     with av.open(str(src)) as a, av.open(str(dst)) as b:
         pairs = zip(a.decode(video=0), b.decode(video=0), strict=True)
         for i, (fa, fb) in enumerate(pairs):

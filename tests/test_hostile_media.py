@@ -37,7 +37,7 @@ from PIL import Image
 from models.boxes import iou_matrix
 from models.centerface import CenterFaceDetector
 from streamer.detection_service import DetectionService
-from streamer.jobs import TERMINAL, JobManager
+from streamer.jobs import TERMINAL, JobManager, JobOptions
 from streamer.settings import AnonymizeSettings
 
 pytestmark = pytest.mark.timeout(300)
@@ -456,7 +456,7 @@ def manager(tmp_path_factory: pytest.TempPathFactory, detector: CenterFaceDetect
 
 
 def run_job(manager: JobManager, filename: str, data: bytes, limit_s: float = 60) -> tuple[Any, float]:
-    job = manager.new_job(filename, AnonymizeSettings())
+    job = manager.new_job(filename, JobOptions(AnonymizeSettings()))
     job.input.write_bytes(data)
     started = time.monotonic()
     manager.start(job)

@@ -191,7 +191,8 @@ def multipart(filename: str, data: bytes, fields: dict[str, str], file_field: st
 
 INPUT = re.compile(r"input(\.[a-z0-9]+)?")
 OUTPUT = re.compile(r"output\.[a-z0-9]+")
-PARTIAL = re.compile(r"\.output\.[A-Za-z0-9_]+\.partial\.[a-z0-9]+")  # offline.atomic_output's temporary file
+PARTIAL = re.compile(r"\.(output|audit)\.[A-Za-z0-9_]+\.partial\.[a-z0-9]+")  # offline.atomic_output's temporary file
+AUDIT = re.compile(r"audit\.jsonl")
 
 
 def check_layout(service: Service) -> None:
@@ -206,10 +207,11 @@ def check_layout(service: Service) -> None:
             names = sorted(p.name for p in entry.iterdir())
         except FileNotFoundError:
             continue  # it ended (failed) since the listing
-        allowed = {"queued": (INPUT,), "running": (INPUT, OUTPUT, PARTIAL), "done": (OUTPUT,)}.get(job["state"], ())
+        allowed = {"queued": (INPUT,), "running": (INPUT, OUTPUT, PARTIAL, AUDIT),
+                   "done": (OUTPUT, AUDIT)}.get(job["state"], ())
         assert all(any(p.fullmatch(n) for p in allowed) for n in names), f"{job['state']} job {entry}: {names}"
         if job["state"] == "done":
-            assert len(names) == 1, f"{entry}: {names}"
+            assert len(names) == 1 + job["settings"]["audit"], f"{entry}: {names}"
 
 
 def assert_clean(service: Service, limit_s: float = 150) -> None:
@@ -441,7 +443,8 @@ def test_photo_job_hides_every_face(service: Service, detector: CenterFaceDetect
     assert answer.status == 202, answer.body
     job = answer.json()
     assert answer.headers["Location"] == f"/jobs/{job['id']}"
-    assert (job["kind"], job["name"], job["settings"]) == ("image", "2008_002470", {"mode": "mosaic", "strength": 0.5})
+    assert (job["kind"], job["name"], job["settings"]) == ("image", "2008_002470", {
+        "mode": "mosaic", "strength": 0.5, "zones": [], "audio": "keep", "audit": False})
     done = service.wait(job["id"])
     assert done["state"] == "done" and done["error"] is None, done
     assert (done["percent"], done["frames_done"], done["result"]) == (100.0, 1, f"/jobs/{job['id']}/result")
@@ -476,6 +479,64 @@ def test_video_job_hides_faces_and_keeps_frames_and_duration(service: Service, d
     out = tmp_path / "out.mp4"
     out.write_bytes(result.body)
     assert_video_hidden(src, out, detector, every=25)
+
+
+def test_video_job_keeps_the_sound_burns_in_zones_and_gives_its_audit_trail(service: Service,
+                                                                          detector: CenterFaceDetector,
+                                                                          tmp_path: Path) -> None:
+    src = require_testdata(*CLIP)  # MPEG-4 video with AAC sound
+    zones = [[[0.0, 0.0], [0.25, 0.0], [0.25, 0.3], [0.0, 0.3]]]
+    answer = service.post_job("talk.mp4", src.read_bytes(), {"zones": json.dumps(zones), "audit": "true"})
+    assert answer.status == 202, answer.body
+    job = answer.json()
+    assert job["settings"] == {"mode": "mosaic", "strength": 0.5, "zones": zones, "audio": "keep", "audit": True}
+    assert service.request("GET", f"/jobs/{job['id']}/audit").status == 409  # not done yet
+    done = service.wait(job["id"])
+    assert done["state"] == "done" and done["audit"] == f"/jobs/{job['id']}/audit", done
+    check_layout(service)
+    out = tmp_path / "out.mp4"
+    out.write_bytes(service.request("GET", done["result"]).body)
+    assert_video_hidden(src, out, detector, every=50)
+    with av.open(str(out)) as result, av.open(str(src)) as source:
+        assert [s.codec_context.name for s in result.streams.audio] == ["aac"]
+        assert sum(1 for _ in result.demux(audio=0)) == sum(1 for _ in source.demux(audio=0))
+    for frame in sampled_frames(out, 40):
+        height, width = frame.shape[:2]
+        corner = frame[2:int(0.3 * height) - 2, 2:int(0.25 * width) - 2].astype(int)
+        assert np.abs(corner - 24).max() <= 6, "the zone is not solid"  # H.264 moves a flat area a little
+    trail = service.request("GET", done["audit"])
+    assert trail.status == 200 and trail.headers["Content-Type"].startswith("application/x-ndjson")
+    records = [json.loads(line) for line in trail.body.splitlines()]
+    assert [r["frame"] for r in records] == list(range(200))
+    assert all(r["zones"] == 1 and r["width"] == frame.shape[1] for r in records)
+    assert sum(bool(r["faces"]) for r in records) > 190
+
+
+def test_a_job_may_drop_the_sound_and_has_no_trail_unless_asked(service: Service, tmp_path: Path) -> None:
+    clip = short_clip(require_testdata(*CLIP), tmp_path / "short.mp4", 10)
+    with av.open(str(require_testdata(*CLIP))) as source, av.open(str(tmp_path / "short.mkv"), "w") as out:
+        # The short clip again, with the source's sound copied in.
+        with av.open(str(clip)) as video:
+            vout = out.add_stream_from_template(video.streams.video[0])
+            aout = out.add_stream_from_template(source.streams.audio[0])
+            for vpacket in video.demux(video=0):
+                if vpacket.dts is not None:
+                    vpacket.stream = vout
+                    out.mux(vpacket)
+        for i, apacket in enumerate(source.demux(audio=0)):
+            if apacket.dts is not None and i < 20:
+                apacket.stream = aout
+                out.mux(apacket)
+    answer = service.post_job("short.mkv", (tmp_path / "short.mkv").read_bytes(), {"audio": "drop"})
+    assert answer.status == 202, answer.body
+    done = service.wait(answer.json()["id"])
+    assert done["state"] == "done" and done["audit"] is None, done
+    result = tmp_path / "result.mp4"
+    result.write_bytes(service.request("GET", done["result"]).body)
+    with av.open(str(result)) as container:
+        assert len(container.streams.audio) == 0 and len(container.streams.video) == 1
+    missing = service.request("GET", f"/jobs/{done['id']}/audit")
+    assert missing.status == 404 and "audit=true" in missing.json()["error"]
 
 
 # ----------------------------------------------------------------------------------------------------- bad input
@@ -530,6 +591,11 @@ def test_bad_upload_fails_the_job_with_a_reason(service: Service, case: str, rea
     ("bad-mode", 400, "mode must be one of"),
     ("bad-strength", 400, "strength must be"),
     ("no-file", 400, "no file"),
+    ("bad-zones", 400, "within 0..1"),
+    ("zones-not-json", 400, "zones must be JSON"),
+    ("long-field", 400, "longer than"),
+    ("bad-audio", 400, "audio must be keep or drop"),
+    ("bad-audit", 400, "audit must be true or false"),
     ("file-under-another-name", 400, "unknown field 'attachment'"),
     ("not-multipart", 415, "multipart/form-data"),
 ])
@@ -548,6 +614,16 @@ def test_bad_request_is_refused_with_a_reason(service: Service, case: str, statu
         answer = service.post_job("p.jpg", photo, {"mode": "pixelate"})
     elif case == "bad-strength":
         answer = service.post_job("p.jpg", photo, {"strength": "lots"})
+    elif case == "bad-zones":
+        answer = service.post_job("p.jpg", photo, {"zones": "[[[0,0],[1,0],[1,7]]]"})
+    elif case == "zones-not-json":
+        answer = service.post_job("p.jpg", photo, {"zones": "[[["})
+    elif case == "long-field":
+        answer = service.post_job("p.jpg", photo, {"zones": "[" + " " * 20000 + "]"})
+    elif case == "bad-audio":
+        answer = service.post_job("p.jpg", photo, {"audio": "loud"})
+    elif case == "bad-audit":
+        answer = service.post_job("p.jpg", photo, {"audit": "maybe"})
     elif case == "no-file":
         boundary = uuid.uuid4().hex
         body = (f'--{boundary}\r\nContent-Disposition: form-data; name="mode"\r\n\r\nblur\r\n'

@@ -310,3 +310,129 @@ def test_page_switching_resolution_mid_stream_shows_no_face(netns: NetNamespace,
     pairs = ((as_seen(sent.frame(i % len(sent)), (g.shape[1], g.shape[0])), g) for i, g in readable)
     report = judge(pairs, judges, identity_every=2)
     assert_no_leak(report, artifacts_dir, "browser-switch", min_frames=25, min_faces=30, min_checks=10)
+
+
+ZONE_CORNERS = [(0.55, 0.5), (0.85, 0.5), (0.85, 0.9), (0.55, 0.9)]
+
+
+def zone_region_solid(image: np.ndarray[Any, Any]) -> bool:
+    """The inner part of the drawn zone is one dark grey (SOLID_BGR after VP8) in a grabbed frame."""
+    h, w = image.shape[:2]
+    inner = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)[int(0.56 * h):int(0.88 * h), int(0.57 * w):int(0.83 * w)]
+    return bool(inner.std() < 4 and inner.mean() < 50)
+
+
+def test_page_draws_a_privacy_zone_over_the_live_video_and_the_server_hides_it(
+        netns: NetNamespace, ns_loop: NamespaceLoop, page_server: ServerProcess, y4m: Y4m, artifacts_dir: Path,
+        tmp_path: Path) -> None:
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is a dev dependency")
+    base = page_server.base_url
+    args = [*CHROMIUM_FLAGS, f"--use-file-for-fake-video-capture={y4m.path}",
+            f"--unsafely-treat-insecure-origin-as-secure={base}"]
+    page_errors: list[str] = []
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(chromium_wrapper(netns, tmp_path)), args=args,
+                                             headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.on("pageerror", lambda e: page_errors.append(str(e)))
+            page.goto(base + "/")
+            page.click("#start")
+            page.wait_for_selector("body[data-state=live]", timeout=30_000)
+            page.wait_for_function("() => document.querySelector('#output').videoWidth > 0", timeout=15_000)
+            before = [grab(page)[0] for _ in range(3)]
+
+            page.click("#zone-draw")
+            page.wait_for_selector("#zone-overlay[data-drawing=true]")
+            box = page.locator("#zone-overlay").bounding_box()
+            assert box is not None
+            for fx, fy in ZONE_CORNERS:
+                page.mouse.click(box["x"] + fx * box["width"], box["y"] + fy * box["height"])
+            page.keyboard.press("Enter")
+            page.wait_for_selector("#zone-count[data-count='1']")
+            assert page.locator("#zone-overlay polygon.zone").count() == 1
+            # From the first frame that shows the zone hidden, every later one must (judged on the picture).
+            deadline = time.monotonic() + 30
+            while not zone_region_solid(grab(page)[0]):
+                assert time.monotonic() < deadline, "the drawn zone never showed hidden in the video"
+                page.wait_for_timeout(100)
+            after = []
+            for _ in range(8):
+                page.wait_for_timeout(150)
+                after.append(grab(page)[0])
+            cv2.imwrite(str(artifacts_dir / "browser-zone.png"), after[-1])
+            page.select_option("#lang", "ko")
+            korean = page.locator("#zone-draw").inner_text()
+            page.click("#zone-clear")
+            page.wait_for_selector("#zone-count[data-count='0']")
+            deadline = time.monotonic() + 30
+            while zone_region_solid(grab(page)[0]):
+                assert time.monotonic() < deadline, "the zone stayed hidden after Clear zones"
+                page.wait_for_timeout(100)
+            page.click("#stop")
+            page.wait_for_selector("body:not([data-state=live])", timeout=10_000)
+        finally:
+            browser.close()
+    assert not page_errors, page_errors
+    assert not any(zone_region_solid(image) for image in before), "the camera's own picture looks like a zone"
+    assert all(zone_region_solid(image) for image in after), "a frame after the zone appeared shows the region"
+    assert korean == "영역 그리기", korean
+    assert ns_loop.run(_wait_no_sessions(base))["sessions"] == 0
+
+
+def face_shown(image: np.ndarray[Any, Any], y4m: Y4m, detector: Any, first_face: np.ndarray[Any, Any]) -> bool:
+    """Whether the page shows the camera's face unhidden: its region correlates with the camera frame it shows."""
+    index, _ = y4m.closest(image, padded(first_face, 1.6, *SIZE))
+    source = y4m.frame(index)
+    faces = detector.detect(source).boxes
+    if not len(faces):
+        return False
+    x1, y1, x2, y2 = (int(v) for v in padded(faces[0], 0.8, *SIZE))
+    got = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)[y1:y2, x1:x2].astype(float).ravel()
+    want = cv2.cvtColor(source, cv2.COLOR_BGR2GRAY)[y1:y2, x1:x2].astype(float).ravel()
+    return bool(got.std() > 1 and np.corrcoef(got, want)[0, 1] > 0.95)
+
+
+def test_page_keeps_my_face_visible_on_request_and_hides_it_again(
+        netns: NetNamespace, ns_loop: NamespaceLoop, page_server: ServerProcess, y4m: Y4m, detector: Any,
+        artifacts_dir: Path, tmp_path: Path) -> None:
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is a dev dependency")
+    base = page_server.base_url
+    args = [*CHROMIUM_FLAGS, f"--use-file-for-fake-video-capture={y4m.path}",
+            f"--unsafely-treat-insecure-origin-as-secure={base}"]
+    first_face = detector.detect(y4m.frame(0)).boxes[0]
+    page_errors: list[str] = []
+
+    def wait_for(shown: bool, what: str) -> None:
+        deadline = time.monotonic() + 30
+        while face_shown(grab(page)[0], y4m, detector, first_face) != shown:
+            assert time.monotonic() < deadline, what
+            page.wait_for_timeout(100)
+
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(chromium_wrapper(netns, tmp_path)), args=args,
+                                             headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.on("pageerror", lambda e: page_errors.append(str(e)))
+            page.goto(base + "/")
+            page.wait_for_selector("#faces[data-available=true]")
+            assert page.is_disabled("#face-keep-me")  # enrolment belongs to a live session
+            page.click("#start")
+            page.wait_for_selector("body[data-state=live]", timeout=30_000)
+            page.wait_for_function("() => document.querySelector('#output').videoWidth > 0", timeout=15_000)
+            before = [face_shown(grab(page)[0], y4m, detector, first_face) for _ in range(3)]
+            page.click("#face-keep-me")
+            page.wait_for_selector("#face-list[data-count='1']", timeout=20_000)
+            assert page.input_value("#identity") == "keep"
+            wait_for(True, "my face never came back unhidden after Keep my face")
+            cv2.imwrite(str(artifacts_dir / "browser-face-kept.png"), grab(page)[0])
+            page.click("#face-list li[data-name='me'] .face-remove")
+            page.wait_for_selector("#face-list[data-count='0']", state="attached")
+            wait_for(False, "my face stayed unhidden after it was removed")
+            page.click("#stop")
+            page.wait_for_selector("body:not([data-state=live])", timeout=10_000)
+        finally:
+            browser.close()
+    assert not page_errors, page_errors
+    assert not any(before), "the face was shown before it was enrolled"

@@ -47,7 +47,7 @@ def test_browser_gets_turn_credentials_in_rtc_form() -> None:
 def test_live_settings_change_and_validate() -> None:
     settings = LiveSettings().updated({"mode": "solid", "threshold": 0.5, "debug": True})
     assert settings.as_dict() == {"mode": "solid", "strength": 0.5, "padding": 1.3, "threshold": 0.5,
-                                  "debug": True, "ellipse": False}
+                                  "debug": True, "ellipse": False, "zones": [], "identity": "off"}
     for bad, reason in [({"colour": "red"}, "unknown setting"), ({"mode": "pixelate"}, "mode must be"),
                         ({"strength": "high"}, "must be a number"), ({"strength": True}, "must be a number"),
                         ({"padding": 9}, "padding must be"), ({"threshold": 0.0}, "threshold must be"),

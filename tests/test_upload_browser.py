@@ -122,6 +122,9 @@ def test_upload_view_anonymizes_photos_and_a_clip(upload_service: Service, detec
                 e.dispatchEvent(new Event("input", { bubbles: true }));
             }""")
             assert page.inner_text("#upload-strength-value") == "0.70"
+            assert page.is_checked("#upload-audio") and not page.is_checked("#upload-audit")  # the defaults
+            page.uncheck("#upload-audio")
+            page.check("#upload-audit")
             page.set_input_files("#upload-input", [str(photo), str(clip)])
 
             # --- a photo and a text file named .mp4 dropped onto the drop zone
@@ -162,7 +165,13 @@ def test_upload_view_anonymizes_photos_and_a_clip(upload_service: Service, detec
             assert any(re.fullmatch(rf"\d+% · \d+ of {CLIP_FRAMES} frames( · .*)?", s) for s in seen[clip.name]), \
                 seen[clip.name]
             for name in (photo.name, clip.name):
-                assert upload_service.job(by_file[name]["id"]).json()["settings"] == {"mode": "blur", "strength": 0.7}
+                assert upload_service.job(by_file[name]["id"]).json()["settings"] == {
+                    "mode": "blur", "strength": 0.7, "zones": [], "audio": "drop", "audit": True}
+                audit_link = li(page, name).locator("a.job-audit")
+                assert audit_link.get_attribute("href") == f"/jobs/{by_file[name]['id']}/audit"
+                trail = upload_service.request("GET", f"/jobs/{by_file[name]['id']}/audit")
+                frames = CLIP_FRAMES if name == clip.name else 1
+                assert trail.status == 200 and len(trail.body.splitlines()) == frames, trail.status
             assert li(page, photo.name).locator(".job-meta").inner_text().endswith("Blur, strength 0.70")
             bad = by_file["notes.mp4"]
             assert bad["state"] == "failed" and "not a readable video" in bad["error"], bad

@@ -62,12 +62,36 @@ export const postOffer = (offer, signal) => request("POST", "/offer", { body: of
 export const getSession = (id, signal) => request("GET", `/sessions/${encodeURIComponent(id)}`, { signal });
 export const postSettings = (id, settings) =>
   request("POST", `/sessions/${encodeURIComponent(id)}/settings`, { body: settings });
+// A session's enrolled faces (identity: keep them visible, or hide only them): embeddings in the session's memory.
+const facesPath = (id) => `/sessions/${encodeURIComponent(id)}/faces`;
+export const getFaces = (id) => request("GET", facesPath(id));
+export const enrollLive = (id, name) => request("POST", facesPath(id), { body: { name, from: "live" } });
+export const removeFace = (id, name) => request("DELETE", `${facesPath(id)}/${encodeURIComponent(name)}`);
+export async function enrollPhoto(id, name, file) {
+  const form = new FormData();
+  form.append("name", name);
+  form.append("file", file, file.name);
+  let response;
+  try {
+    response = await fetch(facesPath(id), { method: "POST", body: form, credentials: "same-origin" });
+  } catch (err) {
+    throw new ApiError("network", { detail: err && err.message ? err.message : String(err) });
+  }
+  if (!response.ok) throw await errorFrom(response);
+  return response.json();
+}
 export const deleteSession = (id) =>
   request("DELETE", `/sessions/${encodeURIComponent(id)}`, { keepalive: true, expectJson: false });
 
 // Cameras (RTSP, pulled and anonymized by the server) ---------------------------------------------------------
 
 export const listCameras = (signal) => request("GET", "/cameras", { signal });
+// Managing cameras (a server with an access token only; see "manage" in GET /cameras): the body is a [[camera]]
+// table as JSON. PUT replaces the settings; without "url" the camera keeps its own.
+export const addCamera = (settings) => request("POST", "/cameras", { body: settings });
+export const editCamera = (name, settings) =>
+  request("PUT", `/cameras/${encodeURIComponent(name)}`, { body: settings });
+export const removeCamera = (name) => request("DELETE", `/cameras/${encodeURIComponent(name)}`);
 
 export const snapshotUrl = (name) =>
   `/cameras/${encodeURIComponent(name)}/snapshot.jpg?t=${Date.now().toString(36)}`; // never a cached picture
@@ -144,12 +168,14 @@ function parseRetryAfter(header) {
 // no upload progress. Returns {promise, abort}: the promise resolves with the job object of the 202 answer and
 // rejects with an ApiError ("http" with the server's {"error"} text and Retry-After, "network", "format") or, after
 // abort(), with a DOMException named AbortError. onProgress(loaded, total) follows the bytes sent.
-export function postJob(file, { mode, strength }, onProgress) {
+export function postJob(file, { mode, strength, audio, audit }, onProgress) {
   const xhr = new XMLHttpRequest();
   const promise = new Promise((resolve, reject) => {
     const form = new FormData();
     if (mode) form.append("mode", String(mode));
     if (strength !== undefined && strength !== null) form.append("strength", String(strength));
+    if (audio) form.append("audio", String(audio));
+    if (audit !== undefined) form.append("audit", audit ? "true" : "false");
     form.append("file", file, file.name);
     xhr.open("POST", "/jobs");
     xhr.responseType = "text";
@@ -187,3 +213,4 @@ export const getJob = (id, signal) => request("GET", `/jobs/${encodeURIComponent
 export const deleteJob = (id) => request("DELETE", `/jobs/${encodeURIComponent(id)}`, { expectJson: false });
 export const jobEventsUrl = (id) => `/jobs/${encodeURIComponent(id)}/events`;
 export const jobResultUrl = (id) => `/jobs/${encodeURIComponent(id)}/result`;
+export const jobAuditUrl = (id) => `/jobs/${encodeURIComponent(id)}/audit`;

@@ -12,9 +12,11 @@
 //   a.snapshot. While a camera is watched: <video data-camera-video="NAME" data-playing="false|true"> (true once
 //   a frame has arrived). #cameras-error (role=alert) holds one <p data-error="list|NAME|snapshot:NAME"> per
 //   problem. #cameras-empty is shown when the server has no cameras, #cameras-loading until the first answer.
+//   Adding, editing and removing cameras is camera_admin.js (its own hooks are listed there).
 
 import { onLangChange, t } from "./i18n.js";
 import { ApiError, deleteWhep, detailOf, fetchSnapshot, getConfig, listCameras, postWhep, snapshotUrl } from "./api.js";
+import { addCardControls, initCameraAdmin, renderCardControls, setManage, setModes } from "./camera_admin.js";
 import { $, element, labelOf, setText } from "./dom.js";
 import { formatBytes, num, stamp } from "./format.js";
 import { closeAfterDelete, decodeRate, inboundVideo, waitForIceGathering, watchConnection } from "./webrtc.js";
@@ -109,6 +111,7 @@ async function refresh() {
       cameras = body.cameras.filter((c) => c && typeof c.name === "string" && c.name);
       setError("list", null);
       renderList();
+      setManage(body.manage); // adding, editing and removing cameras (camera_admin.js)
     }
   } catch (err) {
     setError("list", { key: "cameras.listFailed", vars: { detail: detailOf(err) } });
@@ -138,6 +141,10 @@ function renderList() {
     if (w) teardown(w);
     card.root.remove();
     cards.delete(name);
+    // Removed on the server: what this page said about it is history.
+    setError(name, null);
+    setError(`snapshot:${name}`, null);
+    notes.delete(name);
   }
   cameras.forEach((cam, i) => {
     let card = cards.get(cam.name);
@@ -190,8 +197,10 @@ function createCard(name) {
   watchBtn.addEventListener("click", () => { watch(name); });
   stopBtn.addEventListener("click", () => stopWatch(name));
   snapshot.addEventListener("click", (ev) => { takeSnapshot(name, ev); });
-  return { name, root, badge, meta, details, problem, videoBox, overlay, watchStatus, watchBtn, stopBtn, snapshot,
-    snapshotStatus, snapshotBusy: false, cam: null };
+  const card = { name, root, badge, meta, details, problem, videoBox, overlay, watchStatus, watchBtn, stopBtn,
+    snapshot, snapshotStatus, snapshotBusy: false, cam: null };
+  addCardControls(card, toolbar); // Edit and Remove, shown where the server allows them
+  return card;
 }
 
 function renderCard(card) {
@@ -234,6 +243,7 @@ function renderCard(card) {
   const note = notes.get(card.name);
   card.snapshotStatus.hidden = !note;
   setText(card.snapshotStatus, note ? t(note.key, note.vars) : "");
+  renderCardControls(card);
   renderWatch(card);
 }
 
@@ -543,5 +553,7 @@ export function initCameras() {
     for (const card of cards.values()) renderCard(card);
     renderErrors();
   });
+  initCameraAdmin({ onChanged: refreshSoon, cards: () => [...cards.values()] });
+  getConfig().then((config) => setModes(config && config.modes)).catch(() => {});
   refreshSoon(); // the tab shows how many cameras there are, even before the view is opened
 }

@@ -1,13 +1,19 @@
-// The webcam view's hiding settings (#settings: mode, strength, padding, threshold, debug, ellipse). They go with the
-// offer; while live, each change is sent as POST /sessions/{id}/settings, one request at a time, in order.
+// The webcam view's hiding settings (#settings: mode, strength, padding, threshold, debug, ellipse, and the privacy
+// zones drawn over the video, zones.js). They go with the offer; while live, each change is sent as
+// POST /sessions/{id}/settings, one request at a time, in order.
 
 import { ApiError, detailOf, postSettings } from "./api.js";
 import { $, messageSlot, renderModes, renderStrength } from "./dom.js";
 import { onLangChange } from "./i18n.js";
+import { applyFacesConfig, initFaces } from "./faces.js";
+import { getZones, initZones, setZones } from "./zones.js";
 
 const SLIDER_DEBOUNCE_MS = 200;
 const FALLBACK_MODES = ["mosaic", "blur", "solid"];
-const OPTION_FIELDS = ["mode", "strength", "padding", "threshold", "debug", "ellipse"];
+const OPTION_FIELDS = ["mode", "strength", "padding", "threshold", "debug", "ellipse", "zones", "identity"];
+
+// Values are numbers, booleans, strings or (zones) nested arrays: compared by what they send.
+const same = (a, b) => JSON.stringify(a) === JSON.stringify(b);
 
 const els = {
   form: $("settings"),
@@ -18,6 +24,7 @@ const els = {
   threshold: $("threshold"),
   debug: $("debug"),
   ellipse: $("ellipse"),
+  identity: $("identity"),
 };
 
 let modes = FALLBACK_MODES.slice();
@@ -43,6 +50,8 @@ function readOption(field) {
     case "threshold": return numberField(els.threshold);
     case "debug": return els.debug.checked;
     case "ellipse": return els.ellipse.checked;
+    case "zones": return getZones();
+    case "identity": return els.identity.value || undefined;
     default: return undefined;
   }
 }
@@ -71,11 +80,14 @@ function writeOption(field, value) {
     case "threshold": els.threshold.value = String(value); break;
     case "debug": els.debug.checked = Boolean(value); break;
     case "ellipse": els.ellipse.checked = Boolean(value); break;
+    case "zones": setZones(value); break;
+    case "identity": els.identity.value = String(value); break;
     default: break;
   }
 }
 
 export function applyConfig(config) {
+  applyFacesConfig(config);
   if (Array.isArray(config.modes) && config.modes.length) {
     modes = config.modes.map(String);
     renderModes(els.mode, modes);
@@ -98,7 +110,7 @@ function queueSettings(s, patch) {
 export function sendChangesSince(s, sent) {
   const now = readOptions();
   const patch = {};
-  for (const field of OPTION_FIELDS) if (now[field] !== undefined && now[field] !== sent[field]) patch[field] = now[field];
+  for (const field of OPTION_FIELDS) if (now[field] !== undefined && !same(now[field], sent[field])) patch[field] = now[field];
   if (Object.keys(patch).length) queueSettings(s, patch);
 }
 
@@ -134,7 +146,7 @@ function onOptionChanged(field, { debounce = false } = {}) {
     sliderTimers.delete(field);
     const value = readOption(field);
     if (value === undefined) return;
-    if (s.applied && s.applied[field] === value) return;
+    if (s.applied && same(s.applied[field], value)) return;
     queueSettings(s, { [field]: value });
   };
   if (debounce) sliderTimers.set(field, setTimeout(send, SLIDER_DEBOUNCE_MS));
@@ -159,5 +171,8 @@ export function initSettings({ current, gone }) {
   for (const field of ["padding", "threshold", "debug", "ellipse"]) {
     els[field].addEventListener("change", () => onOptionChanged(field));
   }
+  initZones({ changed: () => onOptionChanged("zones") });
+  els.identity.addEventListener("change", () => onOptionChanged("identity"));
+  initFaces({ current, identityChanged: () => onOptionChanged("identity") });
   onLangChange(() => renderModes(els.mode, modes));
 }

@@ -5,19 +5,23 @@
 //
 // Hooks for tests:
 //   #tab-upload (role=tab) and <body data-view="upload">; #view-upload is the panel, /#upload opens it.
-//   #drop-zone (data-dragging="true|false"), #upload-input (type=file, multiple), #upload-mode, #upload-strength.
+//   #drop-zone (data-dragging="true|false"), #upload-input (type=file, multiple), #upload-mode, #upload-strength,
+//   #upload-audio (keep the sound, checked by default), #upload-audit (ask for the audit trail).
 //   #job-list holds one <li class="job"> per file, with data-file (the file's name), data-kind="image|video" and
 //   data-state="uploading|queued|running|done|failed|cancelled"; data-job-id="ID" once the server accepted it.
 //   Inside: a <progress> (max 100; no value while the amount is unknown) with data-percent, .job-status (bytes or
 //   frames, frames/s, time left), .job-error (role=alert), .job-preview (an <img> or <video> of the result),
-//   a.job-download (href /jobs/ID/result, with a download name), button.job-cancel (Cancel, then Remove) and
+//   a.job-download (href /jobs/ID/result, with a download name), a.job-audit (href /jobs/ID/audit, when the job was
+//   asked for its audit trail), button.job-cancel (Cancel, then Remove) and
 //   button.job-retry (after a failed upload that may work later: 429, 503, a lost connection).
 //
 // The Webcam and Cameras views are switched by cameras.js; this module adds the third tab beside them without
 // changing how they work (see "Views" below).
 
 import { getLang, onLangChange, t } from "./i18n.js";
-import { ApiError, deleteJob, detailOf, getConfig, getJob, jobEventsUrl, jobResultUrl, postJob } from "./api.js";
+import {
+  ApiError, deleteJob, detailOf, getConfig, getJob, jobAuditUrl, jobEventsUrl, jobResultUrl, postJob,
+} from "./api.js";
 import { $, element, labelOf, renderModes, renderStrength, setText } from "./dom.js";
 import { num } from "./format.js";
 
@@ -40,6 +44,8 @@ const els = {
   mode: $("upload-mode"),
   strength: $("upload-strength"),
   strengthValue: $("upload-strength-value"),
+  audio: $("upload-audio"),
+  audit: $("upload-audit"),
   list: $("job-list"),
   empty: $("upload-empty"),
 };
@@ -175,7 +181,8 @@ function applyConfig(config) {
 
 function currentSettings() {
   const strength = Number(els.strength.value);
-  return { mode: els.mode.value || "mosaic", strength: Number.isFinite(strength) ? strength : 0.5 };
+  return { mode: els.mode.value || "mosaic", strength: Number.isFinite(strength) ? strength : 0.5,
+    audio: els.audio.checked ? "keep" : "drop", audit: els.audit.checked };
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -437,15 +444,17 @@ function makeCard(entry) {
   const bar = element("div", "toolbar");
   const download = element("a", "button-link job-download");
   download.hidden = true;
+  const audit = element("a", "button-link job-audit");
+  audit.hidden = true;
   const retryButton = element("button", "job-retry", { type: "button" });
   retryButton.hidden = true;
   const cancel = element("button", "job-cancel", { type: "button" });
-  bar.append(download, retryButton, cancel);
+  bar.append(download, audit, retryButton, cancel);
   li.append(head, meta, progress, status, error, preview, previewNote, bar);
   cancel.addEventListener("click", () => cancelOrRemove(entry));
   retryButton.addEventListener("click", () => retry(entry));
-  return { li, name, badge, meta, progress, status, error, preview, previewNote, download, retryButton, cancel,
-    media: null };
+  return { li, name, badge, meta, progress, status, error, preview, previewNote, download, audit, retryButton,
+    cancel, media: null };
 }
 
 function progressOf(entry) {
@@ -548,6 +557,8 @@ function renderResult(entry) {
     c.previewNote.hidden = true;
     c.download.hidden = true;
     c.download.removeAttribute("href");
+    c.audit.hidden = true;
+    c.audit.removeAttribute("href");
     return;
   }
   const url = jobResultUrl(entry.id);
@@ -576,6 +587,12 @@ function renderResult(entry) {
   c.download.download = resultName(entry);
   setText(c.download, t("upload.download"));
   c.download.setAttribute("aria-label", t("upload.downloadLabel", { name: resultName(entry) }));
+  c.audit.hidden = !entry.job.audit;
+  if (entry.job.audit) {
+    c.audit.href = jobAuditUrl(entry.id);
+    c.audit.download = resultName(entry).replace(/\.[^.]+$/, "-audit.jsonl");
+    setText(c.audit, t("upload.downloadAudit"));
+  }
 }
 
 function renderCount() {

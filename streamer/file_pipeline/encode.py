@@ -54,5 +54,6 @@ class H264Output:
         self._audio.mux(self._output, packet)
 
     def finish(self) -> None:
-        """Flush the encoder: the frames it still holds go into the file."""
+        """Flush the encoders: the frames they still hold go into the file."""
         self._output.mux(self._video.encode(None))
+        self._audio.finish(self._output)

@@ -3,6 +3,7 @@ OUTPUT that is renamed only when complete, so a failure or a cancel never leaves
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import threading
 import time
@@ -28,26 +29,31 @@ from .hide import HideStage
 from .stages import END, QUEUE_DEPTH, Stage, get, put
 
 
-def anonymize_video(src: Path, dst: Path, processor: FrameProcessor, *, keep_audio: bool = False,
+def anonymize_video(src: Path, dst: Path | None, processor: FrameProcessor, *, keep_audio: bool = False,
                     crf: int = 20, preset: str = "superfast", detect_workers: int = 1,
                     on_progress: ProgressCallback | None = None,
                     cancel: threading.Event | None = None, private: bool = False) -> FileResult:
     """Anonymize a video file. ``detect_workers`` frames are detected at once (use one per core with a
-    single-threaded detector on CPU). ``private``: the output is 0600 (see ``atomic_output``)."""
-    if dst.suffix.lower() not in VIDEO_SUFFIXES - {".webm"}:
+    single-threaded detector on CPU). ``private``: the output is 0600 (see ``atomic_output``). ``dst`` None: the
+    frames are detected, tracked and hidden but not encoded, for a run that wants only the processor's audit
+    trail (``--boxes-only``)."""
+    if dst is not None and dst.suffix.lower() not in VIDEO_SUFFIXES - {".webm"}:
         raise InputError(f"{dst}: output of a video must be .mp4, .mkv, .mov, .m4v or .avi (H.264)")
     started = time.perf_counter()
     container = open_video(src)
     stop = threading.Event()
     try:
-        audio = AudioCopy(container, keep_audio)
+        audio = AudioCopy(container, keep_audio and dst is not None)
         decoder = VideoDecoder(src, container, audio)
         hider = HideStage(processor, detect_workers)
         decoded: queue.Queue[Any] = queue.Queue(QUEUE_DEPTH)
         hidden: queue.Queue[Any] = queue.Queue(QUEUE_DEPTH)
-        with (atomic_output(dst, private=private) as tmp,
-              H264Output(tmp, dst, (decoder.width, decoder.height), decoder.rate, decoder.time_base, crf=crf,
-                         preset=preset, audio=audio) as output):
+        with contextlib.ExitStack() as files:
+            output: H264Output | None = None
+            if dst is not None:
+                tmp = files.enter_context(atomic_output(dst, private=private))
+                output = files.enter_context(H264Output(tmp, dst, (decoder.width, decoder.height), decoder.rate,
+                                                        decoder.time_base, crf=crf, preset=preset, audio=audio))
             stages = [Stage("decode", lambda: _send(decoder.items(), decoded, stop)),
                       Stage("hide", lambda: hider.run(decoded, hidden, stop))]
             for stage in stages:
@@ -62,10 +68,12 @@ def anonymize_video(src: Path, dst: Path, processor: FrameProcessor, *, keep_aud
                         break
                     kind, payload = item
                     if kind == "audio":
-                        output.write_audio(payload)
+                        if output is not None:
+                            output.write_audio(payload)
                         continue
                     image, pts, _ = payload
-                    output.write(image, pts)
+                    if output is not None:
+                        output.write(image, pts)
                     frames += 1
                     if on_progress is not None:
                         on_progress(Progress(frames, decoder.total, time.perf_counter() - started))
@@ -75,7 +83,8 @@ def anonymize_video(src: Path, dst: Path, processor: FrameProcessor, *, keep_aud
                         raise stage.error  # the finally below stops the others
                 if frames == 0:
                     raise InputError(f"{src}: video has no decodable frames")
-                output.finish()
+                if output is not None:
+                    output.finish()
             finally:
                 stop.set()
                 for stage in stages:

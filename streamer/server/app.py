@@ -28,14 +28,18 @@ from ..camera_config import load_cameras_file, parse_camera_arg
 from ..cameras import CameraManager
 from ..detection_service import BatchPolicy, DetectionService, cpu_inference_workers
 from ..healthcheck import PORT_ENV, default_port
+from ..identity.service import FaceRecognition
 from ..jobs import JobManager
 from ..malloc import heap_in_use
 from ..settings import MODES, LiveSettings
 from ..sources.rtsp import RtspOptions
 from . import auth, hosts
 from .bodies import body_deadline
+from .camera_admin import add_routes as add_camera_admin_routes
+from .camera_admin import management_info
 from .capacity import DetectorLoad
 from .config import ServerConfig, parse_ice_server
+from .faces import add_routes as add_face_routes
 from .hostnames import binds_loopback_only
 from .jobs import add_routes as add_job_routes
 from .jobs import expire_loop
@@ -52,6 +56,7 @@ from .state import (
     EXECUTOR,
     JOBS,
     METRICS,
+    RECOGNITION,
     SESSIONS,
     VIEWERS,
     error_response,
@@ -173,9 +178,12 @@ async def client_config(request: web.Request) -> web.Response:
         "maxOfferBytes": config.max_offer_bytes,
         "audio": config.audio,
         "auth": config.token is not None,  # the page shows its log-out button
+        "cameraAdmin": management_info(app),  # the page shows its add/edit/remove camera controls
         "provider": detection.provider if detection is not None else None,
         "modes": list(MODES),
         "defaults": LiveSettings().as_dict(),
+        # Whether "keep my face" / "hide only these faces" can run here (the identity extra is installed).
+        "identity": {"available": app[RECOGNITION].unavailable is None, "reason": app[RECOGNITION].unavailable},
     })
 
 
@@ -222,6 +230,12 @@ async def _start(app: web.Application) -> None:
                                       on_error=m.detector_errors.inc, batch=batch, on_batch=m.batch_size.observe,
                                       require_gpu=config.require_gpu, on_fallback=fell_back)
     m.provider.labels(provider=detector.provider).set(1)
+    if any(c.gallery is not None for c in config.cameras):
+        # Started before the cameras: a camera with a gallery must not start without its recognition.
+        try:
+            await asyncio.get_running_loop().run_in_executor(None, app[RECOGNITION].embedder)
+        except RuntimeError as exc:
+            logger.error("[server] face recognition cannot start (%s); cameras with a gallery hide every face", exc)
     app[CAMERAS].bind(asyncio.get_running_loop(), app[DETECTION], m.stream_hooks())
     app[JOBS].bind(app[DETECTION])
     logger.info("[server] detector ready on %s (warm-up %.0f ms; %d inference thread(s), up to %d frames per "
@@ -246,6 +260,7 @@ async def _cleanup(app: web.Application) -> None:
     detection = app.get(DETECTION)
     if detection is not None:
         detection.close()
+    await asyncio.get_running_loop().run_in_executor(None, app[RECOGNITION].stop)
     app[EXECUTOR].shutdown(wait=True, cancel_futures=True)
 
 
@@ -266,7 +281,10 @@ def create_app(config: ServerConfig | None = None, detector: CenterFaceDetector 
     app[METRICS].watch_runtime(app[DETECTOR_LOAD])
     app[SESSIONS] = SessionRegistry(on_count=app[METRICS].active_sessions.set)
     app[VIEWERS] = SessionRegistry(on_count=app[METRICS].active_viewers.set)
-    cameras = CameraManager(config.cameras, RtspOptions(read_timeout_s=config.rtsp_timeout_s))
+    app[RECOGNITION] = FaceRecognition()
+    cameras = CameraManager(config.cameras, RtspOptions(read_timeout_s=config.rtsp_timeout_s),
+                            fixed=config.fixed_cameras, audit_seconds=config.audit_minutes * 60,
+                            recognition=app[RECOGNITION])
     app[CAMERAS] = cameras
     app[METRICS].watch_cameras(cameras)
     # Snapshot encodes and other short blocking work; live frames are hidden on each stream's own thread
@@ -285,7 +303,9 @@ def create_app(config: ServerConfig | None = None, detector: CenterFaceDetector 
     auth.setup(app)
     add_routes(app)
     add_whep_routes(app)
+    add_camera_admin_routes(app)
     add_job_routes(app)
+    add_face_routes(app)
     app.router.add_static("/static/", WEB_DIR, show_index=False)
     return app
 
@@ -303,6 +323,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         max_detector_load=args.max_detector_load,
         cameras=tuple(load_cameras_file(args.config) if args.config else ())
         + tuple(dataclasses.replace(parse_camera_arg(c), always_on=args.always_on) for c in args.camera),
+        cameras_file=args.config, fixed_cameras=frozenset(c.partition("=")[0].strip() for c in args.camera),
         rtsp_timeout_s=args.rtsp_timeout,
         detect_deadline_s=args.detect_deadline, batch_size=args.batch_size, batch_wait_ms=args.batch_wait_ms,
         require_gpu=args.require_gpu, max_upload_mb=args.max_upload_mb,
@@ -310,6 +331,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         **({"jobs_dir": args.jobs_dir} if args.jobs_dir else {}),
         tls_cert=args.tls_cert, tls_key=args.tls_key, token=auth.token_from_args(args),
         insecure_no_token=args.insecure_no_token, allowed_hosts=tuple(args.allowed_host), turn=turn_from_args(args),
+        audit_minutes=args.audit_minutes,
     )
 
 

@@ -93,6 +93,8 @@ class ServerConfig:
     max_viewers: int = 16
     max_detector_load: float = 0.9  # refuse a stream that would push the shared detector past this (0: off)
     cameras: tuple[CameraSettings, ...] = ()
+    cameras_file: Path | None = None  # --config: where changes through the API are written (None: memory only)
+    fixed_cameras: frozenset[str] = frozenset()  # --camera names: the API may not change or remove them
     max_offer_bytes: int = 256 * 1024
     detect_deadline_s: float = 1.0  # a frame whose detection takes longer is hidden whole
     batch_size: int | None = None  # frames per inference across streams; None: by device (CUDA 32, CPU 1)
@@ -111,6 +113,7 @@ class ServerConfig:
     insecure_no_token: bool = False  # --insecure-no-token: the operator's own authentication is in front
     allowed_hosts: tuple[str, ...] = ()  # --allowed-host: Host names served besides loopback and our addresses
     turn: TurnRelay | None = None  # --turn-url + --turn-secret-file: short-lived TURN credentials in /config
+    audit_minutes: float = 10.0  # each camera and live session keeps this long of its audit trail (audit.py)
 
     def __post_init__(self) -> None:
         if self.token is not None:
@@ -147,3 +150,5 @@ class ServerConfig:
             raise ValueError("--batch-size must be within 1..256")
         if self.batch_wait_ms is not None and not 0 <= self.batch_wait_ms <= 100:
             raise ValueError("--batch-wait-ms must be within 0..100")
+        if not 0.5 <= self.audit_minutes <= 60:  # NaN fails this too
+            raise ValueError("--audit-minutes must be within 0.5..60")

@@ -14,9 +14,10 @@ from aiohttp import BodyPartReader, web
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp_sse import EventSourceResponse
 
-from ..jobs import TERMINAL, Job, QueueFull
+from ..jobs import TERMINAL, Job, JobOptions, QueueFull
 from ..offline import HEAD_BYTES, InputError, input_kind
 from ..settings import AnonymizeSettings
+from ..zones import parse_zones
 from .state import CONFIG, DETECTION, JOBS, error_response
 
 logger = logging.getLogger(__name__)
@@ -29,15 +30,28 @@ UPLOAD_MIN_BYTES_PER_S = 16 * 1024
 SSE_INTERVAL_S = 0.25
 
 
-def _settings(fields: dict[str, str]) -> AnonymizeSettings:
-    unknown = sorted(set(fields) - {"mode", "strength"})
+FIELDS = ("mode", "strength", "zones", "audio", "audit")
+FIELD_LIMIT = {"zones": 16 * 1024}  # bytes of a form field; the rest are a word or a number
+SHORT_FIELD = 64
+FLAGS = {"true": True, "1": True, "on": True, "false": False, "0": False, "off": False}
+
+
+def _options(fields: dict[str, str]) -> JobOptions:
+    unknown = sorted(set(fields) - set(FIELDS))
     if unknown:
-        raise ValueError(f"unknown field(s): {', '.join(unknown)}; send file, mode, strength")
+        raise ValueError(f"unknown field(s): {', '.join(unknown)}; send file, {', '.join(FIELDS)}")
     try:
         strength = float(fields.get("strength", "0.5"))
     except ValueError as exc:
         raise ValueError("strength must be a number") from exc
-    return AnonymizeSettings(mode=fields.get("mode", "mosaic"), strength=strength)  # type: ignore[arg-type]
+    settings = AnonymizeSettings(mode=fields.get("mode", "mosaic"), strength=strength)  # type: ignore[arg-type]
+    audio = fields.get("audio", "keep")
+    if audio not in ("keep", "drop"):
+        raise ValueError("audio must be keep or drop")
+    audit = FLAGS.get(fields.get("audit", "false").lower())
+    if audit is None:
+        raise ValueError("audit must be true or false")
+    return JobOptions(settings, parse_zones(fields.get("zones") or None), audio == "keep", audit)
 
 
 async def post_job(request: web.Request) -> web.Response:
@@ -68,7 +82,7 @@ async def post_job(request: web.Request) -> web.Response:
                 if part.name == "file":
                     if job is not None:
                         raise ValueError("send one file per job")
-                    job = jobs.new_job(part.filename or "", _settings(fields))
+                    job = jobs.new_job(part.filename or "", _options(fields))
                     size = 0
                     head = b""
                     window_start, window_size = loop.time(), 0
@@ -95,16 +109,13 @@ async def post_job(request: web.Request) -> web.Response:
                                                            "limit")
                             # Disk writes off the event loop: a slow disk must not stall live sessions.
                             await asyncio.get_running_loop().run_in_executor(None, out.write, chunk)
-                elif part.name in ("mode", "strength"):
-                    try:
-                        fields[part.name] = (await part.text())[:64]
-                    except (RuntimeError, zlib.error) as exc:  # aiohttp: an unknown or corrupt Content-Encoding
-                        raise ValueError(f"field {part.name!r} cannot be decoded: {exc}") from exc
+                elif part.name in FIELDS:
+                    fields[part.name] = await _field_text(part, FIELD_LIMIT.get(part.name, SHORT_FIELD))
                 else:
-                    raise ValueError(f"unknown field {part.name!r}; send file, mode, strength")
+                    raise ValueError(f"unknown field {part.name!r}; send file, {', '.join(FIELDS)}")
             if job is None:
                 raise ValueError("no file in the upload (multipart field 'file')")
-            job.settings = _settings(fields)  # fields may come before or after the file
+            job.options = _options(fields)  # fields may come before or after the file
     except TimeoutError:
         if job is not None:
             jobs.cancel(job)
@@ -146,6 +157,19 @@ async def post_job(request: web.Request) -> web.Response:
     jobs.start(job)
     logger.info("[job %s] accepted: %s%s, %s", job.id, job.name, job.suffix, job.kind)
     return web.json_response(job.as_dict(), status=202, headers={"Location": f"/jobs/{job.id}"})
+
+
+async def _field_text(part: BodyPartReader, limit: int) -> str:
+    """A form field's text, refused (not cut) when longer than ``limit`` bytes: a cut zone list is another one."""
+    data = bytearray()
+    while chunk := await part.read_chunk(4096):
+        data += chunk
+        if len(data) > limit:
+            raise ValueError(f"field {part.name!r} is longer than {limit} bytes")
+    try:
+        return bytes(part.decode(bytes(data))).decode(part.get_charset(default="utf-8"))
+    except (RuntimeError, zlib.error, UnicodeDecodeError) as exc:  # an unknown or corrupt Content-Encoding
+        raise ValueError(f"field {part.name!r} cannot be decoded: {exc}") from exc
 
 
 def _job(request: web.Request) -> Job:
@@ -194,6 +218,17 @@ async def job_result(request: web.Request) -> web.StreamResponse:
                                                  "Cache-Control": "no-store"})
 
 
+async def job_audit(request: web.Request) -> web.StreamResponse:
+    job = _job(request)
+    if job.state != "done" or job.audit is None or not job.audit.exists():
+        return error_response(409 if job.options.audit else 404,
+                              f"the job is {job.state}; its audit trail is available once it is done"
+                              if job.options.audit else "this job was not asked for an audit trail (audit=true)")
+    filename = f"{job.name}-audit.jsonl"
+    return web.FileResponse(job.audit, headers={"Content-Disposition": f"attachment; filename=\"{filename}\"",
+                                                "Content-Type": "application/x-ndjson", "Cache-Control": "no-store"})
+
+
 async def delete_job(request: web.Request) -> web.Response:
     request.app[JOBS].cancel(_job(request))
     return web.Response(status=204)
@@ -213,4 +248,5 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/jobs/{job}", get_job)
     app.router.add_get("/jobs/{job}/events", job_events)
     app.router.add_get("/jobs/{job}/result", job_result)
+    app.router.add_get("/jobs/{job}/audit", job_audit)
     app.router.add_delete("/jobs/{job}", delete_job)

@@ -10,9 +10,11 @@ from aiohttp import web
 from aiortc import RTCSessionDescription
 
 from ..settings import LiveSettings
+from .audit_download import audit_response
 from .capacity import refusal
+from .faces import Refused, start_recognition
 from .sessions import LiveSession
-from .state import CAMERAS, CONFIG, DETECTION, DETECTOR_LOAD, METRICS, SESSIONS, error_response
+from .state import CAMERAS, CONFIG, DETECTION, DETECTOR_LOAD, METRICS, RECOGNITION, SESSIONS, error_response
 
 logger = logging.getLogger(__name__)
 
@@ -119,8 +121,12 @@ async def post_offer(request: web.Request) -> web.Response:
         return error_response(503, f"the face detector has stopped: {detection.failed}")
     try:
         sdp, settings = _offer_fields(await _read_json(request))
+        if settings.identity != "off":
+            await start_recognition(request)
     except ValueError as exc:
         return error_response(400, str(exc))
+    except Refused as exc:
+        return error_response(exc.status, str(exc))
     # From the limits to the new session's place in the registry without an await: two offers arriving together
     # cannot both take the last slot.
     if len(sessions) >= config.max_sessions:
@@ -130,7 +136,7 @@ async def post_offer(request: web.Request) -> web.Response:
     refused = capacity_refused(app, "offer")
     if refused is not None:
         return refused
-    session = LiveSession(config, sessions, detection, app[METRICS], settings)
+    session = LiveSession(config, sessions, detection, app[METRICS], settings, app[RECOGNITION])
     try:
         try:
             await session.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
@@ -167,10 +173,20 @@ async def get_session(request: web.Request) -> web.Response:
 async def post_settings(request: web.Request) -> web.Response:
     session = _session(request)
     try:
-        settings = session.update(await _read_json(request))
+        changes = await _read_json(request)
+        if isinstance(changes, dict) and changes.get("identity", "off") != "off":
+            await start_recognition(request)
+        settings = session.update(changes)
     except ValueError as exc:
         return error_response(400, str(exc))
+    except Refused as exc:
+        return error_response(exc.status, str(exc))
     return web.json_response(settings.as_dict())
+
+
+async def get_audit(request: web.Request) -> web.Response:
+    session = _session(request)
+    return audit_response(request, session.audit, f"session-{session.id}")
 
 
 async def delete_session(request: web.Request) -> web.Response:
@@ -182,4 +198,5 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post("/offer", post_offer)
     app.router.add_get("/sessions/{session}", get_session)
     app.router.add_post("/sessions/{session}/settings", post_settings)
+    app.router.add_get("/sessions/{session}/audit", get_audit)
     app.router.add_delete("/sessions/{session}", delete_session)

@@ -13,7 +13,11 @@ from typing import Any
 from aiortc import MediaStreamTrack, RTCConfiguration, RTCIceServer, RTCPeerConnection
 from aiortc.mediastreams import MediaStreamError
 
+from ..audit import AuditRing
 from ..detection_service import DetectionService
+from ..identity.gallery import Gallery
+from ..identity.policy import IdentityPolicy
+from ..identity.service import FaceRecognition
 from ..malloc import release_free_memory
 from ..processor import FrameProcessor
 from ..scheduler import StreamCounters
@@ -114,14 +118,23 @@ class LiveSession(PeerSession):
     label = "session"
 
     def __init__(self, config: ServerConfig, registry: SessionRegistry, detection: DetectionService,
-                 metrics: ServerMetrics, settings: LiveSettings) -> None:
+                 metrics: ServerMetrics, settings: LiveSettings, recognition: FaceRecognition | None = None) -> None:
         super().__init__(config, registry)
+        # The faces this viewer enrolled: embeddings only, in memory, gone with the session.
+        self.gallery = Gallery()
+        self._recognition = recognition or FaceRecognition()
+        self.policy: IdentityPolicy | None = None
         self.settings = settings
         self.counters = StreamCounters()
         self.processor = FrameProcessor(detection.detector, settings.anonymize, stream_id=f"session {self.id}")
         self.processor.threshold = settings.threshold
         self.processor.detect_size = config.webcam_detect_size
         self.processor.upscale = False
+        self.processor.zones = settings.zones
+        self.audit = AuditRing(config.audit_minutes * 60)
+        self.processor.audit = self.audit
+        if settings.identity != "off":
+            self.identity_policy()
         self._detection = detection
         self._metrics = metrics
         self.video: AnonymizedTrack | None = None
@@ -146,8 +159,23 @@ class LiveSession(PeerSession):
         self.settings = new
         self.processor.settings = new.anonymize
         self.processor.threshold = new.threshold
-        logger.info("[session %s] settings now %s", self.id, new.as_dict())
+        self.processor.zones = new.zones
+        if new.identity != "off" or self.policy is not None:
+            self.identity_policy().mode = new.identity
+        logger.info("[session %s] settings now %s", self.id, {k: v for k, v in new.as_dict().items() if k != "zones"}
+                    | {"zones": len(new.zones)})
         return new
+
+    def identity_policy(self) -> IdentityPolicy:
+        """The session's identity rule, made on first need. Face recognition must be running already (the routes
+        start it off the event loop): this never blocks."""
+        if self.policy is None:
+            if not self._recognition.started:
+                raise RuntimeError("face recognition is not running")
+            self.policy = IdentityPolicy(self.gallery, self._recognition.embedder(), self.settings.identity,
+                                         f"session {self.id}")
+            self.processor.identity = self.policy
+        return self.policy
 
     def snapshot(self) -> dict[str, Any]:
         c = self.counters
@@ -166,6 +194,9 @@ class LiveSession(PeerSession):
 
     async def _close(self) -> None:
         await super()._close()
+        if self.policy is not None:
+            self.policy.stop()
+        self.gallery.clear()
         c = self.counters
         logger.info("[session %s] %d frames in, %d out, %d dropped", self.id, c.frames_in, c.frames_out,
                     c.frames_dropped)

@@ -8,6 +8,7 @@ from aiohttp import web
 
 from ..cameras import CameraManager
 from ..detection_service import DetectionService
+from ..identity.service import FaceRecognition
 from ..jobs import JobManager
 from .capacity import DetectorLoad
 from .config import ServerConfig
@@ -21,6 +22,7 @@ DETECTION = web.AppKey("detection", DetectionService)
 DETECTOR_ERROR = web.AppKey("detector_error", str)
 EXECUTOR = web.AppKey("executor", ThreadPoolExecutor)
 JOBS = web.AppKey("jobs", JobManager)
+RECOGNITION = web.AppKey("recognition", FaceRecognition)
 METRICS = web.AppKey("metrics", ServerMetrics)
 SESSIONS = web.AppKey("sessions", SessionRegistry)
 VIEWERS = web.AppKey("viewers", SessionRegistry)

@@ -11,6 +11,8 @@ from aiohttp import web
 from aiortc import RTCSessionDescription
 
 from ..cameras import Camera
+from .audit_download import audit_response
+from .camera_admin import management_info
 from .offer import RETRY_AFTER_S, capacity_refused, check_offer_sdp, sdp_error
 from .sessions import ViewerSession
 from .state import CAMERAS, CONFIG, EXECUTOR, VIEWERS, error_response
@@ -66,6 +68,10 @@ async def post_whep(request: web.Request) -> web.Response:
         if not isinstance(exc, ValueError):
             logger.exception("[viewer %s] could not answer a WHEP offer", viewer.id)
         return error_response(400, str(exc) if isinstance(exc, ValueError) else f"could not negotiate: {exc}")
+    if app[CAMERAS].get(camera.name) is not camera:
+        # Removed (DELETE /cameras/{name}) while this offer was negotiated: the removal's close missed this viewer.
+        await viewer.close()
+        return error_response(404, f"camera {camera.name} was removed")
     viewer.watch_connect()
     logger.info("[viewer %s] watching camera %s (%d viewer(s) of it)", viewer.id, camera.name, camera.viewers)
     location = f"/whep/{camera.name}/{viewer.id}"
@@ -82,7 +88,9 @@ async def delete_whep(request: web.Request) -> web.Response:
 
 
 async def list_cameras(request: web.Request) -> web.Response:
-    return web.json_response({"cameras": [camera.status() for camera in request.app[CAMERAS]]})
+    # "manage": whether POST/PUT/DELETE may change the cameras here (server/camera_admin.py), for the page.
+    return web.json_response({"cameras": [camera.status() for camera in request.app[CAMERAS]],
+                              "manage": management_info(request.app)})
 
 
 async def get_camera(request: web.Request) -> web.Response:
@@ -117,9 +125,18 @@ async def snapshot(request: web.Request) -> web.Response:
     return web.Response(body=jpeg.tobytes(), content_type="image/jpeg", headers={"Cache-Control": "no-store"})
 
 
+async def camera_audit(request: web.Request) -> web.Response:
+    """The camera's audit trail: what was hidden in each frame of its last minutes (JSON lines)."""
+    camera = _camera(request)
+    if camera is None:
+        return error_response(404, "no such camera")
+    return audit_response(request, camera.audit, f"camera-{camera.name}")
+
+
 def add_routes(app: web.Application) -> None:
     app.router.add_post("/whep/{camera}", post_whep)
     app.router.add_delete("/whep/{camera}/{viewer}", delete_whep)
     app.router.add_get("/cameras", list_cameras)
     app.router.add_get("/cameras/{camera}", get_camera)
     app.router.add_get("/cameras/{camera}/snapshot.jpg", snapshot)
+    app.router.add_get("/cameras/{camera}/audit", camera_audit)

@@ -1,0 +1,1 @@
+"""Where hidden frames go besides WebRTC: the anonymized restream of a camera to an RTSP or RTMP server."""
