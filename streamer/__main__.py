@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import os
@@ -298,7 +299,7 @@ def _file_identity(args: argparse.Namespace) -> tuple[Gallery, Embedder, Identit
 def _file_run(args: argparse.Namespace, inputs: list[str], output: Path, processor_for: Any, workers: int,
               provider: str) -> int:
     from .file_pipeline.one_file import FileOptions, anonymize_file, sidecar_path
-    from .offline import Progress
+    from .offline import Progress, classify_input
 
     single = Path(inputs[0])
     if len(inputs) > 1 or single.is_dir() or output.is_dir() or (not single.exists() and "*" in inputs[0]):
@@ -310,9 +311,16 @@ def _file_run(args: argparse.Namespace, inputs: list[str], output: Path, process
     processor = processor_for(single)
     from tqdm import tqdm
 
-    bar: Any = tqdm(unit="frame", desc=single.name, file=sys.stderr, dynamic_ncols=True, disable=args.no_progress)
+    # No bar for a photo: it is one frame, and the bar's thread would keep the decoder's own messages (libpng's)
+    # out of the one-line error (offline._native_stderr works only while no other thread runs).
+    still = classify_input(single) == "image"
+    # tqdm starts its monitor thread even for a disabled bar: none is made at all.
+    bar: Any = None if args.no_progress or still else tqdm(unit="frame", desc=single.name, file=sys.stderr,
+                                                           dynamic_ncols=True)
 
     def on_progress(p: Progress) -> None:
+        if bar is None:
+            return
         if bar.total is None and p.frames_total:
             bar.total = p.frames_total
         bar.update(p.frames_done - bar.n)
@@ -321,7 +329,8 @@ def _file_run(args: argparse.Namespace, inputs: list[str], output: Path, process
         result = anonymize_file(single, output, processor, options, on_progress=on_progress,
                                 cancel=threading.Event())
     finally:
-        bar.close()
+        if bar is not None:
+            bar.close()
     stats = processor.stats
     written = result.output or audit
     kept = f", {stats.faces_kept_visible} face(s) left visible by the gallery" if processor.identity else ""
@@ -358,15 +367,21 @@ def cmd_enroll(args: argparse.Namespace) -> int:
 
 def _file_batch(args: argparse.Namespace, inputs: list[str], out_dir: Path, processor_for: Any,
                 workers: int) -> int:
-    from .batch import plan, run_batch
+    from .batch import fingerprint, plan, run_batch
 
     if out_dir.exists() and not out_dir.is_dir():
         raise ValueError(f"{out_dir}: a batch writes into a folder, and this is a file")
     items = plan(inputs, out_dir, audit=args.audit, boxes_only=args.boxes_only)
     if not items:
         raise ValueError(f"no photo or video found in {', '.join(inputs)}")
-    report = run_batch(items, processor_for, keep_audio=args.keep_audio, crf=args.crf, detect_workers=workers,
-                       overwrite=args.overwrite, progress=not args.no_progress)
+    shaping = {k: v for k, v in vars(args).items() if k not in ("paths", "no_progress", "overwrite", "verbose",
+                                                                "threads", "command")}
+    gallery = args.keep_faces or args.hide_only_faces
+    if gallery is not None:
+        shaping["gallery"] = hashlib.sha256(Path(gallery).read_bytes()).hexdigest()
+    report = run_batch(items, processor_for, out_dir, settings=fingerprint(shaping), keep_audio=args.keep_audio,
+                       crf=args.crf, detect_workers=workers, overwrite=args.overwrite,
+                       progress=not args.no_progress)
     print(f"{report.done} done, {report.skipped} skipped (already done), {report.failed} failed", file=sys.stderr)
     return report.exit_status
 

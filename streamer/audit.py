@@ -3,7 +3,8 @@
 ``FrameProcessor`` makes one line per frame it lets out (``frame_line``) and hands it to the stream's sink: a file's
 sidecar (``python -m streamer file --audit``, upload jobs) or, for cameras and live sessions, an ``AuditRing`` of
 the last minutes that the API serves. A line is kept as encoded bytes, not as objects: a 10-minute ring of a 30 fps
-stream is then a few MiB, not tens.
+stream with a face or two is a few MiB. A ring also holds at most MAX_RING_BYTES: a crowd of hundreds of faces
+makes lines of tens of KB, and then the ring keeps fewer minutes rather than more memory.
 
 A line::
 
@@ -34,8 +35,9 @@ import numpy.typing as npt
 __all__ = ["AuditFile", "AuditRing", "AuditSink", "frame_line", "read_lines"]
 
 AuditSink = Callable[[bytes], None]
-# A ring holds at most this many frames whatever its minutes: a 60 fps camera for 10 minutes.
+# A ring holds at most this many frames, and bytes, whatever its minutes: a 60 fps camera for 10 minutes.
 MAX_RING_FRAMES = 36_000
+MAX_RING_BYTES = 32 * 2**20
 
 
 def _boxes(boxes: npt.NDArray[np.float32]) -> list[list[float]]:
@@ -64,20 +66,25 @@ class AuditRing:
     while the event loop reads."""
 
     def __init__(self, seconds: float, max_frames: int = MAX_RING_FRAMES,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, max_bytes: int = MAX_RING_BYTES) -> None:
         if seconds <= 0:
             raise ValueError("an audit ring keeps a positive number of seconds")
         self.seconds = seconds
         self._clock = clock
+        self._max_bytes = max_bytes
+        self._bytes = 0
         self._lines: deque[tuple[float, bytes]] = deque(maxlen=max_frames)
         self._lock = threading.Lock()
 
     def __call__(self, line: bytes) -> None:
         now = self._clock()
         with self._lock:
+            if len(self._lines) == self._lines.maxlen:
+                self._bytes -= len(self._lines[0][1])  # the deque drops it on append
             self._lines.append((now, line))
-            while self._lines and self._lines[0][0] < now - self.seconds:
-                self._lines.popleft()
+            self._bytes += len(line)
+            while self._lines and (self._lines[0][0] < now - self.seconds or self._bytes > self._max_bytes):
+                self._bytes -= len(self._lines.popleft()[1])
 
     def __len__(self) -> int:
         return len(self._lines)

@@ -1,14 +1,18 @@
 """Many files at once: ``python -m streamer file DIR OUTDIR`` (or several inputs and globs).
 
-Inputs are files, folders (walked, hidden entries skipped) and globs; each output keeps its path relative to the
-folder or glob it was found under. A file whose output is already there and newer than it is skipped, so a batch
-that was stopped resumes where it stopped. One failure does not stop the batch: it is reported and counted, and the
-exit status is the number of files that failed (at most 100), 0 when none did.
+Inputs are files, folders (walked, hidden entries and the output folder skipped) and globs; each output keeps its
+path relative to the folder or glob it was found under, and two inputs that would write the same output are
+refused before anything runs. A file whose output is already there, newer than it and made with the same settings
+(``OUTDIR/.face-streamer-batch.json`` remembers them) is skipped, so a batch that was stopped resumes where it
+stopped, and a batch run again with other settings redoes everything. One failure does not stop the batch: it is
+reported and counted, and the exit status is the number of files that failed (at most 100), 0 when none did.
 """
 
 from __future__ import annotations
 
 import glob
+import hashlib
+import json
 import logging
 import os
 import sys
@@ -24,6 +28,7 @@ from .processor import FrameProcessor
 logger = logging.getLogger(__name__)
 
 MAX_EXIT_STATUS = 100
+MARKS_NAME = ".face-streamer-batch.json"
 VIDEO_OUTPUT_SUFFIXES = VIDEO_SUFFIXES - {".webm"}
 MEDIA_SUFFIXES = IMAGE_SUFFIXES | VIDEO_SUFFIXES | frozenset({".mpg", ".mpeg", ".ts", ".3gp"})
 
@@ -57,17 +62,18 @@ def _leading(parts: tuple[str, ...]) -> Iterator[str]:
         yield part
 
 
-def _walk(root: Path) -> Iterator[Path]:
+def _walk(root: Path, skip: Path | None) -> Iterator[Path]:
     for folder, dirs, files in os.walk(root):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        # The output folder may lie inside an input folder: its results are not inputs of the next run.
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and (Path(folder) / d).resolve() != skip)
         for name in sorted(files):
             if not name.startswith(".") and Path(name).suffix.lower() in MEDIA_SUFFIXES:
                 yield Path(folder) / name
 
 
-def expand_inputs(inputs: list[str]) -> list[tuple[Path, Path]]:
-    """(file, its path relative to where it was found) for every input; ValueError for an input that names
-    nothing, so a typo is not a silent empty batch."""
+def expand_inputs(inputs: list[str], skip: Path | None = None) -> list[tuple[Path, Path]]:
+    """(file, its path relative to where it was found) for every input, nothing from the folder ``skip``;
+    ValueError for an input that names nothing, so a typo is not a silent empty batch."""
     found: list[tuple[Path, Path]] = []
     for text in inputs:
         path = Path(text)
@@ -80,11 +86,11 @@ def expand_inputs(inputs: list[str]) -> list[tuple[Path, Path]]:
             base = Path(*fixed) if fixed else Path()
             for match in matches:
                 if match.is_dir():
-                    found += [(f, f.relative_to(base)) for f in _walk(match)]
+                    found += [(f, f.relative_to(base)) for f in _walk(match, skip)]
                 elif match.is_file():
                     found.append((match, match.relative_to(base)))
         elif path.is_dir():
-            found += [(f, f.relative_to(path)) for f in _walk(path)]
+            found += [(f, f.relative_to(path)) for f in _walk(path, skip)]
         elif path.exists():
             found.append((path, Path(path.name)))
         else:
@@ -102,7 +108,10 @@ def plan(inputs: list[str], out_dir: Path, *, audit: bool, boxes_only: bool) -> 
     """What each input becomes under ``out_dir``: the same relative path; a video whose container is not written
     (WebM and the like) as .mp4."""
     items = []
-    for source, relative in expand_inputs(inputs):
+    skip = out_dir.resolve()
+    for source, relative in expand_inputs(inputs, skip):
+        if source.resolve().is_relative_to(skip):
+            continue  # an earlier run's output, matched by a glob
         target = out_dir / relative
         suffix = target.suffix.lower()
         if suffix not in IMAGE_SUFFIXES and suffix not in VIDEO_OUTPUT_SUFFIXES:
@@ -113,27 +122,68 @@ def plan(inputs: list[str], out_dir: Path, *, audit: bool, boxes_only: bool) -> 
             items.append(BatchItem(source, None, sidecar_path(out_dir / relative)))
         else:
             items.append(BatchItem(source, target, sidecar_path(target) if audit else None))
+    written: dict[Path, Path] = {}
+    for item in items:
+        for path in (item.output, item.audit):
+            if path is None:
+                continue
+            other = written.setdefault(path.resolve(), item.source)
+            if other != item.source:
+                raise ValueError(f"{other} and {item.source} would both be written to {path}; give them output "
+                                 "folders of their own")
     return items
 
 
-def _is_done(item: BatchItem) -> bool:
-    """Whether an earlier run finished this one: every file it writes exists and is newer than the source."""
-    wanted = [p for p in (item.output, item.audit) if p is not None]
-    source_time = item.source.stat().st_mtime
-    return all(p.exists() and p.stat().st_mtime >= source_time for p in wanted)
+class DoneMarks:
+    """``OUTDIR/.face-streamer-batch.json``: the settings each output was made with (a fingerprint)."""
+
+    def __init__(self, out_dir: Path) -> None:
+        self.path = out_dir / MARKS_NAME
+        try:
+            loaded = json.loads(self.path.read_text(encoding="utf-8"))
+            self.marks: dict[str, str] = {str(k): str(v) for k, v in loaded.items()} if isinstance(loaded, dict) \
+                else {}
+        except (OSError, ValueError):
+            self.marks = {}
+
+    @staticmethod
+    def _key(item: BatchItem) -> str:
+        return str((item.output or item.audit or item.source).resolve())
+
+    def done(self, item: BatchItem, fingerprint: str) -> bool:
+        """Whether an earlier run finished this one with the same settings: every file it writes exists and is
+        newer than the source."""
+        wanted = [p for p in (item.output, item.audit) if p is not None]
+        source_time = item.source.stat().st_mtime
+        return self.marks.get(self._key(item)) == fingerprint and \
+            all(p.exists() and p.stat().st_mtime >= source_time for p in wanted)
+
+    def mark(self, item: BatchItem, fingerprint: str) -> None:
+        self.marks[self._key(item)] = fingerprint
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        part = self.path.with_name(self.path.name + ".part")
+        part.write_text(json.dumps(self.marks, indent=1, sort_keys=True), encoding="utf-8")
+        part.replace(self.path)
 
 
-def run_batch(items: list[BatchItem], make_processor: Callable[[Path], FrameProcessor], *, keep_audio: bool = True,
-              crf: int = 20, detect_workers: int = 1, overwrite: bool = False, progress: bool = True) -> BatchReport:
+def fingerprint(settings: dict[str, Any]) -> str:
+    """A short hash of everything that shapes an output (hiding, detection, zones, gallery, sound, quality)."""
+    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def run_batch(items: list[BatchItem], make_processor: Callable[[Path], FrameProcessor], out_dir: Path, *,
+              settings: str = "", keep_audio: bool = True, crf: int = 20, detect_workers: int = 1,
+              overwrite: bool = False, progress: bool = True) -> BatchReport:
     """Each item through ``anonymize_file`` with a processor of its own (a file's tracks are not another's)."""
     from tqdm import tqdm
 
     report = BatchReport()
+    marks = DoneMarks(out_dir)
     bar: Any = tqdm(total=len(items), unit="file", file=sys.stderr, dynamic_ncols=True, disable=not progress)
     try:
         for item in items:
             bar.set_postfix_str(item.source.name, refresh=True)
-            if not overwrite and _is_done(item):
+            if not overwrite and marks.done(item, settings):
                 report.skipped += 1
                 bar.update(1)
                 continue
@@ -149,6 +199,7 @@ def run_batch(items: list[BatchItem], make_processor: Callable[[Path], FrameProc
                 bar.write(f"failed: {item.source}: {exc}", file=sys.stderr)
             else:
                 report.done += 1
+                marks.mark(item, settings)
                 bar.write(f"{item.source} -> {result.output or item.audit}: {result.frames} frame(s), "
                           f"{result.faces} face(s)", file=sys.stderr)
             bar.update(1)

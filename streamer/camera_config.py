@@ -182,9 +182,12 @@ def _identity(m: dict[str, Any]) -> tuple[Literal["off", "keep", "hide-only"], s
     if not isinstance(path, str) or not path:
         raise ValueError(f"{key} must be the path of a gallery file")
     try:
-        Gallery.load(Path(path))  # read now: a camera must not start on a gallery it cannot use
+        gallery = Gallery.load(Path(path))  # read now: a camera must not start on a gallery it cannot use
     except ValueError as exc:
         raise ValueError(f"{key}: {exc}") from None
+    if not len(gallery):
+        # With nobody enrolled, "hide only these" would show every face.
+        raise ValueError(f"{key}: {path}: nobody is enrolled")
     return ("keep" if keep is not None else "hide-only"), path
 
 

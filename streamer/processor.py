@@ -86,6 +86,7 @@ class FrameProcessor:
         self.last_boxes: npt.NDArray[np.float32] = np.zeros((0, 4), np.float32)  # hidden in the last frame
         # Replaced whole (never mutated) when a viewer redraws them, so the frame thread reads one consistent set.
         self.zones: Zones = ()
+        self._zones_now: Zones = ()  # the zones of the frame being hidden: drawn and counted in its line alike
         self.audit: AuditSink | None = None  # receives each frame's audit line
         self.identity: IdentityPolicy | None = None  # which faces may stay visible; None: every face is hidden
         self._frame_index = 0
@@ -127,6 +128,7 @@ class FrameProcessor:
         """Hide faces using ``detections`` made on this frame; ``None`` means there is no trustworthy result
         (the detector failed or was too late) and the frame is hidden by the fail-closed policy. Detections made
         on a frame of another size are no result for this one: never used, counted, and the frame fails closed."""
+        self._zones_now = self.zones
         try:
             size = (frame.shape[1], frame.shape[0])
             if detections is not None and detections.frame_size != size:
@@ -145,7 +147,7 @@ class FrameProcessor:
                                          self.tracker.last_uncertain)
             self.last_boxes = boxes[~shown]
             hidden = anonymize(frame, boxes[~shown], self.settings)
-            hide_zones(frame, self.zones, SOLID_BGR)
+            hide_zones(frame, self._zones_now, SOLID_BGR)
             held = max(0, len(boxes) - len(detections))
             self._audit(t, size, detections.boxes, detections.scores, boxes[len(detections):], _NO_BOXES, False,
                         shown[:len(detections)])
@@ -168,7 +170,7 @@ class FrameProcessor:
             self.last_boxes = boxes
             if len(boxes):
                 hidden = anonymize(frame, boxes, self.settings)
-                hide_zones(frame, self.zones, SOLID_BGR)
+                hide_zones(frame, self._zones_now, SOLID_BGR)
                 size = (frame.shape[1], frame.shape[0])
                 self._audit(t, size, _NO_BOXES, _NO_SCORES, _NO_BOXES, boxes, False)
                 with self.stats._lock:
@@ -183,7 +185,7 @@ class FrameProcessor:
         self.last_boxes = np.zeros((0, 4), np.float32)
         try:
             hide_frame(frame)
-            hide_zones(frame, self.zones, SOLID_BGR)
+            hide_zones(frame, self._zones_now, SOLID_BGR)
         except Exception:
             logger.exception("[%s] whole-frame hiding failed; blanking the frame", self.stream_id)
             frame[...] = 0
@@ -202,7 +204,7 @@ class FrameProcessor:
         if sink is None:
             return
         try:
-            sink(frame_line(index, t, size, faces, scores, held, predicted, hidden_whole, len(self.zones), kept))
+            sink(frame_line(index, t, size, faces, scores, held, predicted, hidden_whole, len(self._zones_now), kept))
         except Exception:
             # The frame is already hidden; a trail that cannot be written must not hold it back or show it.
             logger.exception("[%s] could not record frame %d in the audit trail", self.stream_id, index)

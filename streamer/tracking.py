@@ -60,6 +60,7 @@ class _Track:
     h: float
     last_seen: float
     id: int = 0
+    missed: bool = False  # not matched in the last update: whoever matches it next may be another face
     vx: float = 0.0
     vy: float = 0.0
     vw: float = 0.0
@@ -228,9 +229,13 @@ class FaceTracker:
                 continue
             matched_tracks.add(ti)
             matched_dets.add(di)
-            self._tracks[ti].observe(*det_geo[di], t)
-            ids[di] = self._tracks[ti].id
-            uncertain[di] = overlaps[ti][di] < SURE_MATCH_IOU
+            track = self._tracks[ti]
+            track.observe(*det_geo[di], t)
+            ids[di] = track.id
+            # After a miss, the face that takes the track over may be someone else's (a person stepping in front,
+            # or into the seat): decisions about the track's face do not carry over.
+            uncertain[di] = overlaps[ti][di] < SURE_MATCH_IOU or track.missed
+            track.missed = False
 
         held: list[list[float]] = []
         held_ids: list[int] = []
@@ -238,6 +243,7 @@ class FaceTracker:
             if ti not in matched_tracks:
                 held.append(self._held_box(tr, t, 1.0))
                 held_ids.append(tr.id)
+                tr.missed = True
         for di, geo in enumerate(det_geo):
             if di not in matched_dets:
                 track = _Track(*geo, last_seen=t, id=self._new_id())

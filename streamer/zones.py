@@ -36,7 +36,7 @@ def parse_zones(value: Any) -> Zones:
     if isinstance(value, str):
         try:
             value = json.loads(value)
-        except ValueError:
+        except (ValueError, RecursionError):  # json recurses per nesting level
             raise ValueError("zones must be JSON: a list of polygons, each a list of [x, y] points in 0..1") from None
     if not isinstance(value, list | tuple):
         raise ValueError("zones must be a list of polygons, each a list of [x, y] points in 0..1")
@@ -55,8 +55,39 @@ def parse_zones(value: Any) -> Zones:
             if not (math.isfinite(x) and math.isfinite(y) and 0.0 <= x <= 1.0 and 0.0 <= y <= 1.0):
                 raise ValueError(f"zone {i}: points are fractions of the frame, within 0..1")
             points.append((x, y))
+        if _crosses_itself(points):
+            raise ValueError(f"zone {i} crosses itself: draw its corners in order around it")
         zones.append(tuple(points))
     return tuple(zones)
+
+
+def _crosses_itself(points: list[Point]) -> bool:
+    """Whether two edges that are not neighbours touch: such a polygon has no single inside (a fill leaves the
+    parts its edges enclose twice uncovered)."""
+    corners = [p for i, p in enumerate(points) if p != points[i - 1]]  # repeated corners are one
+    n = len(corners)
+    edges = [(corners[i], corners[(i + 1) % n]) for i in range(n)]
+    for i in range(n):
+        for j in range(i + 1, n):
+            if j == i + 1 or (i == 0 and j == n - 1):
+                continue  # neighbours share a corner
+            if _segments_touch(*edges[i], *edges[j]):
+                return True
+    return False
+
+
+def _segments_touch(a: Point, b: Point, c: Point, d: Point) -> bool:
+    def side(p: Point, q: Point, r: Point) -> float:
+        return (q[0] - p[0]) * (r[1] - p[1]) - (q[1] - p[1]) * (r[0] - p[0])
+
+    def within(p: Point, q: Point, r: Point) -> bool:  # r on the segment pq, given it is on its line
+        return min(p[0], q[0]) <= r[0] <= max(p[0], q[0]) and min(p[1], q[1]) <= r[1] <= max(p[1], q[1])
+
+    d1, d2, d3, d4 = side(c, d, a), side(c, d, b), side(a, b, c), side(a, b, d)
+    if ((d1 > 0) != (d2 > 0)) and ((d3 > 0) != (d4 > 0)) and d1 and d2 and d3 and d4:
+        return True
+    return any(s == 0 and within(p, q, r) for s, p, q, r in ((d1, c, d, a), (d2, c, d, b), (d3, a, b, c),
+                                                             (d4, a, b, d)))
 
 
 def zones_as_json(zones: Zones) -> list[list[list[float]]]:
@@ -71,9 +102,11 @@ def hide_zones(frame: npt.NDArray[np.uint8], zones: Zones, bgr: tuple[int, int, 
     one = 1 << _SHIFT
     # Pixel centres sit on integer coordinates in OpenCV, so the frame's edges are at -0.5 and width - 0.5: a zone
     # drawn to the frame's edge covers the last row and column.
-    polygons = [np.round((np.asarray(polygon, np.float64) * (width, height) - 0.5) * one).astype(np.int32)
-                for polygon in zones]
-    cv2.fillPoly(frame, polygons, bgr, cv2.LINE_8, _SHIFT)
-    # fillPoly leaves some pixels whose centres lie just inside a slanted edge; the outline takes them, so a zone
-    # errs outward by at most a pixel, never inward.
-    cv2.polylines(frame, polygons, True, bgr, 1, cv2.LINE_8, _SHIFT)
+    for polygon in zones:
+        points = np.round((np.asarray(polygon, np.float64) * (width, height) - 0.5) * one).astype(np.int32)
+        # One polygon per call: given together, fillPoly's even-odd rule would leave where two zones overlap
+        # uncovered.
+        cv2.fillPoly(frame, [points], bgr, cv2.LINE_8, _SHIFT)
+        # fillPoly leaves some pixels whose centres lie just inside a slanted edge; the outline takes them, so a
+        # zone errs outward by at most a pixel, never inward.
+        cv2.polylines(frame, [points], True, bgr, 1, cv2.LINE_8, _SHIFT)

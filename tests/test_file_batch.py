@@ -25,7 +25,7 @@ CLIP = ("videos", "face_recognition_short_hamilton_clip.mp4")  # 640x360, AAC au
 TOP_LEFT = [[[0, 0], [0.3, 0], [0.3, 0.4], [0, 0.4]]]
 
 
-def short_clip(dest: Path, frames: int, audio: str | None = "aac") -> Path:
+def short_clip(dest: Path, frames: int, audio: str | None = "aac", rate: int = 48000) -> Path:
     """The first ``frames`` frames of a real clip as H.264, with a 440 Hz tone as ``audio`` (None: silent)."""
     with av.open(str(require_testdata(*CLIP))) as src, av.open(str(dest), "w") as out:
         vin = src.streams.video[0]
@@ -33,7 +33,7 @@ def short_clip(dest: Path, frames: int, audio: str | None = "aac") -> Path:
         video.width, video.height, video.pix_fmt = vin.codec_context.width, vin.codec_context.height, "yuv420p"
         sound: Any = None
         if audio is not None:
-            sound = out.add_stream(audio, rate=48000, layout="stereo")
+            sound = out.add_stream(audio, rate=rate, layout="stereo")
         for i, frame in enumerate(src.decode(vin)):
             if i == frames:
                 break
@@ -41,16 +41,16 @@ def short_clip(dest: Path, frames: int, audio: str | None = "aac") -> Path:
             out.mux(video.encode(av.VideoFrame.from_ndarray(image, format="bgr24")))
         out.mux(video.encode(None))
         if sound is not None:
-            samples = 48000 * frames // 25
-            tone = (np.sin(2 * np.pi * 440 * np.arange(samples) / 48000) * 8000).astype(np.int16)
-            fmt = "s16" if str(audio).startswith("pcm") else "fltp"
+            samples = rate * frames // 25
+            tone = (np.sin(2 * np.pi * 440 * np.arange(samples) / rate) * 8000).astype(np.int16)
+            fmt = "s16" if str(audio).startswith("pcm") else "flt" if audio == "libopus" else "fltp"
             for start in range(0, samples, 1024):
                 chunk = tone[start:start + 1024]
                 data = np.stack([chunk, chunk]) if fmt == "fltp" else np.stack([chunk, chunk], 1).reshape(1, -1)
-                if fmt == "fltp":
+                if fmt != "s16":
                     data = (data / 32768).astype(np.float32)
                 piece = av.AudioFrame.from_ndarray(np.ascontiguousarray(data), format=fmt, layout="stereo")
-                piece.sample_rate, piece.pts, piece.time_base = 48000, start, Fraction(1, 48000)
+                piece.sample_rate, piece.pts, piece.time_base = rate, start, Fraction(1, rate)
                 out.mux(sound.encode(piece))
             out.mux(sound.encode(None))
     return dest
@@ -79,7 +79,7 @@ def test_a_folder_in_a_folder_out_skips_what_is_done_and_counts_failures(tmp_pat
     assert done.returncode == 1, done.stderr  # one file failed
     assert "broken.mp4" in done.stderr and "2 done" not in done.stderr and "3 done" in done.stderr
     written = sorted(str(p.relative_to(outputs)) for p in outputs.rglob("*") if p.is_file())
-    assert written == ["2008_001009.jpg", "2008_002470.jpg", "day2/talk.mkv"]
+    assert written == [".face-streamer-batch.json", "2008_001009.jpg", "2008_002470.jpg", "day2/talk.mkv"]
     for photo in photos:
         truth = load_truth(photo.with_suffix(".json"))
         before, after = read_bgr(photo), read_bgr(outputs / photo.name)
@@ -99,9 +99,32 @@ def test_a_folder_in_a_folder_out_skips_what_is_done_and_counts_failures(tmp_pat
                         "--boxes-only")
     assert glob_run.returncode == 0, glob_run.stderr
     assert sorted(p.name for p in (tmp_path / "globbed").iterdir()) == [
-        "2008_001009.jpg.audit.jsonl", "2008_002470.jpg.audit.jsonl"]
+        ".face-streamer-batch.json", "2008_001009.jpg.audit.jsonl", "2008_002470.jpg.audit.jsonl"]
     missing = streamer("file", inputs / "nothing-here", outputs, "--device", "cpu")
     assert missing.returncode == 2 and "no such file or folder" in missing.stderr
+    rezoned = streamer("file", inputs, outputs, "--device", "cpu", "--no-progress", "--zones",
+                       json.dumps(TOP_LEFT))  # other settings: everything is done again, with them
+    assert "3 done, 0 skipped" in rezoned.stderr, rezoned.stderr
+    image = read_bgr(outputs / photos[0].name)
+    assert (image[:10, :10] == np.asarray(SOLID_BGR, np.uint8)).all()
+
+
+def test_a_batch_never_reads_its_own_outputs_or_writes_two_inputs_to_one_output(tmp_path: Path) -> None:
+    photo = require_testdata("images", "2008_001009.jpg")
+    inputs = tmp_path / "in"
+    (inputs / "a").mkdir(parents=True)
+    (inputs / "b").mkdir()
+    shutil.copy(photo, inputs / "a" / "x.jpg")
+    shutil.copy(photo, inputs / "b" / "x.jpg")
+    clash = streamer("file", inputs / "a" / "x.jpg", inputs / "b" / "x.jpg", tmp_path / "flat", "--device", "cpu")
+    assert clash.returncode == 2 and "would both be written to" in clash.stderr
+    assert not (tmp_path / "flat").exists()
+    inside = inputs / "hidden-results"  # the output folder inside the input folder
+    for _ in range(2):
+        done = streamer("file", inputs, inside, "--device", "cpu", "--no-progress")
+        assert done.returncode == 0, done.stderr
+    written = sorted(str(p.relative_to(inside)) for p in inside.rglob("*.jpg"))
+    assert written == ["a/x.jpg", "b/x.jpg"]
 
 
 def test_zones_are_burned_into_a_photo_and_the_trail_says_so(tmp_path: Path) -> None:
@@ -137,15 +160,21 @@ def test_boxes_only_writes_one_line_per_frame_and_no_video(tmp_path: Path) -> No
         == [r["faces"] for r in records]
 
 
-@pytest.mark.parametrize(("codec", "expected"), [("aac", "aac"), ("pcm_s16le", "aac")])
-def test_sound_is_kept_by_default_and_dropped_on_request(tmp_path: Path, codec: str, expected: str) -> None:
-    clip = short_clip(tmp_path / "talk.mkv", 25, audio=codec)
+@pytest.mark.parametrize(("codec", "rate", "suffix", "expected"), [
+    ("aac", 48000, ".mp4", "aac"),
+    ("pcm_s16le", 48000, ".mp4", "aac"),  # MP4 takes no PCM: re-encoded
+    ("pcm_s16le", 192000, ".mp4", "aac"),  # a rate AAC refuses: resampled to 48 kHz
+    ("libopus", 48000, ".mov", "aac"),  # MOV takes no Opus
+])
+def test_sound_is_kept_by_default_and_dropped_on_request(tmp_path: Path, codec: str, rate: int, suffix: str,
+                                                         expected: str) -> None:
+    clip = short_clip(tmp_path / "talk.mkv", 25, audio=codec, rate=rate)
     assert audio_seconds(clip) == pytest.approx(1.0, abs=0.05)
-    kept = tmp_path / "kept.mp4"  # PCM cannot be copied into MP4: it is re-encoded
+    kept = tmp_path / f"kept{suffix}"
     streamer("file", clip, kept, "--device", "cpu", "--no-progress", check=True)
     with av.open(str(kept)) as container:
         assert container.streams.audio[0].codec_context.name == expected
     assert audio_seconds(kept) == pytest.approx(1.0, abs=0.1)
-    dropped = tmp_path / "dropped.mp4"
+    dropped = tmp_path / f"dropped{suffix}"
     streamer("file", clip, dropped, "--device", "cpu", "--no-progress", "--drop-audio", check=True)
     assert audio_seconds(dropped) == 0.0

@@ -167,6 +167,38 @@ def test_every_doubt_hides_the_enrolled_face(detector: CenterFaceDetector, embed
     assert run(again, [katie_frames[46]], 46)[0][2]["faces"][0].get("visible") is None
 
 
+def test_a_face_that_takes_over_a_kept_track_after_a_miss_is_hidden(
+        detector: CenterFaceDetector, embedder: Embedder, gallery: Gallery, katie_frames: list[Frame]) -> None:
+    """Someone steps into the enrolled person's place while the detector misses a frame: the track continues with
+    a high overlap, but the new face is another person's and must not inherit "keep"."""
+    import cv2
+
+    processor = FrameProcessor(Blinking(detector, blind=set(range(1000, 1001))))
+    policy = IdentityPolicy(gallery, embedder, "keep", "handover")  # live: never waits
+    processor.identity = policy
+    lines: list[bytes] = []
+    processor.audit = lines.append
+    t = 0.0
+    while not (lines and json.loads(lines[-1])["faces"] and json.loads(lines[-1])["faces"][0].get("visible")):
+        assert t < 30, "the enrolled face was never kept"
+        processor.process(katie_frames[40 + int(t * 25) % 20].copy(), t)
+        t += 0.04
+    blinking = processor.detector
+    assert isinstance(blinking, Blinking)
+    blinking.blind = {blinking.calls}  # the next frame: the detector misses the face
+    processor.process(katie_frames[60].copy(), t)
+    assert json.loads(lines[-1])["held"]
+    stranger_frame = read_bgr(require_testdata("images", "skimage_astronaut.png"))
+    sx1, sy1, sx2, sy2 = (int(v) for v in largest_face(detector, stranger_frame))
+    swapped = katie_frames[61].copy()
+    kx1, ky1, kx2, ky2 = (int(v) for v in detector.detect(swapped).boxes[0])
+    swapped[ky1:ky2, kx1:kx2] = cv2.resize(stranger_frame[sy1:sy2, sx1:sx2], (kx2 - kx1, ky2 - ky1))
+    for step in range(10):  # whatever the recognition says meanwhile, the stranger is never shown
+        processor.process(swapped.copy(), t + 0.04 * (step + 1))
+        faces = json.loads(lines[-1])["faces"]
+        assert faces and not faces[0].get("visible"), f"the stranger was shown {step + 1} frame(s) after the miss"
+
+
 def test_a_recognition_that_cannot_run_hides_the_face(detector: CenterFaceDetector, gallery: Gallery,
                                                       katie_frames: list[Frame]) -> None:
     stopped = Embedder()

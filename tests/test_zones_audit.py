@@ -65,6 +65,10 @@ def test_valid_zones_parse(value: object) -> None:
     ([[[0, 0], [1, 0], [0.5, 1, 2]]], "two numbers"),
     ([[[0, 0], [1, 0], [1, 1]]] * (MAX_ZONES + 1), f"at most {MAX_ZONES}"),
     ([[[0, 0]] * (MAX_POINTS + 1)], f"3 to {MAX_POINTS}"),
+    ([[[0, 0], [1, 1], [1, 0], [0, 1]]], "crosses itself"),  # a bow tie
+    ([[[0.5, 0], [0.6, 1], [0, 0.4], [1, 0.4], [0.4, 1]]], "crosses itself"),  # a star
+    ([[[0, 0], [1, 0], [1, 1], [0, 1], [0, 0], [1, 0], [1, 1], [0, 1]]], "crosses itself"),  # traced twice
+    ("[" * 5000, "must be JSON"),
 ])
 def test_bad_zones_are_refused_with_a_reason(value: object, reason: str) -> None:
     with pytest.raises(ValueError, match=reason):
@@ -81,6 +85,15 @@ def test_live_settings_take_zones_and_refuse_bad_ones_whole() -> None:
 
 
 # ------------------------------------------------------------------------------------------------ the pixels
+
+
+def test_overlapping_and_repeated_zones_cover_their_overlap() -> None:
+    frame = np.full((100, 100, 3), 255, np.uint8)
+    square = [[0.2, 0.2], [0.6, 0.2], [0.6, 0.6], [0.2, 0.6]]
+    shifted = [[0.4, 0.4], [0.8, 0.4], [0.8, 0.8], [0.4, 0.8]]
+    hide_zones(frame, parse_zones([square, shifted, square]), SOLID_BGR)
+    union = in_polygon(100, 100, square) | in_polygon(100, 100, shifted)
+    assert (frame[union] == SOLID).all()
 
 
 @pytest.mark.parametrize("size", [(640, 480), (320, 240), (97, 61), (1, 1)])
@@ -207,3 +220,7 @@ def test_the_ring_keeps_the_last_seconds_and_at_most_its_frames() -> None:
     assert [json.loads(line)["frame"] for line in short.since(60)] == [1, 2]
     with pytest.raises(ValueError):
         AuditRing(seconds=0)
+    small = AuditRing(seconds=60, max_bytes=25)  # a crowd's long lines: the ring keeps fewer, not more memory
+    for i in range(5):
+        small(b'{"frame":%d,"pad":"xx"}\n' % i)
+    assert [json.loads(line)["frame"] for line in small.since(60)] == [4]

@@ -12,9 +12,13 @@ import av
 
 logger = logging.getLogger(__name__)
 
-# What the MP4/MOV muxers accept as copied packets; anything else is re-encoded. Matroska and AVI take the rest.
-MP4_COPYABLE = frozenset({"aac", "mp3", "mp3float", "opus", "flac", "alac", "ac3", "eac3"})
+# What the MP4 and MOV muxers accept as copied packets; anything else is re-encoded. Matroska and AVI take the rest
+# (and if a muxer still refuses the track when its header is written, encode.py leaves the sound out).
+COPYABLE = {"mp4": frozenset({"aac", "mp3", "mp3float", "opus", "flac", "alac", "ac3", "eac3"}),
+            "mov": frozenset({"aac", "mp3", "mp3float", "alac", "ac3", "eac3", "pcm_s16le", "pcm_s16be",
+                              "pcm_s24le", "pcm_f32le"})}
 AAC_BITRATE = 128_000
+AAC_RATES = frozenset({7350, 8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000, 64000, 88200, 96000})
 
 
 class AudioCopy:
@@ -29,13 +33,24 @@ class AudioCopy:
     def reencoded(self) -> bool:
         return self._decoder is not None
 
+    @property
+    def kept(self) -> bool:
+        return self.source is not None
+
+    def drop(self) -> None:
+        """Leave the sound out (set before ``add_to`` of a new output)."""
+        self.source = None
+        self._target = self._decoder = self._resampler = None
+
     def add_to(self, output: Any) -> None:
         """Give the output a track like the input's (before anything is muxed)."""
         if self.source is None:
             return
         codec = self.source.codec_context.name
-        if output.format.name in ("mp4", "mov") and codec not in MP4_COPYABLE:
+        muxer = output.format.name
+        if muxer in COPYABLE and codec not in COPYABLE[muxer]:
             rate = self.source.codec_context.sample_rate or 48_000
+            rate = rate if rate in AAC_RATES else 48_000  # the resampler converts to a rate AAC takes
             self._target = output.add_stream("aac", rate=rate)
             self._target.bit_rate = AAC_BITRATE
             # A PCM track's layout is often only "2 channels", which AAC refuses: mono stays mono, the rest is
@@ -44,7 +59,7 @@ class AudioCopy:
             self._target.layout = layout
             self._decoder = av.CodecContext.create(self.source.codec_context.name, "r")
             self._decoder.extradata = self.source.codec_context.extradata
-            self._decoder.sample_rate = rate
+            self._decoder.sample_rate = self.source.codec_context.sample_rate or rate
             self._decoder.layout = self.source.codec_context.layout
             self._resampler = av.AudioResampler(format="fltp", layout=layout, rate=rate)
             logger.info("audio %s cannot be copied into %s: re-encoded as AAC", codec, output.format.name)

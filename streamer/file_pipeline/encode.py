@@ -3,6 +3,7 @@ the container that the output's suffix names."""
 
 from __future__ import annotations
 
+import logging
 from fractions import Fraction
 from pathlib import Path
 from types import TracebackType
@@ -15,6 +16,8 @@ import numpy.typing as npt
 
 from .audio import AudioCopy
 
+logger = logging.getLogger(__name__)
+
 MUXERS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska", ".avi": "avi"}
 
 
@@ -23,6 +26,22 @@ class H264Output:
 
     def __init__(self, path: Path, dst: Path, size: tuple[int, int], rate: Fraction, time_base: Fraction, *,
                  crf: int, preset: str, audio: AudioCopy) -> None:
+        try:
+            self._open(path, dst, size, rate, time_base, crf, preset, audio)
+        except (av.FFmpegError, ValueError) as exc:
+            if not audio.kept:
+                raise
+            # The sound must never cost the picture: a track this container or the AAC encoder will not take
+            # (found only when the header is written) is left out, and the file is made without it.
+            logger.warning("%s: the sound cannot go into %s (%s); writing the video without it", dst.name,
+                           dst.suffix, exc)
+            audio.drop()
+            self._open(path, dst, size, rate, time_base, crf, preset, audio)
+        self._time_base = time_base
+        self._audio = audio
+
+    def _open(self, path: Path, dst: Path, size: tuple[int, int], rate: Fraction, time_base: Fraction, crf: int,
+              preset: str, audio: AudioCopy) -> None:
         self._output = av.open(str(path), mode="w", format=MUXERS[dst.suffix.lower()])
         try:
             self._video = self._output.add_stream("libx264", rate=rate)
@@ -32,11 +51,10 @@ class H264Output:
             self._video.codec_context.time_base = time_base
             self._video.options = {"crf": str(crf), "preset": preset}
             audio.add_to(self._output)
+            self._output.start_encoding()  # the header now: a track it refuses shows here, not mid-file
         except BaseException:
             self._output.close()
             raise
-        self._time_base = time_base
-        self._audio = audio
 
     def __enter__(self) -> H264Output:
         return self

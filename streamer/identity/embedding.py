@@ -12,7 +12,9 @@ import importlib.util
 import logging
 import multiprocessing
 import threading
+import time
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -29,6 +31,7 @@ EMBEDDING_SIZE = 128
 CROP_PADDING = 1.6  # the crop holds the box scaled about its centre by this: dlib places its landmarks inside it
 CROP_MAX_SIDE = 320  # larger crops are shrunk: dlib aligns a 150 px chip, more pixels only cost time
 EMBED_TIMEOUT_S = 30.0
+RESTART_S = 5.0
 
 
 def unavailable_reason() -> str | None:
@@ -90,6 +93,11 @@ def _warm() -> None:
     _models()
 
 
+def _new_pool() -> ProcessPoolExecutor:
+    # spawn: a fork of a process with running threads (aiortc's, the detector's) may inherit a held lock.
+    return ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"), initializer=_warm)
+
+
 class Embedder:
     """The worker process that computes embeddings; shared by every stream of a service. ``stop()`` is safe twice."""
 
@@ -97,10 +105,10 @@ class Embedder:
         reason = unavailable_reason()
         if reason is not None:
             raise RuntimeError(reason)
-        # spawn: a fork of a process with running threads (aiortc's, the detector's) may inherit a held lock.
-        self._pool: ProcessPoolExecutor | None = ProcessPoolExecutor(
-            1, mp_context=multiprocessing.get_context("spawn"), initializer=_warm)
+        self._pool: ProcessPoolExecutor | None = _new_pool()
         self._lock = threading.Lock()
+        self._restarted = 0.0
+        self.restarts = 0
 
     def submit(self, frame_bgr: npt.NDArray[np.uint8], box: Box) -> Future[Embedding]:
         """The embedding of the face in ``box`` of ``frame_bgr``, computed in the worker; the crop is taken now, so
@@ -109,7 +117,20 @@ class Embedder:
         with self._lock:
             if self._pool is None:
                 raise RuntimeError("the face embedder has stopped")
-            return self._pool.submit(embed_crop, rgb, crop_box)
+            try:
+                return self._pool.submit(embed_crop, rgb, crop_box)
+            except BrokenProcessPool:
+                # The worker died (killed, out of memory): start another, at most every RESTART_S; meanwhile
+                # every face waiting for recognition stays hidden.
+                now = time.monotonic()
+                if now - self._restarted < RESTART_S:
+                    raise RuntimeError("the face recognition worker stopped; restarting it") from None
+                self._restarted = now
+                self.restarts += 1
+                logger.error("[server] the face recognition worker stopped; starting another")
+                self._pool.shutdown(wait=False, cancel_futures=True)
+                self._pool = _new_pool()
+                return self._pool.submit(embed_crop, rgb, crop_box)
 
     def embed(self, frame_bgr: npt.NDArray[np.uint8], box: Box) -> Embedding:
         return self.submit(frame_bgr, box).result(timeout=EMBED_TIMEOUT_S)

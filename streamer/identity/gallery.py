@@ -10,8 +10,10 @@ import json
 import math
 import os
 import re
+import stat
 import tempfile
 import threading
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,14 +29,26 @@ MATCH_DISTANCE = 0.5
 # The other way round, for "hide only these": a face is shown only when it is clearly someone else.
 STRANGER_DISTANCE = 0.6
 MAX_PEOPLE = 64
+MAX_FILE_BYTES = 16 * 2**20  # 64 people x 32 embeddings x 128 numbers fit many times over
 MAX_EMBEDDINGS_PER_PERSON = 32
-NAME = re.compile(r"[^\x00-\x1f\x7f]{1,64}")
+NAME = re.compile(r"[^\x00-\x1f\x7f/]{1,64}")
+
+
+def check_name(name: str) -> None:
+    """A name is shown on the page and used in a URL path (DELETE .../faces/NAME): printable, no '/', not '.' or
+    '..' (which URL normalisation turns into another path), no invisible formatting (a right-to-left override
+    would show one name and be another)."""
+    if (not NAME.fullmatch(name) or name.strip() in (".", "..") or not name.strip()
+            or any(unicodedata.category(c) == "Cf" for c in name)):
+        raise ValueError("a name is 1 to 64 printable characters, without '/' or invisible formatting, "
+                         "and not '.' or '..'")
 
 
 @dataclass(frozen=True)
 class Match:
     name: str | None  # the closest enrolled person, None when there is none
     distance: float  # to that person's closest embedding; inf with nobody enrolled
+    version: int = 0  # the gallery's version this was matched against (read under the same lock)
 
 
 class Gallery:
@@ -57,8 +71,7 @@ class Gallery:
             return {name: len(embeddings) for name, embeddings in sorted(self._people.items())}
 
     def add(self, name: str, embedding: Embedding) -> None:
-        if not NAME.fullmatch(name):
-            raise ValueError("a name is 1 to 64 printable characters")
+        check_name(name)
         vector = np.asarray(embedding, np.float32).reshape(-1)
         if vector.shape != (EMBEDDING_SIZE,) or not np.isfinite(vector).all():
             raise ValueError(f"an embedding is {EMBEDDING_SIZE} finite numbers")
@@ -84,12 +97,12 @@ class Gallery:
 
     def match(self, embedding: Embedding) -> Match:
         vector = np.asarray(embedding, np.float32).reshape(1, -1)
-        best: Match = Match(None, math.inf)
         with self._lock:
+            best: Match = Match(None, math.inf, self.version)
             for name, embeddings in self._people.items():
                 distance = float(np.linalg.norm(np.stack(embeddings) - vector, axis=1).min())
                 if distance < best.distance:
-                    best = Match(name, distance)
+                    best = Match(name, distance, self.version)
         return best
 
     # -- file --------------------------------------------------------------------------------------------------
@@ -117,6 +130,11 @@ class Gallery:
     def load(cls, path: Path) -> Gallery:
         """A gallery from a file ``save`` wrote; ValueError saying what is wrong (never quoting the numbers)."""
         try:
+            info = path.stat()
+            if not stat.S_ISREG(info.st_mode):
+                raise ValueError(f"{path}: not a regular file")
+            if info.st_size > MAX_FILE_BYTES:
+                raise ValueError(f"{path}: larger than a gallery can be ({MAX_FILE_BYTES // 2**20} MiB)")
             data = json.loads(path.read_bytes())
         except OSError as exc:
             raise ValueError(f"{path}: cannot read ({exc.strerror})") from None

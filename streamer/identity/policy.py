@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import math
 import threading
+import time
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Literal, get_args
@@ -26,9 +27,9 @@ import numpy.typing as npt
 
 from models.boxes import iou_matrix
 
-from .embedding import Embedder, Embedding
+from .embedding import EMBED_TIMEOUT_S, Embedder, Embedding
 from .enroll import MIN_FACE_PX
-from .gallery import MATCH_DISTANCE, STRANGER_DISTANCE, Gallery
+from .gallery import MATCH_DISTANCE, STRANGER_DISTANCE, Gallery, Match
 
 logger = logging.getLogger(__name__)
 
@@ -37,7 +38,8 @@ IDENTITY_MODES: tuple[str, ...] = get_args(IdentityMode)
 RECHECK_S = 1.0
 MAX_AGE_S = 3.0
 MAX_PENDING = 2  # recognitions in flight per stream: more faces wait their turn (hidden meanwhile)
-CROSSING_IOU = 0.05  # two detected faces overlapping this much may swap tracks
+CROSSING_IOU = 0.05
+FAILURE_LOG_S = 10.0  # two detected faces overlapping this much may swap tracks
 
 
 @dataclass
@@ -65,8 +67,19 @@ class IdentityPolicy:
         self._pending: dict[int, tuple[Future[Embedding], float]] = {}
         self.recognitions = 0
         self.failures = 0
+        self._logged_failure = -math.inf
         self._captures: list[Future[Embedding]] = []  # "enrol the face in view": served by the next frame's faces
         self._capture_lock = threading.Lock()
+
+    def _failed(self, what: str) -> None:
+        """Count a failure; log the first and then at most one every FAILURE_LOG_S (a failure repeats per face
+        per frame while the worker is down)."""
+        self.failures += 1
+        now = time.monotonic()
+        if now - self._logged_failure >= FAILURE_LOG_S:
+            self._logged_failure = now
+            logger.warning("[%s] %s; faces waiting for recognition stay hidden (%d failure(s) so far)",
+                           self.stream_id, what, self.failures)
 
     @property
     def active(self) -> bool:
@@ -98,23 +111,24 @@ class IdentityPolicy:
                 continue
             embedding.add_done_callback(lambda done, f=future: _chain(done, f))  # type: ignore[misc]
 
-    def _visible_for(self, embedding: Embedding) -> bool:
-        match = self.gallery.match(embedding)
-        if self.mode == "keep":
+    def _visible_for(self, match: Match, mode: str) -> bool:
+        if mode == "keep":
             return match.name is not None and match.distance <= self.match_distance
         # hide-only: shown only when clearly nobody enrolled (with nobody enrolled, everyone is shown)
         return math.isinf(match.distance) or match.distance > self.stranger_distance
 
     def _collect(self, track: int, future: Future[Embedding], submitted_t: float) -> None:
         try:
-            embedding = future.result()
+            embedding = future.result(timeout=EMBED_TIMEOUT_S)  # a file waits; a hung worker must not hang it
         except Exception as exc:
-            self.failures += 1
-            logger.warning("[%s] face recognition failed (%s); the face stays hidden", self.stream_id,
-                           type(exc).__name__)
+            self._failed(f"face recognition failed ({type(exc).__name__})")
             return
         self.recognitions += 1
-        self._decisions[track] = _Decision(self._visible_for(embedding), submitted_t, self.gallery.version, self.mode)
+        # The mode and the gallery's version are the ones the decision was made with, read once: a change made
+        # meanwhile (a person removed, the mode switched) makes it stale at once rather than carry the old answer.
+        mode = self.mode
+        match = self.gallery.match(embedding)
+        self._decisions[track] = _Decision(self._visible_for(match, mode), submitted_t, match.version, mode)
 
     def visible(self, frame: npt.NDArray[np.uint8], t: float, boxes: npt.NDArray[np.float32], detected: int,
                 track_ids: list[int], uncertain: list[bool]) -> npt.NDArray[np.bool_]:
@@ -137,7 +151,12 @@ class IdentityPolicy:
         for i in range(detected):
             track = track_ids[i]
             if uncertain[i] or crossing[i]:
-                self._decisions.pop(track, None)  # the face of this track may be another one now
+                # The face of this track may be another one now: neither what was decided nor what is being
+                # recognised (a crop of the earlier face) may decide for it.
+                self._decisions.pop(track, None)
+                stale = self._pending.pop(track, None)
+                if stale is not None:
+                    stale[0].cancel()
             decision = self._decisions.get(track)
             fresh = (decision is not None and decision.version == self.gallery.version
                      and decision.mode == self.mode and t - decision.made_t < self.recheck_s)
@@ -146,8 +165,7 @@ class IdentityPolicy:
                 try:
                     self._pending[track] = (self.embedder.submit(frame, box), t)  # type: ignore[arg-type]
                 except RuntimeError as exc:
-                    self.failures += 1
-                    logger.warning("[%s] face recognition unavailable (%s); faces stay hidden", self.stream_id, exc)
+                    self._failed(f"face recognition unavailable ({exc})")
             if self.wait and track in self._pending:
                 future, submitted = self._pending.pop(track)
                 self._collect(track, future, submitted)

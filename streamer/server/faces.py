@@ -29,6 +29,7 @@ CAPTURE_TIMEOUT_S = 10.0  # a face must come into view within this after "keep m
 BODY_TIMEOUT_S = 30.0  # the whole body (bodies.py leaves this route's to us: a photo is larger than the app's limit)
 MAX_PHOTO_BYTES = 10 * 1024 * 1024
 MAX_NAME_BYTES = 256
+ENROLMENTS = web.AppKey("enrolments", asyncio.Semaphore)  # one photo at a time, all sessions together
 
 
 class Refused(Exception):
@@ -79,6 +80,12 @@ async def _from_live(session: LiveSession) -> Embedding:
                            "try again") from None
     except ValueError as exc:
         raise Refused(422, str(exc)) from None
+    except asyncio.CancelledError:
+        if not future.cancelled():
+            raise  # this request itself is being cancelled (the client left, the server stops)
+        raise Refused(409, "the session ended before a face was enrolled") from None
+    except Exception as exc:  # the recognition worker failed or is restarting
+        raise Refused(503, f"face recognition failed ({type(exc).__name__}); try again") from None
 
 
 async def _part_bytes(part: BodyPartReader, limit: int) -> bytes:
@@ -126,11 +133,13 @@ async def _from_photo(request: web.Request) -> tuple[str, Embedding]:
     except InputError as exc:
         raise Refused(415, str(exc)) from None
     detector = request.app[DETECTION].background_detector()
-    embedder = request.app[RECOGNITION].embedder()
     try:
+        embedder = request.app[RECOGNITION].embedder()
         embedding = await asyncio.get_running_loop().run_in_executor(None, face_embedding, detector, embedder, image)
     except ValueError as exc:
         raise Refused(422, str(exc)) from None
+    except Exception as exc:  # the recognition worker failed, timed out or is restarting
+        raise Refused(503, f"face recognition failed ({type(exc).__name__}); try again") from None
     return name, embedding
 
 
@@ -139,8 +148,12 @@ async def post_face(request: web.Request) -> web.Response:
         session = _session(request)
         await start_recognition(request)
         if request.content_type.startswith("multipart/"):
+            enrolments = request.app[ENROLMENTS]
+            if enrolments.locked():
+                raise Refused(429, "another photo is being enrolled; try again in a moment")
             try:
-                async with asyncio.timeout(BODY_TIMEOUT_S):
+                # Each holds up to 10 MiB and an inference: one at a time is plenty for people enrolling faces.
+                async with enrolments, asyncio.timeout(BODY_TIMEOUT_S):
                     name, embedding = await _from_photo(request)
             except TimeoutError:
                 raise Refused(408, f"the photo did not arrive within {BODY_TIMEOUT_S:.0f} s") from None
@@ -191,6 +204,7 @@ async def delete_faces(request: web.Request) -> web.Response:
 
 
 def add_routes(app: web.Application) -> None:
+    app[ENROLMENTS] = asyncio.Semaphore(1)
     app.router.add_get("/sessions/{session}/faces", get_faces)
     app.router.add_post("/sessions/{session}/faces", post_face)
     app.router.add_delete("/sessions/{session}/faces/{name}", delete_face)

@@ -184,9 +184,9 @@ async def post_settings(request: web.Request) -> web.Response:
     return web.json_response(settings.as_dict())
 
 
-async def get_audit(request: web.Request) -> web.Response:
+async def get_audit(request: web.Request) -> web.StreamResponse:
     session = _session(request)
-    return audit_response(request, session.audit, f"session-{session.id}")
+    return await audit_response(request, session.audit, f"session-{session.id}")
 
 
 async def delete_session(request: web.Request) -> web.Response:

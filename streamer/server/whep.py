@@ -125,12 +125,12 @@ async def snapshot(request: web.Request) -> web.Response:
     return web.Response(body=jpeg.tobytes(), content_type="image/jpeg", headers={"Cache-Control": "no-store"})
 
 
-async def camera_audit(request: web.Request) -> web.Response:
+async def camera_audit(request: web.Request) -> web.StreamResponse:
     """The camera's audit trail: what was hidden in each frame of its last minutes (JSON lines)."""
     camera = _camera(request)
     if camera is None:
         return error_response(404, "no such camera")
-    return audit_response(request, camera.audit, f"camera-{camera.name}")
+    return await audit_response(request, camera.audit, f"camera-{camera.name}")
 
 
 def add_routes(app: web.Application) -> None:
