@@ -122,15 +122,33 @@ def test_cameras_are_added_edited_and_removed_from_the_page(tmp_path: Path, clos
                 assert page.input_value("#camera-form-mode") == "blur"
                 page.select_option("#camera-form-mode", "solid")
                 page.check("#camera-form-always-on")
+                page.fill("#camera-form-zones", "[[[0, 0], [0.3, 0], [0.3, 0.4")  # cut short: not JSON
+                page.click("#camera-form-save")
+                expect(page.locator("#camera-form-error")).to_contain_text("must be JSON")
+                page.fill("#camera-form-zones", "[[[0, 0], [0.3, 0], [0.3, 0.4], [0, 0.4]]]")
+                restream = f"rtmp://127.0.0.1:{closed_port}/live/stream-key-123"
+                page.fill("#camera-form-restream", restream)
                 page.screenshot(path=str(artifacts_dir / "camera-admin-edit-en.png"), full_page=True)
                 page.click("#camera-form-save")
                 page.wait_for_selector("#camera-form", state="hidden")
                 expect(door.locator(".camera-details")).to_contain_text("always on")
                 status = server_camera(page, "door")
                 assert (status["mode"], status["transport"], status["always_on"]) == ("solid", "udp", True)
+                assert status["settings"]["zones"] == [[[0, 0], [0.3, 0], [0.3, 0.4], [0, 0.4]]]
+                assert status["settings"]["restream"] == f"rtmp://127.0.0.1:{closed_port}/***"  # the key hidden
                 saved = {c.name: c for c in load_cameras_file(cameras)}
                 assert sorted(saved) == ["door", "lobby"]
                 assert saved["door"].url == f"rtsp://admin:{PASSWORD}@127.0.0.1:{closed_port}/door"
+                assert saved["door"].restream == restream and saved["door"].zones
+                # Edited again without touching the restream field: the target, key and all, is kept.
+                door.locator("button.edit").click()
+                assert f"127.0.0.1:{closed_port}/***" in page.inner_text("#camera-form-restream-hint")
+                page.select_option("#camera-form-mode", "blur")
+                page.click("#camera-form-save")
+                page.wait_for_selector("#camera-form", state="hidden")
+                saved = {c.name: c for c in load_cameras_file(cameras)}
+                assert saved["door"].restream == restream and saved["door"].anonymize.mode == "blur"
+                assert server_camera(page, "door")["mode"] == "blur"
 
                 # Korean, then Remove after the inline confirmation.
                 page.select_option("#lang", "ko")

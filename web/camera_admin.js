@@ -6,7 +6,8 @@
 //
 // Hooks for tests: #camera-manage (the Add button #camera-add and #camera-manage-note), #camera-manage-off,
 // form#camera-form (data-mode="add|edit", data-camera=NAME while editing) with #camera-form-name, -url, -mode,
-// -transport, -always-on, -save, -cancel and #camera-form-error (role=alert). On each card: button.edit,
+// -transport, -always-on, -zones (JSON), -faces (off|keep|hide-only) with -gallery (a path on the server),
+// -restream, -save, -cancel and #camera-form-error (role=alert). On each card: button.edit,
 // button.remove, div.camera-confirm with button.confirm-remove and button.cancel-remove, p.camera-admin-error.
 
 import { onLangChange, t } from "./i18n.js";
@@ -28,6 +29,11 @@ const els = {
   mode: $("camera-form-mode"),
   transport: $("camera-form-transport"),
   alwaysOn: $("camera-form-always-on"),
+  zones: $("camera-form-zones"),
+  faces: $("camera-form-faces"),
+  gallery: $("camera-form-gallery"),
+  restream: $("camera-form-restream"),
+  restreamHint: $("camera-form-restream-hint"),
   save: $("camera-form-save"),
   cancel: $("camera-form-cancel"),
 };
@@ -66,6 +72,9 @@ function renderManage() {
   setText(els.title, editing ? t("cameras.form.editTitle", { name: editing.name }) : t("cameras.form.addTitle"));
   setText(els.urlHint, editing ? t("cameras.form.urlKeep", { url: editing.url || "" }) : "");
   els.urlHint.hidden = !editing;
+  const restream = editing && editing.settings ? editing.settings.restream : null;
+  setText(els.restreamHint, restream ? t("cameras.form.restreamKeep", { url: restream }) : "");
+  els.restreamHint.hidden = !restream;
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -85,6 +94,10 @@ function openForm(cam) {
   if (!els.mode.value) els.mode.selectedIndex = 0;
   els.transport.value = s.transport === "udp" ? "udp" : "tcp";
   els.alwaysOn.checked = s.always_on === true;
+  els.zones.value = Array.isArray(s.zones) && s.zones.length ? JSON.stringify(s.zones) : "";
+  els.faces.value = s.keep_faces ? "keep" : s.hide_only_faces ? "hide-only" : "off";
+  els.gallery.value = s.keep_faces || s.hide_only_faces || "";
+  els.restream.value = "";
   showFormError(null);
   els.form.hidden = false;
   renderManage();
@@ -114,15 +127,39 @@ async function submit(ev) {
     return;
   }
   const chosen = { mode: els.mode.value, transport: els.transport.value, always_on: els.alwaysOn.checked };
+  let zones = [];
+  if (els.zones.value.trim()) {
+    try {
+      zones = JSON.parse(els.zones.value);
+    } catch {
+      showFormError({ key: "cameras.form.zonesBad" });
+      els.zones.focus();
+      return;
+    }
+  }
+  if (zones.length) chosen.zones = zones; // the server checks them (400 with the reason)
+  const gallery = els.gallery.value.trim();
+  if (els.faces.value !== "off" && !gallery) {
+    showFormError({ key: "cameras.form.galleryMissing" });
+    els.gallery.focus();
+    return;
+  }
+  if (els.faces.value === "keep") chosen.keep_faces = gallery;
+  if (els.faces.value === "hide-only") chosen.hide_only_faces = gallery;
+  const restream = els.restream.value.trim();
+  if (restream && restream.toLowerCase() !== "none") chosen.restream = restream;
   busy = true;
   els.save.disabled = true;
   showFormError(null);
   try {
     if (editing) {
       // What the server showed (strength, threshold, ... kept), minus the redacted URL, plus this form's fields.
-      const { url: _shown, ...kept } = editing.settings && typeof editing.settings === "object"
-        ? editing.settings : {};
-      await editCamera(editing.name, { ...kept, ...chosen, ...(url ? { url } : {}) });
+      // Zones and faces are whatever this form says now; the restream target is kept (the server maps its shown
+      // form back) unless a new one was typed, or "none".
+      const { url: _shown, zones: _z, keep_faces: _k, hide_only_faces: _h, restream: shownRestream, ...kept } =
+        editing.settings && typeof editing.settings === "object" ? editing.settings : {};
+      const keepRestream = !restream && shownRestream ? { restream: shownRestream } : {};
+      await editCamera(editing.name, { ...kept, ...keepRestream, ...chosen, ...(url ? { url } : {}) });
     } else {
       await addCamera({ name, url, ...chosen });
     }
