@@ -474,6 +474,16 @@ async def until(check: Callable[[], Any], limit_s: float, what: str) -> Any:
     return value
 
 
+async def door_snapshot(base: str) -> Any:
+    """The "door" camera's snapshot, decoded (it starts the camera when stopped)."""
+    import aiohttp
+
+    async with aiohttp.ClientSession(headers=AUTH) as session, \
+            session.get(f"{base}/cameras/door/snapshot.jpg") as response:
+        assert response.status == 200, await response.text()
+        return cv2.imdecode(np.frombuffer(await response.read(), np.uint8), cv2.IMREAD_COLOR)
+
+
 @pytest.mark.rtsp
 def test_a_camera_added_at_run_time_is_watched_edited_and_removed_under_its_viewer(
         netns: NetNamespace, ns_loop: NamespaceLoop, face_camera: RtspServer, detector: CenterFaceDetector,
@@ -494,12 +504,7 @@ def test_a_camera_added_at_run_time_is_watched_edited_and_removed_under_its_view
         return answer.json()
 
     async def snapshot() -> Any:
-        import aiohttp
-
-        async with aiohttp.ClientSession(headers=AUTH) as session, \
-                session.get(f"{base}/cameras/door/snapshot.jpg") as response:
-            assert response.status == 200, await response.text()
-            return cv2.imdecode(np.frombuffer(await response.read(), np.uint8), cv2.IMREAD_COLOR)
+        return await door_snapshot(base)
 
     async def scenario() -> dict[str, Any]:
         added = await http("POST", f"{base}/cameras", headers=AUTH,
@@ -603,12 +608,7 @@ def test_a_camera_burns_in_its_zones_keeps_its_enrolled_face_and_keeps_its_audit
         return [json.loads(line) for line in answer.text.splitlines()]
 
     async def snapshot() -> Any:
-        import aiohttp
-
-        async with aiohttp.ClientSession(headers=AUTH) as session, \
-                session.get(f"{base}/cameras/door/snapshot.jpg") as response:
-            assert response.status == 200, await response.text()
-            return cv2.imdecode(np.frombuffer(await response.read(), np.uint8), cv2.IMREAD_COLOR)
+        return await door_snapshot(base)
 
     async def scenario() -> dict[str, Any]:
         body = {"name": "door", "url": face_camera.url("face"), "zones": [zone], "keep_faces": str(gallery_file)}

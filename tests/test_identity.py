@@ -17,10 +17,9 @@ import numpy.typing as npt
 import pytest
 from conftest import read_bgr, require_testdata, video_frames
 from test_cli import streamer
+from test_processor import MissingFrames
 
-from models import FaceDetections
 from models.centerface import CenterFaceDetector
-from models.coverage import DetectSize
 from streamer.identity.embedding import Embedder, unavailable_reason
 from streamer.identity.enroll import largest_face
 from streamer.identity.gallery import MATCH_DISTANCE, Gallery
@@ -128,25 +127,9 @@ def test_live_a_face_stays_hidden_until_its_recognition_arrives(detector: Center
     assert json.loads(lines[-1])["faces"][0].get("visible") is True
 
 
-class Blinking:
-    """The real detector, except that it finds nothing on chosen calls (a turned head): the tracker holds a mask."""
-
-    def __init__(self, detector: CenterFaceDetector, blind: set[int]) -> None:
-        self.inner, self.blind = detector, blind
-        self.provider, self.config = detector.provider, detector.config
-        self.calls = 0
-
-    def detect(self, frame: Frame, threshold: float | None = None,
-               detect_size: DetectSize | None = None) -> FaceDetections:
-        self.calls += 1
-        if self.calls - 1 in self.blind:
-            return FaceDetections.empty((frame.shape[1], frame.shape[0]))
-        return self.inner.detect(frame, threshold, detect_size)
-
-
 def test_every_doubt_hides_the_enrolled_face(detector: CenterFaceDetector, embedder: Embedder, gallery: Gallery,
                                             katie_frames: list[Frame]) -> None:
-    processor = FrameProcessor(Blinking(detector, blind={2}))
+    processor = FrameProcessor(MissingFrames(detector, blind={2}))
     policy = IdentityPolicy(gallery, embedder, "keep", "doubts", wait=True)
     processor.identity = policy
     frames = [katie_frames[40], katie_frames[41], katie_frames[42], katie_frames[43]]
@@ -173,7 +156,7 @@ def test_a_face_that_takes_over_a_kept_track_after_a_miss_is_hidden(
     a high overlap, but the new face is another person's and must not inherit "keep"."""
     import cv2
 
-    processor = FrameProcessor(Blinking(detector, blind=set(range(1000, 1001))))
+    processor = FrameProcessor(MissingFrames(detector, blind=set(range(1000, 1001))))
     policy = IdentityPolicy(gallery, embedder, "keep", "handover")  # live: never waits
     processor.identity = policy
     lines: list[bytes] = []
@@ -184,7 +167,7 @@ def test_a_face_that_takes_over_a_kept_track_after_a_miss_is_hidden(
         processor.process(katie_frames[40 + int(t * 25) % 20].copy(), t)
         t += 0.04
     blinking = processor.detector
-    assert isinstance(blinking, Blinking)
+    assert isinstance(blinking, MissingFrames)
     blinking.blind = {blinking.calls}  # the next frame: the detector misses the face
     processor.process(katie_frames[60].copy(), t)
     assert json.loads(lines[-1])["held"]

@@ -9,6 +9,7 @@ Chromium is /usr/bin/chromium (never a downloaded browser); it runs through a sm
 from __future__ import annotations
 
 import base64
+import contextlib
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -312,6 +313,25 @@ def test_page_switching_resolution_mid_stream_shows_no_face(netns: NetNamespace,
     assert_no_leak(report, artifacts_dir, "browser-switch", min_frames=25, min_faces=30, min_checks=10)
 
 
+@contextlib.contextmanager
+def camera_page(netns: NetNamespace, tmp_path: Path, base: str, y4m: Y4m) -> Iterator[tuple[Any, list[str]]]:
+    """Chromium with the clip as its camera, on the page, and the script errors it reports."""
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is a dev dependency")
+    args = [*CHROMIUM_FLAGS, f"--use-file-for-fake-video-capture={y4m.path}",
+            f"--unsafely-treat-insecure-origin-as-secure={base}"]
+    errors: list[str] = []
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(chromium_wrapper(netns, tmp_path)), args=args,
+                                             headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.goto(base + "/")
+            yield page, errors
+        finally:
+            browser.close()
+
+
 ZONE_CORNERS = [(0.55, 0.5), (0.85, 0.5), (0.85, 0.9), (0.55, 0.9)]
 
 
@@ -325,54 +345,42 @@ def zone_region_solid(image: np.ndarray[Any, Any]) -> bool:
 def test_page_draws_a_privacy_zone_over_the_live_video_and_the_server_hides_it(
         netns: NetNamespace, ns_loop: NamespaceLoop, page_server: ServerProcess, y4m: Y4m, artifacts_dir: Path,
         tmp_path: Path) -> None:
-    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is a dev dependency")
     base = page_server.base_url
-    args = [*CHROMIUM_FLAGS, f"--use-file-for-fake-video-capture={y4m.path}",
-            f"--unsafely-treat-insecure-origin-as-secure={base}"]
-    page_errors: list[str] = []
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(chromium_wrapper(netns, tmp_path)), args=args,
-                                             headless=True)
-        try:
-            page = browser.new_page(viewport={"width": 1280, "height": 900})
-            page.on("pageerror", lambda e: page_errors.append(str(e)))
-            page.goto(base + "/")
-            page.click("#start")
-            page.wait_for_selector("body[data-state=live]", timeout=30_000)
-            page.wait_for_function("() => document.querySelector('#output').videoWidth > 0", timeout=15_000)
-            before = [grab(page)[0] for _ in range(3)]
+    with camera_page(netns, tmp_path, base, y4m) as (page, page_errors):
+        page.click("#start")
+        page.wait_for_selector("body[data-state=live]", timeout=30_000)
+        page.wait_for_function("() => document.querySelector('#output').videoWidth > 0", timeout=15_000)
+        before = [grab(page)[0] for _ in range(3)]
 
-            page.click("#zone-draw")
-            page.wait_for_selector("#zone-overlay[data-drawing=true]")
-            box = page.locator("#zone-overlay").bounding_box()
-            assert box is not None
-            for fx, fy in ZONE_CORNERS:
-                page.mouse.click(box["x"] + fx * box["width"], box["y"] + fy * box["height"])
-            page.keyboard.press("Enter")
-            page.wait_for_selector("#zone-count[data-count='1']")
-            assert page.locator("#zone-overlay polygon.zone").count() == 1
-            # From the first frame that shows the zone hidden, every later one must (judged on the picture).
-            deadline = time.monotonic() + 30
-            while not zone_region_solid(grab(page)[0]):
-                assert time.monotonic() < deadline, "the drawn zone never showed hidden in the video"
-                page.wait_for_timeout(100)
-            after = []
-            for _ in range(8):
-                page.wait_for_timeout(150)
-                after.append(grab(page)[0])
-            cv2.imwrite(str(artifacts_dir / "browser-zone.png"), after[-1])
-            page.select_option("#lang", "ko")
-            korean = page.locator("#zone-draw").inner_text()
-            page.click("#zone-clear")
-            page.wait_for_selector("#zone-count[data-count='0']")
-            deadline = time.monotonic() + 30
-            while zone_region_solid(grab(page)[0]):
-                assert time.monotonic() < deadline, "the zone stayed hidden after Clear zones"
-                page.wait_for_timeout(100)
-            page.click("#stop")
-            page.wait_for_selector("body:not([data-state=live])", timeout=10_000)
-        finally:
-            browser.close()
+        page.click("#zone-draw")
+        page.wait_for_selector("#zone-overlay[data-drawing=true]")
+        box = page.locator("#zone-overlay").bounding_box()
+        assert box is not None
+        for fx, fy in ZONE_CORNERS:
+            page.mouse.click(box["x"] + fx * box["width"], box["y"] + fy * box["height"])
+        page.keyboard.press("Enter")
+        page.wait_for_selector("#zone-count[data-count='1']")
+        assert page.locator("#zone-overlay polygon.zone").count() == 1
+        # From the first frame that shows the zone hidden, every later one must (judged on the picture).
+        deadline = time.monotonic() + 30
+        while not zone_region_solid(grab(page)[0]):
+            assert time.monotonic() < deadline, "the drawn zone never showed hidden in the video"
+            page.wait_for_timeout(100)
+        after = []
+        for _ in range(8):
+            page.wait_for_timeout(150)
+            after.append(grab(page)[0])
+        cv2.imwrite(str(artifacts_dir / "browser-zone.png"), after[-1])
+        page.select_option("#lang", "ko")
+        korean = page.locator("#zone-draw").inner_text()
+        page.click("#zone-clear")
+        page.wait_for_selector("#zone-count[data-count='0']")
+        deadline = time.monotonic() + 30
+        while zone_region_solid(grab(page)[0]):
+            assert time.monotonic() < deadline, "the zone stayed hidden after Clear zones"
+            page.wait_for_timeout(100)
+        page.click("#stop")
+        page.wait_for_selector("body:not([data-state=live])", timeout=10_000)
     assert not page_errors, page_errors
     assert not any(zone_region_solid(image) for image in before), "the camera's own picture looks like a zone"
     assert all(zone_region_solid(image) for image in after), "a frame after the zone appeared shows the region"
@@ -396,12 +404,8 @@ def face_shown(image: np.ndarray[Any, Any], y4m: Y4m, detector: Any, first_face:
 def test_page_keeps_my_face_visible_on_request_and_hides_it_again(
         netns: NetNamespace, ns_loop: NamespaceLoop, page_server: ServerProcess, y4m: Y4m, detector: Any,
         artifacts_dir: Path, tmp_path: Path) -> None:
-    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is a dev dependency")
     base = page_server.base_url
-    args = [*CHROMIUM_FLAGS, f"--use-file-for-fake-video-capture={y4m.path}",
-            f"--unsafely-treat-insecure-origin-as-secure={base}"]
     first_face = detector.detect(y4m.frame(0)).boxes[0]
-    page_errors: list[str] = []
 
     def wait_for(shown: bool, what: str) -> None:
         deadline = time.monotonic() + 30
@@ -409,30 +413,22 @@ def test_page_keeps_my_face_visible_on_request_and_hides_it_again(
             assert time.monotonic() < deadline, what
             page.wait_for_timeout(100)
 
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(chromium_wrapper(netns, tmp_path)), args=args,
-                                             headless=True)
-        try:
-            page = browser.new_page(viewport={"width": 1280, "height": 900})
-            page.on("pageerror", lambda e: page_errors.append(str(e)))
-            page.goto(base + "/")
-            page.wait_for_selector("#faces[data-available=true]")
-            assert page.is_disabled("#face-keep-me")  # enrolment belongs to a live session
-            page.click("#start")
-            page.wait_for_selector("body[data-state=live]", timeout=30_000)
-            page.wait_for_function("() => document.querySelector('#output').videoWidth > 0", timeout=15_000)
-            before = [face_shown(grab(page)[0], y4m, detector, first_face) for _ in range(3)]
-            page.click("#face-keep-me")
-            page.wait_for_selector("#face-list[data-count='1']", timeout=20_000)
-            assert page.input_value("#identity") == "keep"
-            wait_for(True, "my face never came back unhidden after Keep my face")
-            cv2.imwrite(str(artifacts_dir / "browser-face-kept.png"), grab(page)[0])
-            page.click("#face-list li[data-name='me'] .face-remove")
-            page.wait_for_selector("#face-list[data-count='0']", state="attached")
-            wait_for(False, "my face stayed unhidden after it was removed")
-            page.click("#stop")
-            page.wait_for_selector("body:not([data-state=live])", timeout=10_000)
-        finally:
-            browser.close()
+    with camera_page(netns, tmp_path, base, y4m) as (page, page_errors):
+        page.wait_for_selector("#faces[data-available=true]")
+        assert page.is_disabled("#face-keep-me")  # enrolment belongs to a live session
+        page.click("#start")
+        page.wait_for_selector("body[data-state=live]", timeout=30_000)
+        page.wait_for_function("() => document.querySelector('#output').videoWidth > 0", timeout=15_000)
+        before = [face_shown(grab(page)[0], y4m, detector, first_face) for _ in range(3)]
+        page.click("#face-keep-me")
+        page.wait_for_selector("#face-list[data-count='1']", timeout=20_000)
+        assert page.input_value("#identity") == "keep"
+        wait_for(True, "my face never came back unhidden after Keep my face")
+        cv2.imwrite(str(artifacts_dir / "browser-face-kept.png"), grab(page)[0])
+        page.click("#face-list li[data-name='me'] .face-remove")
+        page.wait_for_selector("#face-list[data-count='0']", state="attached")
+        wait_for(False, "my face stayed unhidden after it was removed")
+        page.click("#stop")
+        page.wait_for_selector("body:not([data-state=live])", timeout=10_000)
     assert not page_errors, page_errors
     assert not any(before), "the face was shown before it was enrolled"

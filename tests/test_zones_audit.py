@@ -11,11 +11,10 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 from conftest import read_bgr, require_testdata, video_frames
+from test_processor import MissingFrames
 
-from models import FaceDetections
 from models.boxes import iou_matrix
 from models.centerface import CenterFaceDetector
-from models.coverage import DetectSize
 from models.evaluate import load_truth
 from streamer.audit import AuditRing, read_lines
 from streamer.processor import FrameProcessor
@@ -118,32 +117,13 @@ def test_a_zone_covers_every_pixel_inside_it_and_nothing_far_outside(size: tuple
     assert (frame[~grown] == before[~grown]).all()
 
 
-class Scripted:
-    """The real detector, except on chosen calls: it raises (a crashed inference) or finds nothing (a miss)."""
-
-    def __init__(self, detector: CenterFaceDetector, broken: set[int], blind: set[int]) -> None:
-        self.inner, self.broken, self.blind = detector, broken, blind
-        self.provider, self.config = detector.provider, detector.config
-        self.calls = 0
-
-    def detect(self, frame: Frame, threshold: float | None = None,
-               detect_size: DetectSize | None = None) -> FaceDetections:
-        index = self.calls
-        self.calls += 1
-        if index in self.broken:
-            raise RuntimeError("inference failed (injected)")
-        if index in self.blind:
-            return FaceDetections.empty((frame.shape[1], frame.shape[0]))
-        return self.inner.detect(frame, threshold, detect_size)
-
-
 @pytest.mark.parametrize("fail_policy", ["hide-frame", "widen-held"])
 def test_zones_are_solid_and_the_trail_says_what_happened_on_every_path(detector: CenterFaceDetector,
                                                                           fail_policy: str) -> None:
     frames = video_frames("videos/face_recognition_short_hamilton_clip.mp4", 12)
     # Frame 3: a miss (held faces); 5: a crash (hidden whole or widened); 8 on: another size (tracks rescaled).
     frames[8:] = [np.ascontiguousarray(f[::2, ::2]) for f in frames[8:]]
-    processor = FrameProcessor(Scripted(detector, broken={5}, blind={3}),
+    processor = FrameProcessor(MissingFrames(detector, blind={3}, broken={5}),
                                fail_policy=fail_policy)  # type: ignore[arg-type]
     processor.zones = parse_zones(TRIANGLE)
     lines: list[bytes] = []
