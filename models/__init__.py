@@ -15,7 +15,7 @@ import numpy.typing as npt
 # nothing anywhere by default; an operator may still set it to 0.
 os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
-from .centerface import CenterFaceDetector, DetectorConfig
+from .centerface import CenterFace, CenterFaceDetector, DetectorConfig
 from .coverage import DetectSize
 from .detections import FaceDetections
 from .precision import PRECISION_CHOICES, PRECISIONS, Precision, PrecisionChoice, resolve_precision
@@ -25,6 +25,7 @@ from .weights import ModelError, resolve_model
 __all__ = [
     "PRECISIONS",
     "PRECISION_CHOICES",
+    "CenterFace",
     "Detector",
     "DetectorConfig",
     "Device",
@@ -34,6 +35,7 @@ __all__ = [
     "PrecisionChoice",
     "ProviderError",
     "load_detector",
+    "open_detector",
 ]
 
 logger = logging.getLogger(__name__)
@@ -85,4 +87,38 @@ def load_detector(device: Device = "auto", model: str | os.PathLike[str] | None 
             "reservations.devices; docker run: --gpus all) and that onnxruntime-gpu is installed (pip install "
             "-e .[gpu])"
         )
+    return detector
+
+
+def open_detector(url: str | None, device: Device = "auto", model: str | os.PathLike[str] | None = None,
+                  config: DetectorConfig | None = None, *, require_gpu: bool = False,
+                  precision: PrecisionChoice = "fp32", timeout_s: float = 5.0, connect: bool = True) -> CenterFace:
+    """The detector a command asked for: in process (``url`` None: ``load_detector``) or on the Triton server at
+    ``url`` (``triton://HOST:PORT/MODEL``, models.triton), whose every request is bounded by ``timeout_s``.
+
+    With Triton the model, its precision and its device are the server's (python -m models.triton_repo writes
+    them), so asking for them here is refused rather than ignored; ``require_gpu`` then means the server's model
+    instances run on a GPU, as its configuration says. ``connect`` False (a service) leaves the first contact to
+    the first detection, so the service starts, not ready, while its Triton server is still coming up."""
+    if url is None:
+        return load_detector(device, model, config, require_gpu=require_gpu, precision=precision)
+    from .triton import TritonDetector
+
+    asked = [flag for flag, given in (("--device", device != "auto"), ("--model", model is not None),
+                                      ("--precision", precision not in ("auto", "fp32"))) if given]
+    if asked:
+        raise ModelError(f"{', '.join(asked)} cannot be used with --detector {url}: the model, its precision and "
+                         "its device are the Triton server's (python -m models.triton_repo --help)")
+    detector = TritonDetector(url, config, timeout_s=timeout_s)
+    if not connect:
+        return detector
+    try:
+        detector.connect()
+    except Exception:
+        detector.close()
+        raise
+    if require_gpu and "KIND_GPU" not in detector.provider:
+        detector.close()
+        raise ProviderError(f"--require-gpu: Triton's model at {url} runs on {detector.provider}, not on a GPU "
+                            "(its config.pbtxt instance_group kind)")
     return detector

@@ -108,27 +108,36 @@ class _Found:
     faces: FaceDetections
 
 
-class CenterFaceDetector:
-    """CenterFace on ONNX Runtime. ``detect`` is thread-safe (ONNX Runtime's ``run`` is): with one intra-op thread
-    per call, several frames can be detected at once, one per core."""
+class CenterFace:
+    """CenterFace's planning and decoding around a network that runs elsewhere: ``_infer`` takes a batch of network
+    inputs as uint8 NHWC BGR (the bytes the frames already are, padded to multiples of ALIGN) and returns the four
+    output maps. In process that is ONNX Runtime (CenterFaceDetector); models.triton sends it to an inference
+    server. ``detect`` is thread-safe when ``_infer`` is."""
 
-    def __init__(self, model_path: Path, device: Device = "auto", config: DetectorConfig | None = None) -> None:
-        self.config = config or DetectorConfig()
-        self.model_path = model_path
-        graph = prepare_graph(model_path)
-        session, self.provider = create_session(graph, device, threads=self.config.threads,
-                                                spin_wait=self.config.spin_wait)
-        per_shape = self.provider == CUDA if self.config.session_per_shape is None else self.config.session_per_shape
-        # Later sessions must run where the first one does: "cuda" fails loudly rather than landing on the CPU.
-        again: Device = "cuda" if self.provider == CUDA else "cpu"
-        self.sessions = ShapeSessions(
-            session,
-            lambda: create_session(graph, again, threads=self.config.threads, spin_wait=self.config.spin_wait)[0],
-            per_shape=per_shape)
+    config: DetectorConfig
+    provider: str  # where the network really runs, as reported by the runtime that ran the warm-up
+    warmup_ms: float = 0.0
+    max_rows: int = 1 << 30  # the most inputs one ``_infer`` call may carry
+
+    def _infer(self, batch: npt.NDArray[np.uint8]) -> list[npt.NDArray[np.float32]]:
+        raise NotImplementedError
+
+    def _rows_for(self, rows: int, limit: int) -> int:
+        """How many rows a batch of ``rows`` inputs is padded to (zero rows added at the end)."""
+        return rows
+
+    def unavailable(self) -> str | None:
+        """Why the network cannot run now (a remote server that is down), or None. In process: always None."""
+        return None
+
+    def close(self) -> None:
+        """Let go of what the network holds outside this object (a server connection). Safe to call twice."""
+
+    def _warm_up(self) -> None:
         started = time.perf_counter()
         self.detect(np.zeros((480, 640, 3), np.uint8))
         self.warmup_ms = (time.perf_counter() - started) * 1000
-        logger.info("CenterFace loaded from %s on %s, warm-up %.0f ms", model_path, self.provider, self.warmup_ms)
+
 
     def network_inputs(self, height: int, width: int, detect_size: DetectSize | None = None) -> list[tuple[int, int]]:
         """(height, width) of each padded network input the first pass over a frame of this size runs."""
@@ -202,10 +211,10 @@ class CenterFaceDetector:
             groups.setdefault(_padded(*job.view.input_size()), []).append(job)
         out: list[_Found] = []
         for (ph, pw), members in groups.items():
-            per_batch = max(1, coverage.MAX_BATCH_PIXELS // (ph * pw))
+            per_batch = min(max(1, coverage.MAX_BATCH_PIXELS // (ph * pw)), self.max_rows)
             for start in range(0, len(members), per_batch):
                 chunk = members[start:start + per_batch]
-                blob = np.zeros((self.sessions.rows_for(len(chunk), per_batch), 3, ph, pw), np.float32)
+                batch = np.zeros((self._rows_for(len(chunk), per_batch), ph, pw, 3), np.uint8)
                 for row, job in enumerate(chunk):
                     view = job.view
                     crop: npt.NDArray[np.uint8] = requests[job.request].frame[view.y0:view.y1, view.x0:view.x1]
@@ -213,8 +222,8 @@ class CenterFaceDetector:
                     if (rh, rw) != crop.shape[:2]:
                         crop = np.asarray(cv2.resize(crop, (rw, rh), interpolation=cv2.INTER_AREA if view.scale < 1
                                                      else cv2.INTER_LINEAR), np.uint8)
-                    blob[row, :, :rh, :rw] = crop[:, :, ::-1].transpose(2, 0, 1)  # BGR HWC -> RGB CHW
-                heat, scale, offset, lms = self.sessions.run(blob)
+                    batch[row, :rh, :rw] = crop
+                heat, scale, offset, lms = self._infer(batch)
                 for row, job in enumerate(chunk):
                     boxes, scores, marks = self._decode(heat[row, 0], scale[row], offset[row], lms[row], job.threshold)
                     view = job.view
@@ -262,6 +271,34 @@ class CenterFaceDetector:
         marks[:, :, 1] = lms[0::2, ys, xs].T * bh[:, None] + y1[:, None]
         keep = nms(boxes, scores, self.config.nms_iou)
         return boxes[keep], scores[keep], marks[keep]
+
+
+class CenterFaceDetector(CenterFace):
+    """CenterFace on ONNX Runtime, in this process. With one intra-op thread per call, several frames can be
+    detected at once, one per core (ONNX Runtime's ``run`` is thread-safe)."""
+
+    def __init__(self, model_path: Path, device: Device = "auto", config: DetectorConfig | None = None) -> None:
+        self.config = config or DetectorConfig()
+        self.model_path = model_path
+        graph = prepare_graph(model_path)
+        session, self.provider = create_session(graph, device, threads=self.config.threads,
+                                                spin_wait=self.config.spin_wait)
+        per_shape = self.provider == CUDA if self.config.session_per_shape is None else self.config.session_per_shape
+        # Later sessions must run where the first one does: "cuda" fails loudly rather than landing on the CPU.
+        again: Device = "cuda" if self.provider == CUDA else "cpu"
+        self.sessions = ShapeSessions(
+            session,
+            lambda: create_session(graph, again, threads=self.config.threads, spin_wait=self.config.spin_wait)[0],
+            per_shape=per_shape)
+        self._warm_up()
+        logger.info("CenterFace loaded from %s on %s, warm-up %.0f ms", model_path, self.provider, self.warmup_ms)
+
+    def _infer(self, batch: npt.NDArray[np.uint8]) -> list[npt.NDArray[np.float32]]:
+        # BGR NHWC bytes -> RGB NCHW floats, in one pass
+        return self.sessions.run(np.ascontiguousarray(batch[..., ::-1].transpose(0, 3, 1, 2), dtype=np.float32))
+
+    def _rows_for(self, rows: int, limit: int) -> int:
+        return self.sessions.rows_for(rows, limit)
 
 
 def _padded(height: int, width: int) -> tuple[int, int]:

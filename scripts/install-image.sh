@@ -1,6 +1,7 @@
 #!/bin/sh
 # The install steps of the Docker image, in one place, in the order its layers cache them (Dockerfile):
-#   sh scripts/install-image.sh requirements cpu|gpu   print the runtime requirements (pyproject.toml + the extra)
+#   sh scripts/install-image.sh requirements cpu|gpu   print the runtime requirements (pyproject.toml + the extra,
+#                                                      + the triton extra: replicas detect on a Triton server)
 #   sh scripts/install-image.sh deps FILE              install them, constrained by the audited lock
 #   sh scripts/install-image.sh weights cpu|gpu        fetch and check the model into $STREAMER_CACHE (needs models/)
 # The project itself is not pip-installed: the image runs it from /app (PYTHONPATH), so a code change rebuilds
@@ -14,7 +15,9 @@ case "$step" in
     python - "$arg" <<'PY'
 import sys, tomllib
 project = tomllib.load(open("pyproject.toml", "rb"))["project"]
-print("\n".join(project["dependencies"] + project["optional-dependencies"][sys.argv[1]]))
+extras = project["optional-dependencies"]
+# triton: serve --detector triton://... and python -m models.triton_repo, in both images.
+print("\n".join(project["dependencies"] + extras[sys.argv[1]] + extras["triton"]))
 PY
     ;;
   deps)

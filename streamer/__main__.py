@@ -12,13 +12,14 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from models import PRECISION_CHOICES, DetectorConfig, ModelError, ProviderError, load_detector
+from models import PRECISION_CHOICES, DetectorConfig, ModelError, ProviderError, open_detector
 from models.coverage import parse_detect_size
 
 from .identity.embedding import Embedder
 from .identity.gallery import Gallery
 from .identity.policy import IdentityMode, IdentityPolicy
 from .settings import FAIL_POLICIES, MODES, AnonymizeSettings, HoldSettings
+from .shards import Shard, parse_shard, shard_from_env
 from .zones import Zones, parse_zones
 
 logger = logging.getLogger("streamer")
@@ -26,6 +27,10 @@ logger = logging.getLogger("streamer")
 
 def _detector_args(parser: argparse.ArgumentParser) -> None:
     d = DetectorConfig()
+    parser.add_argument("--detector", default=None, metavar="triton://HOST:PORT/MODEL",
+                        help="run the network on an NVIDIA Triton Inference Server (gRPC) serving the model that "
+                             "'python -m models.triton_repo' writes, instead of in this process; frames it does "
+                             "not answer in time are hidden whole (default: in process)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                         help="where the detector runs; auto uses CUDA only when it really loads (default: auto)")
     parser.add_argument("--model", type=Path, default=None,
@@ -77,6 +82,13 @@ def _zones_arg(text: str) -> Zones:
         return parse_zones(text)
     except OSError as exc:
         raise argparse.ArgumentTypeError(f"cannot read {text[1:]}: {exc.strerror}") from None
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _shard_arg(text: str) -> Shard:
+    try:
+        return parse_shard(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
@@ -210,20 +222,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=None,
                    help="most frames of different streams detected in one inference (default: 32 on CUDA, where "
                         "a batch costs little more than one frame; 1 on the CPU, where it only adds latency)")
+    p.add_argument("--inference-threads", type=int, default=None,
+                   help="detections run at once: inferences in this process (default: one per core on the CPU, 1 "
+                        "on CUDA) or, with --detector triton://, requests in flight to the server (default: 8; "
+                        "its dynamic batcher merges them with those of every other replica)")
     p.add_argument("--audit-minutes", type=float, default=10.0,
                    help="each camera and live session keeps this many minutes of its audit trail (what was hidden "
                         "in each frame), for GET /cameras/NAME/audit and /sessions/ID/audit (default: %(default)s)")
     p.add_argument("--batch-wait-ms", type=float, default=None,
                    help="how long a batch waits for the frames of other active streams (default: 3 on CUDA, "
                         "0 on the CPU)")
+    p.add_argument("--shard", type=_shard_arg, default=shard_from_env(), metavar="INDEX/COUNT|auto/COUNT",
+                   help="run only this replica's share of the cameras (--camera and --config): with COUNT replicas "
+                        "given the same cameras, each camera runs in exactly one, chosen by its name; auto takes "
+                        "INDEX from the host name's trailing -N (a StatefulSet pod). With COUNT > 1 cameras cannot "
+                        "be changed through the API (default: $STREAMER_SHARD, else 0/1: every camera)")
     _detector_args(p)
     return parser
+
+
+TRITON_FILE_TIMEOUT_S = 30.0  # files wait for a busy server (a frame that still gets no answer is hidden whole)
 
 
 def _load(args: argparse.Namespace, threads: int | None = None) -> Any:
     config = DetectorConfig(detect_size=args.detect_size, threshold=args.threshold,
                             threads=args.threads if threads is None else threads)
-    return load_detector(args.device, args.model, config, require_gpu=args.require_gpu, precision=args.precision)
+    return open_detector(args.detector, args.device, args.model, config, require_gpu=args.require_gpu,
+                         precision=args.precision, timeout_s=TRITON_FILE_TIMEOUT_S)
 
 
 def cmd_detect(args: argparse.Namespace) -> int:
@@ -255,7 +280,7 @@ def cmd_detect(args: argparse.Namespace) -> int:
 
 
 def cmd_file(args: argparse.Namespace) -> int:
-    from .detection_service import cpu_inference_workers
+    from .detection_service import TRITON_REQUESTS_IN_FLIGHT, cpu_inference_workers
     from .processor import FrameProcessor
 
     if len(args.paths) < 2:
@@ -265,7 +290,9 @@ def cmd_file(args: argparse.Namespace) -> int:
     settings = AnonymizeSettings(mode=args.mode, strength=args.strength, padding=args.padding,
                                  ellipse=args.ellipse, scramble=args.scramble)
     hold = HoldSettings(hold_seconds=args.hold)
-    workers = cpu_inference_workers(args.threads)  # whole files have frames to spare for parallel inferences
+    # Whole files have frames to spare for parallel inferences: one per core here, or a few requests in flight to
+    # a Triton server (its dynamic batcher merges them).
+    workers = cpu_inference_workers(args.threads) if args.detector is None else TRITON_REQUESTS_IN_FLIGHT
     detector = _load(args, threads=args.threads or 1)
 
     identity = _file_identity(args)
@@ -401,12 +428,14 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.command == "serve":
         logging.getLogger().setLevel(logging.DEBUG if args.verbose else logging.INFO)
+    from models.triton import TritonUnavailable
+
     from .offline import Cancelled, InputError
 
     handlers = {"detect": cmd_detect, "file": cmd_file, "enroll": cmd_enroll, "serve": cmd_serve}
     try:
         return handlers[args.command](args)
-    except (InputError, ModelError, ProviderError, ValueError) as exc:
+    except (InputError, ModelError, ProviderError, ValueError, TritonUnavailable) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except Cancelled as exc:

@@ -37,7 +37,7 @@ import numpy as np
 import numpy.typing as npt
 
 from models import DetectorConfig, FaceDetections
-from models.centerface import CenterFaceDetector, DetectRequest
+from models.centerface import CenterFace, CenterFaceDetector, DetectRequest
 from models.coverage import DetectSize
 from models.runtime import CUDA
 
@@ -49,6 +49,9 @@ LIVE = 0  # webcam sessions and cameras
 BACKGROUND = 1  # upload jobs
 ACTIVE_WINDOW_S = 1.0  # a stream that asked for a detection this recently is expected to ask again
 DEVICE_FAILURES = 3  # consecutive failed inferences on CUDA that count as a failed device
+# Requests a process keeps in flight to a Triton server: the server's dynamic batcher merges them (with those of
+# every other replica) into shared inferences, so a few concurrent requests keep it fed; the threads only wait.
+TRITON_REQUESTS_IN_FLIGHT = 8
 
 
 @dataclass(frozen=True)
@@ -70,8 +73,11 @@ class BatchPolicy:
     @classmethod
     def for_provider(cls, provider: str, max_batch: int | None = None, wait_ms: float | None = None,
                      workers: int | None = None) -> BatchPolicy:
-        """Defaults by device: on CUDA one inference thread taking batches of up to 32 with a 3 ms wait; elsewhere
-        one frame per inference and one inference thread per core."""
+        """Defaults by device: on CUDA one inference thread taking batches of up to 32 with a 3 ms wait; on a
+        Triton server one frame per request and TRITON_REQUESTS_IN_FLIGHT requests at once (the server batches);
+        elsewhere one frame per inference and one inference thread per core."""
+        if provider.startswith("triton:"):
+            return cls(max_batch or 1, (wait_ms or 0.0) / 1000, workers or TRITON_REQUESTS_IN_FLIGHT)
         gpu = provider == CUDA
         return cls(max_batch if max_batch is not None else (32 if gpu else 1),
                    (wait_ms if wait_ms is not None else (3.0 if gpu else 0.0)) / 1000,
@@ -93,7 +99,7 @@ class _Detect:
 
 
 class DetectionService:
-    def __init__(self, detector: CenterFaceDetector, deadline_s: float = 1.0,
+    def __init__(self, detector: CenterFace, deadline_s: float = 1.0,
                  on_inference: Callable[[float], None] | None = None,
                  on_error: Callable[[], None] | None = None, *,
                  batch: BatchPolicy | None = None, on_batch: Callable[[int], None] | None = None,
@@ -124,6 +130,11 @@ class DetectionService:
     @property
     def provider(self) -> str:
         return self.detector.provider
+
+    def unavailable(self) -> str | None:
+        """Why the detector cannot detect now (a Triton server down or too slow), or None; blocking up to a
+        second when it has to ask the server."""
+        return self.detector.unavailable()
 
     def idle(self) -> bool:
         """Whether an inference thread would start a request submitted now at once (nothing queued, one free):
@@ -215,7 +226,8 @@ class DetectionService:
 
     def _device_trouble(self, exc: BaseException) -> None:
         """After repeated failures on CUDA, move to the CPU, or (``require_gpu``) stop detecting."""
-        if self.detector.provider != CUDA or isinstance(exc, ValueError):
+        if (self.detector.provider != CUDA or isinstance(exc, ValueError)
+                or not isinstance(self.detector, CenterFaceDetector)):
             return  # a bad frame, or trouble the CPU would have too: each frame fails closed on its own
         with self._device_lock:
             self._device_failures += 1
@@ -308,6 +320,7 @@ class DetectionService:
                 item.future.cancel()
         for _ in self._threads:
             self._queue.put((-1, -1, None))
+        self.detector.close()  # a Triton channel; requests still running fail, and their frames fail closed
 
 
 @dataclass(frozen=True)

@@ -255,6 +255,48 @@ def test_gpu_image_loads_every_cuda_library_it_carries_but_the_driver() -> None:
     assert any("libonnxruntime_providers_cuda.so" in line for line in failed), done.stdout  # the driver it needs
 
 
+@pytest.mark.parametrize("image", [CPU_IMAGE, GPU_IMAGE])
+def test_both_images_carry_the_triton_client(image: str) -> None:
+    """The triton extra is in both images: a replica reaches Triton with --detector triton://... (gRPC), and the
+    model repository is written with Triton's own config message."""
+    need(image)
+    script = ("import tritonclient.grpc, tritonclient.grpc.model_config_pb2 as m; "
+              "print(tritonclient.grpc.InferenceServerClient.__name__, m.ModelConfig.__name__)")
+    done = docker("run", "--rm", "--network", "none", "--entrypoint", "python", image, "-c", script, check=False)
+    assert done.returncode == 0 and done.stdout.split() == ["InferenceServerClient", "ModelConfig"], (
+        done.stdout + done.stderr[-2000:])
+
+
+def test_cpu_image_writes_the_triton_model_repository_on_a_read_only_root(tmp_path: Path) -> None:
+    """What compose's triton-repo service and the Kubernetes initContainer (deploy/k8s/triton.yaml) run: the image's
+    python -m models.triton_repo into an empty folder anyone may write (an emptyDir), as the image's user, on a
+    read-only root filesystem: the weights the image carries are enough."""
+    need(CPU_IMAGE)
+    models = tmp_path / "models"
+    models.mkdir()
+    models.chmod(0o777)  # as an emptyDir is
+    done = docker("run", "--rm", "--network", "none", "--read-only", "--tmpfs", "/tmp", "-v", f"{models}:/models",
+                  "--entrypoint", "python", CPU_IMAGE, "-m", "models.triton_repo", "/models", check=False)
+    assert done.returncode == 0, done.stdout + done.stderr[-3000:]
+    config, model = models / "centerface" / "config.pbtxt", models / "centerface" / "1" / "model.onnx"
+    assert config.is_file() and model.is_file() and model.stat().st_size > 1_000_000, sorted(models.rglob("*"))
+    # Readable by Triton's own user (another uid than the writer's).
+    assert all(p.stat().st_mode & 0o004 for p in (config, model)), [oct(p.stat().st_mode) for p in (config, model)]
+    assert 'name: "centerface"' in config.read_text()
+
+
+def test_cpu_image_serves_on_a_read_only_root_filesystem(tmp_path: Path) -> None:
+    """deploy/k8s runs the service with readOnlyRootFilesystem and only /tmp writable (an emptyDir): it comes up
+    healthy that way."""
+    need(CPU_IMAGE)
+    container = Container.run(CPU_IMAGE, tag="readonly", options=(
+        "--network", "none", "--read-only", "--tmpfs", "/tmp", *with_token(tmp_path)))
+    try:
+        assert container.wait_health() == "healthy", container.logs()[-3000:]
+    finally:
+        container.remove()
+
+
 def http_status(url: str, headers: dict[str, str] | None = None) -> int:
     try:
         with urllib.request.urlopen(urllib.request.Request(url, headers=headers or {}), timeout=10) as answer:
@@ -288,8 +330,9 @@ def test_compose_cpu_profile_comes_up_healthy(tmp_path: Path) -> None:
         assert http_status(url, BEARER) == 200
         assert http_status(url, {**BEARER, "Host": f"rebind.attacker.example:{port}"}) == 421
     finally:
-        subprocess.run([*base, "down", "--timeout", "10"], capture_output=True, text=True, env=env, timeout=300,
-                       check=False)
+        # --volumes: compose creates every named volume of the file (the triton profile's too) on any up.
+        subprocess.run([*base, "down", "--volumes", "--timeout", "10"], capture_output=True, text=True, env=env,
+                       timeout=300, check=False)
 
 
 def test_a_code_change_rebuilds_no_dependency_layer(tmp_path: Path) -> None:

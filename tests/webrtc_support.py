@@ -132,7 +132,8 @@ class ServerProcess:
         # The namespace is the test's own, reachable from nothing else: it stands for the authentication a
         # deployment without a token must put in front.
         cmd = [*self.ns.exec_prefix(), sys.executable, "-m", "streamer", "serve", "--host", SERVER_ADDR,
-               "--port", str(self.port), "--device", "cpu", "--insecure-no-token", *self.args]
+               "--port", str(self.port), "--insecure-no-token",
+               *([] if "--detector" in self.args else ["--device", "cpu"]), *self.args]
         self.proc = subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=self._log, stderr=subprocess.STDOUT)
         try:
             self.ns_loop.run(wait_ready(self.base_url, timeout, alive=lambda: self.proc is not None

@@ -65,8 +65,8 @@ export function setManage(next) {
 
 function renderManage() {
   els.manage.hidden = !manage.enabled;
-  els.off.hidden = manage.enabled || manage.reason !== "token";
-  setText(els.off, t("cameras.manage.needsToken"));
+  els.off.hidden = manage.enabled || (manage.reason !== "token" && manage.reason !== "shard");
+  setText(els.off, t(manage.reason === "shard" ? "cameras.manage.sharded" : "cameras.manage.needsToken"));
   setText(els.note, t(manage.persisted ? "cameras.manage.persisted" : "cameras.manage.memoryOnly"));
   if (!manage.enabled && !els.form.hidden) closeForm();
   setText(els.title, editing ? t("cameras.form.editTitle", { name: editing.name }) : t("cameras.form.addTitle"));

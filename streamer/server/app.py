@@ -20,9 +20,10 @@ from typing import Any
 
 from aiohttp import web
 
-from models import DetectorConfig, load_detector
-from models.centerface import CenterFaceDetector
+from models import DetectorConfig, open_detector
+from models.centerface import CenterFace
 from models.runtime import CUDA
+from models.triton import TritonDetector
 
 from ..camera_config import load_cameras_file, parse_camera_arg
 from ..cameras import CameraManager
@@ -32,6 +33,7 @@ from ..identity.service import FaceRecognition
 from ..jobs import JobManager
 from ..malloc import heap_in_use
 from ..settings import MODES, LiveSettings
+from ..shards import describe
 from ..sources.rtsp import RtspOptions
 from . import auth, hosts
 from .bodies import body_deadline
@@ -67,7 +69,7 @@ from .whep import add_routes as add_whep_routes
 
 logger = logging.getLogger(__name__)
 
-PRELOADED = web.AppKey("preloaded_detector", CenterFaceDetector)
+PRELOADED = web.AppKey("preloaded_detector", CenterFace)
 CSP = ("default-src 'self'; img-src 'self' data: blob:; media-src 'self' blob:; style-src 'self'; "
        "script-src 'self'; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'")
 PERMISSIONS = "camera=(self), microphone=(self), display-capture=(), geolocation=(), usb=(), payment=()"
@@ -130,24 +132,30 @@ async def healthz(request: web.Request) -> web.Response:
     detection = app.get(DETECTION)
     # A detector that stopped for good (the GPU failed under --require-gpu) is an error, not a slow start.
     error = app.get(DETECTOR_ERROR) or (detection.failed if detection is not None else None)
-    ready = detection is not None and error is None
-    status = "ok" if ready else ("error" if error else "starting")
+    # A Triton server that is down or too slow: every frame leaves hidden whole until it answers again.
+    unavailable = None if detection is None or error else await asyncio.get_running_loop().run_in_executor(
+        app[EXECUTOR], detection.unavailable)
+    ready = detection is not None and error is None and unavailable is None
+    status = "ok" if ready else ("error" if error else "unavailable" if unavailable else "starting")
     if not auth.authenticated(request):
         # Health checks and load balancers need no more; camera names, addresses, errors and counts are for
         # those who hold the token.
-        reason = None if ready else ("the face detector failed" if error else "the face detector is loading")
+        reason = None if ready else ("the face detector failed" if error else "the face detector is unavailable"
+                                     if unavailable else "the face detector is loading")
         return web.json_response({"status": status, "ready": ready, "reason": reason}, status=200 if ready else 503)
     body = {
         "status": status,
         "ready": ready,
         "provider": detection.provider if detection is not None else None,
-        "error": error,
+        "error": error or unavailable,
         # Why the detector moved from the GPU to the CPU at run time, if it did.
         "fallback": detection.fallback if detection is not None else None,
         "sessions": len(app[SESSIONS]),
         "viewers": len(app[VIEWERS]),
         "cameras": {c.name: {k: c.status()[k] for k in ("state", "error", "fps", "last_frame_age_s")}
                     for c in app[CAMERAS]},
+        # --shard: which share of the configured cameras this replica runs ({"index": 0, "count": 1}: all).
+        "shard": app[CONFIG].shard.as_dict(),
         # For operators and leak tests: these return to their idle values when sessions end (the heap and Python's
         # blocks to within what caches keep).
         "runtime": {"threads": threading.active_count(), "tasks": len(asyncio.all_tasks()),
@@ -196,11 +204,13 @@ async def _start(app: web.Application) -> None:
     config = app[CONFIG]
     m = app[METRICS]
 
-    def load() -> CenterFaceDetector:
-        return load_detector(config.device, config.model, config.detector, require_gpu=config.require_gpu,
-                             precision=config.precision)
+    def load() -> CenterFace:
+        # A Triton server is contacted by the first detection: the service starts (not ready) before it is up.
+        return open_detector(config.detector_url, config.device, config.model, config.detector,
+                             require_gpu=config.require_gpu, precision=config.precision,
+                             timeout_s=config.detect_deadline_s, connect=False)
 
-    detector: CenterFaceDetector | None = app.get(PRELOADED)
+    detector: CenterFace | None = app.get(PRELOADED)
     if detector is None:
         try:
             detector = await asyncio.get_running_loop().run_in_executor(None, load)
@@ -223,14 +233,25 @@ async def _start(app: web.Application) -> None:
     # On the CPU one single-threaded inference per core at once (two frames of one stream, or of two): measured
     # live on 2 cores (bench.live_loopback, one 640x480 session, int8) 19.6 frames/s out, against 17.4 with one
     # two-threaded inference at a time. --threads N gives cores / N inferences of N threads each.
-    workers = 1 if detector.provider == CUDA else cpu_inference_workers(detector.config.threads)
-    batch = BatchPolicy.for_provider(detector.provider, config.batch_size, config.batch_wait_ms, workers)
+    remote = config.detector_url is not None
+    workers: int | None = config.inference_threads  # None on a Triton server: BatchPolicy's requests in flight
+    if workers is None and not remote:
+        workers = 1 if detector.provider == CUDA else cpu_inference_workers(detector.config.threads)
+    batch = BatchPolicy.for_provider("triton:" if remote else detector.provider, config.batch_size,
+                                     config.batch_wait_ms, workers)
     busy.workers = batch.workers
     app[DETECTION] = DetectionService(detector, config.detect_deadline_s, on_inference=on_inference,
                                       on_error=m.detector_errors.inc, batch=batch, on_batch=m.batch_size.observe,
                                       require_gpu=config.require_gpu, on_fallback=fell_back)
     m.provider.labels(provider=detector.provider).set(1)
-    if any(c.gallery is not None for c in config.cameras):
+    if isinstance(detector, TritonDetector):  # "triton" until the server says where its model runs
+
+        def connected(provider: str) -> None:
+            m.provider.clear()
+            m.provider.labels(provider=provider).set(1)
+
+        detector.on_connected = connected
+    if any(c.settings.gallery is not None for c in app[CAMERAS]):  # this shard's
         # Started before the cameras: a camera with a gallery must not start without its recognition.
         try:
             await asyncio.get_running_loop().run_in_executor(None, app[RECOGNITION].embedder)
@@ -264,7 +285,7 @@ async def _cleanup(app: web.Application) -> None:
     app[EXECUTOR].shutdown(wait=True, cancel_futures=True)
 
 
-def create_app(config: ServerConfig | None = None, detector: CenterFaceDetector | None = None) -> web.Application:
+def create_app(config: ServerConfig | None = None, detector: CenterFace | None = None) -> web.Application:
     """The service; ``detector`` (already loaded and checked) skips loading it at start-up."""
     config = config or ServerConfig()
     # Outermost first: every answer, refusals included, gets the security headers and the JSON error shape.
@@ -282,7 +303,10 @@ def create_app(config: ServerConfig | None = None, detector: CenterFaceDetector 
     app[SESSIONS] = SessionRegistry(on_count=app[METRICS].active_sessions.set)
     app[VIEWERS] = SessionRegistry(on_count=app[METRICS].active_viewers.set)
     app[RECOGNITION] = FaceRecognition()
-    cameras = CameraManager(config.cameras, RtspOptions(read_timeout_s=config.rtsp_timeout_s),
+    mine = config.shard.select(config.cameras)  # with --shard, the other replicas run the rest
+    if config.shard.sharded:
+        logger.info("[server] %s", describe(config.shard, [c.name for c in mine], len(config.cameras)))
+    cameras = CameraManager(mine, RtspOptions(read_timeout_s=config.rtsp_timeout_s),
                             fixed=config.fixed_cameras, audit_seconds=config.audit_minutes * 60,
                             recognition=app[RECOGNITION])
     app[CAMERAS] = cameras
@@ -313,7 +337,7 @@ def create_app(config: ServerConfig | None = None, detector: CenterFaceDetector 
 def config_from_args(args: argparse.Namespace) -> ServerConfig:
     return ServerConfig(
         host=args.host, port=default_port() if args.port is None else args.port, device=args.device,
-        model=args.model, precision=args.precision,
+        detector_url=args.detector, model=args.model, precision=args.precision,
         # One single-threaded inference per core at once (DetectionService's workers), as for files.
         detector=DetectorConfig(detect_size=args.detect_size, threshold=args.threshold, threads=args.threads or 1,
                                 spin_wait=False),
@@ -324,8 +348,10 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         cameras=tuple(load_cameras_file(args.config) if args.config else ())
         + tuple(dataclasses.replace(parse_camera_arg(c), always_on=args.always_on) for c in args.camera),
         cameras_file=args.config, fixed_cameras=frozenset(c.partition("=")[0].strip() for c in args.camera),
+        shard=args.shard,
         rtsp_timeout_s=args.rtsp_timeout,
         detect_deadline_s=args.detect_deadline, batch_size=args.batch_size, batch_wait_ms=args.batch_wait_ms,
+        inference_threads=args.inference_threads,
         require_gpu=args.require_gpu, max_upload_mb=args.max_upload_mb,
         max_queued_jobs=args.max_queued_jobs, job_workers=args.job_workers, job_ttl_s=args.job_ttl,
         **({"jobs_dir": args.jobs_dir} if args.jobs_dir else {}),
@@ -370,8 +396,8 @@ def run(args: argparse.Namespace) -> None:
     detector = None
     if args.require_gpu:
         # Refuse to start at all (non-zero exit, clear message) rather than serve on the wrong device.
-        detector = load_detector(config.device, config.model, config.detector, require_gpu=True,
-                                 precision=config.precision)
+        detector = open_detector(config.detector_url, config.device, config.model, config.detector, require_gpu=True,
+                                 precision=config.precision, timeout_s=config.detect_deadline_s)
         logger.info("[server] --require-gpu: warm-up inference ran on %s", detector.provider)
     ssl_context = None
     if config.tls_cert is not None and config.tls_key is not None:

@@ -9,6 +9,8 @@ camera restarts with them), ``DELETE /cameras/{name}`` stops it and ends its vie
 - Changes are serialized by one lock; with ``serve --config FILE`` each is written to the file first (see
   camera_store.py) and applied only once written, so a refused write changes nothing. Without ``--config`` they
   live in memory (``"persisted": false``). Cameras given with ``--camera`` are not the API's to change (409).
+- With ``serve --shard I/N`` and N > 1 every change is refused (409): all N replicas read the same cameras file, and
+  one writing it would race the others (and could hand a camera to a shard that never loads it until restarted).
 - URLs leave only redacted, in answers and in logs.
 """
 
@@ -25,6 +27,7 @@ from ..camera_config import CameraSettings, camera_from_mapping
 from ..camera_store import CameraFile, CameraFileChanged
 from ..cameras import Camera
 from ..redact import redact_url
+from ..shards import Shard
 from ..sinks.restream import shown_restream
 from .bodies import CAMERA_BODY_BYTES
 from .sessions import ViewerSession
@@ -35,19 +38,23 @@ logger = logging.getLogger(__name__)
 REMOVE_JOIN_S = 5.0  # DELETE waits this long for the camera's threads (a pull stuck opening may need longer)
 NO_TOKEN = ("managing cameras needs an access token, because it decides what this server pulls from the network: "
             "start serve with --token-file PATH (or $STREAMER_TOKEN_FILE, --token, $STREAMER_TOKEN)")
+SHARDED = ("cameras cannot be changed through the API on a sharded service (--shard {shard}): every replica reads the "
+           "same cameras file, and one replica writing it would race the others. Edit the cameras file (in "
+           "Kubernetes, its ConfigMap) and restart the replicas")
 
 
 class CameraAdmin:
     """The lock every change holds, and the cameras file (None: changes live in memory only)."""
 
-    def __init__(self, file: CameraFile | None, enabled: bool) -> None:
+    def __init__(self, file: CameraFile | None, enabled: bool, shard: Shard | None = None) -> None:
         self.file = file
-        self.enabled = enabled
+        self.shard = shard or Shard()
+        self.enabled = enabled and not self.shard.sharded
         self.lock = asyncio.Lock()
 
     def info(self) -> dict[str, Any]:
-        return {"enabled": self.enabled, "persisted": self.file is not None,
-                "reason": None if self.enabled else "token"}
+        reason = None if self.enabled else "shard" if self.shard.sharded else "token"
+        return {"enabled": self.enabled, "persisted": self.file is not None, "reason": reason}
 
 
 ADMIN = web.AppKey("camera_admin", CameraAdmin)
@@ -136,6 +143,9 @@ def _answer(camera: Camera, persisted: bool, status: int = 200) -> web.Response:
 
 
 def _check_allowed(request: web.Request) -> None:
+    shard = request.app[CONFIG].shard
+    if shard.sharded:  # first: a token would not make the change safe
+        raise Refused(409, SHARDED.format(shard=shard))
     if request.app[CONFIG].token is None:
         raise Refused(403, NO_TOKEN)
 
@@ -216,7 +226,7 @@ async def delete_camera(request: web.Request) -> web.Response:
 def add_routes(app: web.Application) -> None:
     config = app[CONFIG]
     app[ADMIN] = CameraAdmin(CameraFile(config.cameras_file) if config.cameras_file is not None else None,
-                             enabled=config.token is not None)
+                             enabled=config.token is not None, shard=config.shard)
     app.router.add_post("/cameras", post_camera)
     app.router.add_put("/cameras/{camera}", put_camera)
     app.router.add_delete("/cameras/{camera}", delete_camera)

@@ -14,6 +14,7 @@ from models.precision import PrecisionChoice
 from models.runtime import Device
 
 from ..camera_config import CameraSettings
+from ..shards import Shard
 from .hostnames import host_name
 from .turn import TurnRelay
 
@@ -83,6 +84,7 @@ class ServerConfig:
     host: str = "127.0.0.1"
     port: int = 9002
     device: Device = "auto"
+    detector_url: str | None = None  # triton://HOST:PORT/MODEL: the network runs on that Triton server
     model: Path | None = None
     precision: PrecisionChoice = "auto"  # auto: int8 on the CPU, fp32 on CUDA (models.precision)
     detector: DetectorConfig = field(default_factory=DetectorConfig)  # its detect_size: uploads and cameras
@@ -95,10 +97,14 @@ class ServerConfig:
     cameras: tuple[CameraSettings, ...] = ()
     cameras_file: Path | None = None  # --config: where changes through the API are written (None: memory only)
     fixed_cameras: frozenset[str] = frozenset()  # --camera names: the API may not change or remove them
+    # --shard: this replica runs only its shard's share of ``cameras`` (shards.py); with more than one shard, the
+    # cameras file is shared by every replica and the API may not change it.
+    shard: Shard = field(default_factory=Shard)
     max_offer_bytes: int = 256 * 1024
     detect_deadline_s: float = 1.0  # a frame whose detection takes longer is hidden whole
     batch_size: int | None = None  # frames per inference across streams; None: by device (CUDA 32, CPU 1)
     batch_wait_ms: float | None = None  # how long a batch waits for active streams; None: by device (CUDA 3, CPU 0)
+    inference_threads: int | None = None  # detections at once; None: by device (BatchPolicy.for_provider)
     require_gpu: bool = False  # never fall back to the CPU: refuse to start, or stop detecting if CUDA fails
     connect_timeout_s: float = 30.0  # a peer that never connects is closed after this
     rtsp_timeout_s: float = 5.0  # a camera that sends nothing this long is reconnected
@@ -146,8 +152,14 @@ class ServerConfig:
             raise ValueError("--rtsp-timeout must be within 0.5..120 s")
         if not 0.05 <= self.detect_deadline_s <= 10:
             raise ValueError("--detect-deadline must be within 0.05..10 s")
+        if self.detector_url is not None:
+            from models.triton import TritonTarget
+
+            TritonTarget.parse(self.detector_url)  # a typo fails at start, not at the first frame
         if self.batch_size is not None and not 1 <= self.batch_size <= 256:
             raise ValueError("--batch-size must be within 1..256")
+        if self.inference_threads is not None and not 1 <= self.inference_threads <= 64:
+            raise ValueError("--inference-threads must be within 1..64")
         if self.batch_wait_ms is not None and not 0 <= self.batch_wait_ms <= 100:
             raise ValueError("--batch-wait-ms must be within 0..100")
         if not 0.5 <= self.audit_minutes <= 60:  # NaN fails this too
