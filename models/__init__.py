@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -21,6 +21,9 @@ from .detections import FaceDetections
 from .precision import PRECISION_CHOICES, PRECISIONS, Precision, PrecisionChoice, resolve_precision
 from .runtime import CUDA, Device, ProviderError
 from .weights import ModelError, resolve_model
+
+if TYPE_CHECKING:
+    from .triton import TritonTLS
 
 __all__ = [
     "PRECISIONS",
@@ -92,15 +95,19 @@ def load_detector(device: Device = "auto", model: str | os.PathLike[str] | None 
 
 def open_detector(url: str | None, device: Device = "auto", model: str | os.PathLike[str] | None = None,
                   config: DetectorConfig | None = None, *, require_gpu: bool = False,
-                  precision: PrecisionChoice = "fp32", timeout_s: float = 5.0, connect: bool = True) -> CenterFace:
+                  precision: PrecisionChoice = "fp32", timeout_s: float = 5.0, connect: bool = True,
+                  tls: TritonTLS | None = None) -> CenterFace:
     """The detector a command asked for: in process (``url`` None: ``load_detector``) or on the Triton server at
     ``url`` (``triton://HOST:PORT/MODEL``, models.triton), whose every request is bounded by ``timeout_s``.
 
     With Triton the model, its precision and its device are the server's (python -m models.triton_repo writes
     them), so asking for them here is refused rather than ignored; ``require_gpu`` then means the server's model
     instances run on a GPU, as its configuration says. ``connect`` False (a service) leaves the first contact to
-    the first detection, so the service starts, not ready, while its Triton server is still coming up."""
+    the first detection, so the service starts, not ready, while its Triton server is still coming up. ``tls``:
+    gRPC over TLS (models.triton.TritonTLS)."""
     if url is None:
+        if tls is not None:
+            raise ModelError("--detector-ca, --detector-cert and --detector-key are for --detector triton://...")
         return load_detector(device, model, config, require_gpu=require_gpu, precision=precision)
     from .triton import TritonDetector
 
@@ -109,7 +116,7 @@ def open_detector(url: str | None, device: Device = "auto", model: str | os.Path
     if asked:
         raise ModelError(f"{', '.join(asked)} cannot be used with --detector {url}: the model, its precision and "
                          "its device are the Triton server's (python -m models.triton_repo --help)")
-    detector = TritonDetector(url, config, timeout_s=timeout_s)
+    detector = TritonDetector(url, config, timeout_s=timeout_s, tls=tls)
     if not connect:
         return detector
     try:

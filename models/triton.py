@@ -18,6 +18,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -34,6 +35,34 @@ logger = logging.getLogger(__name__)
 SCHEME = "triton"
 PROBE_EVERY_S = 2.0  # how often ``unavailable`` asks an idle server whether the model is still ready
 PROBE_TIMEOUT_S = 1.0
+
+
+@dataclass(frozen=True)
+class TritonTLS:
+    """gRPC over TLS: Triton's certificate checked against ``ca``; ``cert`` and ``key`` a client certificate, for a
+    server that asks for one (mutual TLS). The frames are raw pictures, faces and all: on any network but the
+    host's own, they should not cross it in clear."""
+
+    ca: Path
+    cert: Path | None = None
+    key: Path | None = None
+
+    @classmethod
+    def from_paths(cls, ca: Path | None, cert: Path | None, key: Path | None) -> TritonTLS | None:
+        """The CLI's --detector-ca/--detector-cert/--detector-key: None (plain gRPC) when none is given."""
+        if ca is None:
+            if cert is not None or key is not None:
+                raise ValueError("--detector-cert/--detector-key need --detector-ca (the CA that signed Triton's "
+                                 "certificate)")
+            return None
+        return cls(ca, cert, key)
+
+    def __post_init__(self) -> None:
+        if (self.cert is None) != (self.key is None):
+            raise ValueError("a client certificate for Triton needs both --detector-cert and --detector-key")
+        for path in (self.ca, self.cert, self.key):
+            if path is not None and not path.is_file():
+                raise ValueError(f"{path}: no such file (TLS for --detector)")
 
 
 class TritonUnavailable(RuntimeError):
@@ -85,7 +114,7 @@ class TritonDetector(CenterFace):
     run, which is what ``provider`` reports (``triton:KIND_GPU``, ``triton:KIND_CPU``)."""
 
     def __init__(self, target: TritonTarget | str, config: DetectorConfig | None = None, *,
-                 timeout_s: float = 5.0) -> None:
+                 timeout_s: float = 5.0, tls: TritonTLS | None = None) -> None:
         self.target = TritonTarget.parse(target) if isinstance(target, str) else target
         self.config = config or DetectorConfig()
         if not 0 < timeout_s <= 600:
@@ -98,7 +127,11 @@ class TritonDetector(CenterFace):
             ("grpc.max_send_message_length", 2**31 - 1), ("grpc.max_receive_message_length", 2**31 - 1),
             ("grpc.keepalive_time_ms", 10_000), ("grpc.keepalive_timeout_ms", 5_000),
             ("grpc.initial_reconnect_backoff_ms", 200), ("grpc.min_reconnect_backoff_ms", 200),
-            ("grpc.max_reconnect_backoff_ms", 1000)])
+            ("grpc.max_reconnect_backoff_ms", 1000)],
+            **({} if tls is None else {
+                "ssl": True, "root_certificates": str(tls.ca),
+                "private_key": None if tls.key is None else str(tls.key),
+                "certificate_chain": None if tls.cert is None else str(tls.cert)}))
         self._lock = threading.Lock()
         self._connect_lock = threading.Lock()
         self._failure: str | None = None  # why the last request failed; cleared by the next answer

@@ -31,6 +31,12 @@ def _detector_args(parser: argparse.ArgumentParser) -> None:
                         help="run the network on an NVIDIA Triton Inference Server (gRPC) serving the model that "
                              "'python -m models.triton_repo' writes, instead of in this process; frames it does "
                              "not answer in time are hidden whole (default: in process)")
+    parser.add_argument("--detector-ca", type=Path, default=None, metavar="PEM",
+                        help="speak TLS to the Triton server and check its certificate against this CA (default: "
+                             "plain gRPC, for a server on this host or a private network)")
+    parser.add_argument("--detector-cert", type=Path, default=None, metavar="PEM",
+                        help="a client certificate for a Triton server that asks for one (mutual TLS)")
+    parser.add_argument("--detector-key", type=Path, default=None, metavar="PEM", help="its private key")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                         help="where the detector runs; auto uses CUDA only when it really loads (default: auto)")
     parser.add_argument("--model", type=Path, default=None,
@@ -247,8 +253,11 @@ TRITON_FILE_TIMEOUT_S = 30.0  # files wait for a busy server (a frame that still
 def _load(args: argparse.Namespace, threads: int | None = None) -> Any:
     config = DetectorConfig(detect_size=args.detect_size, threshold=args.threshold,
                             threads=args.threads if threads is None else threads)
+    from models.triton import TritonTLS
+
+    tls = TritonTLS.from_paths(args.detector_ca, args.detector_cert, args.detector_key)
     return open_detector(args.detector, args.device, args.model, config, require_gpu=args.require_gpu,
-                         precision=args.precision, timeout_s=TRITON_FILE_TIMEOUT_S)
+                         precision=args.precision, timeout_s=TRITON_FILE_TIMEOUT_S, tls=tls)
 
 
 def cmd_detect(args: argparse.Namespace) -> int:

@@ -63,9 +63,11 @@ class TritonProcess:
     the namespace ``ns`` when given one: a service under test that runs there reaches it on its 127.0.0.1."""
 
     def __init__(self, repository: Path, *, ns: NetNamespace | None = None, threads: int = 0,
-                 log_path: Path | None = None) -> None:
+                 log_path: Path | None = None, tls: tuple[Path, Path, Path | None] | None = None) -> None:
+        """``tls``: (certificate, key, client CA or None): gRPC over TLS, mutual when a client CA is given."""
         self.repository = repository
         self.ns = ns
+        self.tls = tls
         self.threads = threads
         self.grpc_port, self.http_port, self.metrics_port = free_port(), free_port(), free_port()
         self.log_path = log_path or Path(tempfile.gettempdir()) / f"fs-triton-{os.getpid()}-{id(self)}.log"
@@ -89,6 +91,10 @@ class TritonProcess:
                "--http-port", str(self.http_port), "--metrics-port", str(self.metrics_port),
                "--workspace", str(self._workspace / "w"), "--threads", str(self.threads),
                "--fault-file", str(self.fault_file)]
+        if self.tls is not None:
+            cert, key, client_ca = self.tls
+            cmd += ["--tls-cert", str(cert), "--tls-key", str(key),
+                    *(["--tls-client-ca", str(client_ca)] if client_ca is not None else [])]
         with self.log_path.open("ab") as log:
             # Its own process group: tritonserver and the Python-backend stub are its children, killed with it.
             self.proc = subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=log, stderr=log, start_new_session=True)

@@ -52,6 +52,10 @@ def main() -> int:
     parser.add_argument("--fault-file", type=Path, default=None,
                         help="while this file holds 'nan' or 'shape', the model answers NaN heatmaps or maps of the "
                              "wrong size (a broken server, for the fail-closed tests)")
+    parser.add_argument("--tls-cert", type=Path, default=None, help="gRPC over TLS with this certificate (PEM)")
+    parser.add_argument("--tls-key", type=Path, default=None, help="... and its key")
+    parser.add_argument("--tls-client-ca", type=Path, default=None,
+                        help="mutual TLS: clients must show a certificate of this CA")
     parser.add_argument("--workspace", type=Path, required=True,
                         help="PyTriton's copy of the server and its sockets (the caller removes it)")
     args = parser.parse_args()
@@ -83,7 +87,12 @@ def main() -> int:
     batcher = config.dynamic_batching
     triton_config = TritonConfig(grpc_port=args.grpc_port, http_port=args.http_port, metrics_port=args.metrics_port,
                                  grpc_address="127.0.0.1", http_address="127.0.0.1", metrics_address="127.0.0.1",
-                                 allow_metrics=True, exit_timeout_secs=5)
+                                 allow_metrics=True, exit_timeout_secs=5,
+                                 **({} if args.tls_cert is None else {
+                                     "grpc_use_ssl": True, "grpc_server_cert": args.tls_cert,
+                                     "grpc_server_key": args.tls_key,
+                                     "grpc_use_ssl_mutual": args.tls_client_ca is not None,
+                                     "grpc_root_cert": args.tls_client_ca}))
     with Triton(config=triton_config, workspace=args.workspace) as triton:
         triton.bind(
             model_name=config.name or args.name,

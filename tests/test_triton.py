@@ -31,6 +31,7 @@ from conftest import REPO_ROOT, read_bgr, require_testdata
 from test_live_leaks import IDENTITY_EVERY, SECONDS, WEBCAM, assert_no_leak, judge_enough, judged, play
 from webrtc_support import LiveClient, ServerProcess, http
 
+from testkit.certs import Authority
 from testkit.judges import DetectorJudge, IdentityJudge, PixelJudge
 from testkit.metrics import unlabelled_samples
 from testkit.netns import NamespaceLoop, NetNamespace
@@ -134,6 +135,40 @@ def test_a_triton_answering_nonsense_hides_every_frame_whole(
     assert report.ok, report.describe()
     assert run.returncode == 2 and "error: Triton model 'centerface' answered maps" in run.stderr, run.stderr[-800:]
     assert not (tmp_path / "out.png").exists()
+
+
+def test_tls_to_triton_checks_the_server_and_shows_a_client_certificate(
+        repository: Path, tmp_path: Path, artifacts_dir: Path) -> None:
+    """Raw frames cross the network to Triton: with --detector-ca they go over TLS, to a server whose certificate
+    that CA signed, and a server asking for a client certificate gets --detector-cert. Anything else is refused
+    before a frame is sent."""
+    ca, other = Authority("test CA"), Authority("another CA")
+    ca_pem, other_pem = ca.write(tmp_path / "ca.pem"), other.write(tmp_path / "other.pem")
+    server_cert, server_key = ca.issue(tmp_path / "server")
+    client_cert, client_key = ca.issue(tmp_path / "client", client=True)
+    stranger_cert, stranger_key = other.issue(tmp_path / "stranger", client=True)
+    photo = str(require_testdata("images", PHOTOS[0]))
+    with TritonProcess(repository, tls=(server_cert, server_key, ca_pem),
+                       log_path=artifacts_dir / "triton-tls.log") as triton:
+
+        def detect(*tls: Path) -> subprocess.CompletedProcess[str]:
+            names = ("--detector-ca", "--detector-cert", "--detector-key")
+            flags = [str(x) for pair in zip(names, tls, strict=False) for x in pair]
+            return subprocess.run([sys.executable, "-m", "streamer", "detect", "--json", "--detector", triton.url,
+                                   *flags, photo], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+
+        run = detect(ca_pem, client_cert, client_key)
+        assert run.returncode == 0, run.stderr[-1500:]
+        record = json.loads(run.stdout)
+        assert record["provider"] == "triton:KIND_CPU" and len(record["faces"]) >= 1, record
+        for refused in (detect(), detect(other_pem, client_cert, client_key), detect(ca_pem),
+                        detect(ca_pem, stranger_cert, stranger_key)):
+            assert refused.returncode == 2 and "error: Triton at 127.0.0.1:" in refused.stderr, \
+                refused.stderr[-1000:]
+    bad = subprocess.run([sys.executable, "-m", "streamer", "detect", "--detector", triton.url, "--detector-cert",
+                          str(client_cert), "--detector-key", str(client_key), photo], cwd=REPO_ROOT,
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "need --detector-ca" in bad.stderr, bad.stderr[-500:]
 
 
 def write_clip(clip: TruthClip, path: Path) -> None:

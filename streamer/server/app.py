@@ -23,7 +23,7 @@ from aiohttp import web
 from models import DetectorConfig, open_detector
 from models.centerface import CenterFace
 from models.runtime import CUDA
-from models.triton import TritonDetector
+from models.triton import TritonDetector, TritonTLS
 
 from ..camera_config import load_cameras_file, parse_camera_arg
 from ..cameras import CameraManager
@@ -208,7 +208,7 @@ async def _start(app: web.Application) -> None:
         # A Triton server is contacted by the first detection: the service starts (not ready) before it is up.
         return open_detector(config.detector_url, config.device, config.model, config.detector,
                              require_gpu=config.require_gpu, precision=config.precision,
-                             timeout_s=config.detect_deadline_s, connect=False)
+                             timeout_s=config.detect_deadline_s, connect=False, tls=config.detector_tls)
 
     detector: CenterFace | None = app.get(PRELOADED)
     if detector is None:
@@ -337,7 +337,9 @@ def create_app(config: ServerConfig | None = None, detector: CenterFace | None =
 def config_from_args(args: argparse.Namespace) -> ServerConfig:
     return ServerConfig(
         host=args.host, port=default_port() if args.port is None else args.port, device=args.device,
-        detector_url=args.detector, model=args.model, precision=args.precision,
+        detector_url=args.detector,
+        detector_tls=TritonTLS.from_paths(args.detector_ca, args.detector_cert, args.detector_key),
+        model=args.model, precision=args.precision,
         # One single-threaded inference per core at once (DetectionService's workers), as for files.
         detector=DetectorConfig(detect_size=args.detect_size, threshold=args.threshold, threads=args.threads or 1,
                                 spin_wait=False),
@@ -397,7 +399,8 @@ def run(args: argparse.Namespace) -> None:
     if args.require_gpu:
         # Refuse to start at all (non-zero exit, clear message) rather than serve on the wrong device.
         detector = open_detector(config.detector_url, config.device, config.model, config.detector, require_gpu=True,
-                                 precision=config.precision, timeout_s=config.detect_deadline_s)
+                                 precision=config.precision, timeout_s=config.detect_deadline_s,
+                                 tls=config.detector_tls)
         logger.info("[server] --require-gpu: warm-up inference ran on %s", detector.provider)
     ssl_context = None
     if config.tls_cert is not None and config.tls_key is not None:

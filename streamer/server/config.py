@@ -12,6 +12,7 @@ from models import DetectorConfig
 from models.coverage import DetectSize, parse_detect_size
 from models.precision import PrecisionChoice
 from models.runtime import Device
+from models.triton import TritonTarget, TritonTLS
 
 from ..camera_config import CameraSettings
 from ..shards import Shard
@@ -85,6 +86,7 @@ class ServerConfig:
     port: int = 9002
     device: Device = "auto"
     detector_url: str | None = None  # triton://HOST:PORT/MODEL: the network runs on that Triton server
+    detector_tls: TritonTLS | None = None  # ... spoken to over TLS
     model: Path | None = None
     precision: PrecisionChoice = "auto"  # auto: int8 on the CPU, fp32 on CUDA (models.precision)
     detector: DetectorConfig = field(default_factory=DetectorConfig)  # its detect_size: uploads and cameras
@@ -153,9 +155,9 @@ class ServerConfig:
         if not 0.05 <= self.detect_deadline_s <= 10:
             raise ValueError("--detect-deadline must be within 0.05..10 s")
         if self.detector_url is not None:
-            from models.triton import TritonTarget
-
             TritonTarget.parse(self.detector_url)  # a typo fails at start, not at the first frame
+        elif self.detector_tls is not None:
+            raise ValueError("--detector-ca, --detector-cert and --detector-key are for --detector triton://...")
         if self.batch_size is not None and not 1 <= self.batch_size <= 256:
             raise ValueError("--batch-size must be within 1..256")
         if self.inference_threads is not None and not 1 <= self.inference_threads <= 64:
