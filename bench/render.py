@@ -957,6 +957,213 @@ def render_allowlist(doc: Doc) -> str:
     return "\n".join(lines) + "\n"
 
 
+# ------------------------------------------------------------------------------------------------------ triton
+
+
+def _verdict(ok: bool) -> str:
+    return "**pass**" if ok else "**fail**"
+
+
+def hop_split(row: Doc) -> dict[str, float]:
+    """Where the time a detection through Triton adds goes, as means per detection in ms (bench.triton's doc)."""
+    local, remote, server = row["local"], row["triton"], row["server"]
+    parts = {
+        "added": remote["mean_ms"] - local["mean_ms"],
+        "grpc": remote["infer_mean_ms"] - server["request_ms"],
+        "triton": server["request_ms"] - server["compute_infer_ms"],
+        "proxy": server["compute_infer_ms"] - row["ort_replay_ms"],
+        "graph": row["ort_replay_ms"] - local["infer_mean_ms"],
+    }
+    parts["client"] = parts["added"] - parts["grpc"] - parts["triton"] - parts["proxy"] - parts["graph"]
+    return parts
+
+
+def _hop(hop: Doc) -> str:
+    rows = hop["rows"]
+    target = float(hop["target_ms"])
+    latency, raw, split, verdicts = [], [], [], []
+    for r in rows:
+        local, remote, server = r["local"], r["triton"], r["server"]
+        label = [r["precision"], r["detect_size"]]
+        added = remote["p50_ms"] - local["p50_ms"]
+        parts = hop_split(r)
+        faces = f"{r['faces_local']:.1f} / {r['faces_triton']:.1f}" + ("" if r["same_face_counts"] else " (differ)")
+        latency.append([*label, r["net_input"], f"{local['p50_ms']:.1f} / {local['p90_ms']:.1f}",
+                        f"{remote['p50_ms']:.1f} / {remote['p90_ms']:.1f}", f"{added:+.1f}",
+                        f"{remote['requests_per_detection']:.2f}", f"{server['batch_mean']:.1f}", faces])
+        raw.append([*label, f"{local['infer_mean_ms']:.1f}", f"{r['ort_replay_ms']:.1f}",
+                    f"{remote['infer_mean_ms']:.1f}", f"{server['request_ms']:.1f}", f"{server['queue_ms']:.2f}",
+                    f"{server['compute_input_ms']:.2f}", f"{server['compute_infer_ms']:.1f}",
+                    f"{server['compute_output_ms']:.2f}"])
+        server_side = parts["triton"] + parts["proxy"] + parts["graph"]
+        split.append([*label, f"{parts['added']:+.1f}", f"{parts['grpc']:+.1f}", f"{server_side:+.1f}",
+                      f"{parts['triton']:+.1f}", f"{parts['proxy']:+.1f}", f"{parts['graph']:+.1f}",
+                      f"{parts['client']:+.1f}", f"{added - parts['proxy']:+.1f}"])
+        verdicts.append([" ".join(label), f"{parts['grpc']:.1f} ms", _verdict(parts["grpc"] <= target),
+                         f"{added:+.1f} ms", _verdict(added <= target)])
+    out = [
+        f"One detection at a time on the same {hop['frames']} real {hop['frame']} frames "
+        f"({', '.join(f'`{c}`' for c in hop['clips'])}), alternately in process and through Triton on loopback "
+        f"({hop.get('server', 'Triton')}, gRPC to 127.0.0.1).",
+        "",
+        markdown_table(["precision", "coverage", "net input (WxH)", "in process p50 / p90 ms",
+                        "through Triton p50 / p90 ms", "added p50 ms", "Triton requests per detection",
+                        "rows per Triton execution", "faces per frame, in process / Triton"], latency),
+        "",
+        "Means per detection, ms: the network call in process (`_infer`: numpy's BGR→RGB NCHW float + ONNX Runtime), "
+        "the serving graph run in this process on the very batches sent to Triton (*ort replay*), the client's gRPC "
+        "request, and Triton's own counters for the same requests (`nv_inference_*_duration_us` deltas ÷ "
+        "detections).",
+        "",
+        markdown_table(["precision", "coverage", "in-process network call", "ort replay (serving graph here)",
+                        "client gRPC request", "Triton request", "queue", "compute input", "compute infer",
+                        "compute output"], raw),
+        "",
+        "Where the added time goes (means per detection, ms; the parts sum to the added mean):",
+        "",
+        markdown_table(["precision", "coverage", "added (mean)", "gRPC + network (client request − Triton request)",
+                        "server side (Triton request − in-process call)",
+                        "of which Triton's handling (request − compute infer: queue, input, output)",
+                        "of which the Python-backend proxy (compute infer − ort replay)",
+                        "of which the serving graph (ort replay − in-process call)", "client, outside the call",
+                        "added p50 without the proxy (estimate)"], split),
+        "",
+        markdown_table(["precision / coverage", f"gRPC + network ≤ {target:g} ms (mean)", "result",
+                        f"total added ≤ {target:g} ms (p50)", "result"], verdicts),
+    ]
+    return "\n".join(out) + "\n"
+
+
+def _live(live: Doc) -> str:
+    setups = live["setups"]
+
+    def totals(setup: Doc) -> list[float]:
+        return [sum(float(s["fps"]) for s in run["streams"]) for run in setup["runs"] if not run["error"]]
+
+    base = {s["name"]: statistics.median(totals(s)) for s in setups if totals(s)}
+    rows = []
+    for s in setups:
+        runs = [run for run in s["runs"] if not run["error"]]
+        streams = [x for run in runs for x in run["streams"]]
+        tot = totals(s)
+        count = s["processes"] * s["sessions_per_process"]
+        if not streams:
+            rows.append([s["name"], s["label"], str(count), "failed", "—", "—", "—", "—", "—", "—", "—"])
+            continue
+        fps = [float(x["fps"]) for x in streams]
+        p50 = [float(x["p50_ms"]) for x in streams if x.get("p50_ms") is not None]
+        sessions = [[x.get("session") or {} for x in run["streams"]] for run in runs]
+        whole = ", ".join(str(sum(int(v.get("frames_hidden_whole", 0) or 0) for v in run)) for run in sessions)
+        out_frames = ", ".join(str(sum(int(v.get("frames_out", 0) or 0) for v in run)) for run in sessions)
+        cpu = [run["cpu_pct"] for run in runs if run.get("cpu_pct")]
+        keys = ("services", "triton", "client", "other")
+        cpu_text = " / ".join(f"{statistics.median(float(c.get(k, 0.0)) for c in cpu):.0f}" if any(k in c for c in cpu)
+                              else "—" for k in keys) if cpu else "—"
+        versus_a = f"{statistics.median(tot) / base['a']:.2f}×" if "a" in base and count == 2 else "—"
+        # CPU time per frame back: the run's own processes (services, Triton, client), not other people's work
+        per_frame = [10 * sum(float(v) for k, v in run["cpu_pct"].items() if k != "other")
+                     / sum(float(x["fps"]) for x in run["streams"])
+                     for run in runs if run.get("cpu_pct") and sum(float(x["fps"]) for x in run["streams"]) > 0]
+        rows.append([s["name"], s["label"], str(count), f"{statistics.median(fps):.1f} ({min(fps):.1f})",
+                     f"{statistics.median(tot):.1f} ({', '.join(f'{v:.1f}' for v in tot)})", versus_a,
+                     f"{statistics.median(p50):.0f}" if p50 else "—", f"{whole} of {out_frames}", cpu_text,
+                     f"{statistics.median(per_frame):.0f}" if per_frame else "—",
+                     str(len(s["runs"]) - len(runs)) if len(runs) < len(s["runs"]) else "0"])
+    target = float(live["target_ratio"])
+    verdict_rows = []
+    if "a" in base and "d" in base:
+        ratio = base["d"] / base["a"]
+        verdict_rows.append([f"(d) two replicas via one Triton ≥ {target:.0%} of (a) one in-process process's "
+                             "frames/s, same two streams", f"{base['d']:.1f} ÷ {base['a']:.1f} = {ratio:.2f}",
+                             _verdict(ratio >= target)])
+    if "a1" in base and "d" in base:
+        ratio = base["d"] / base["a1"]
+        verdict_rows.append([f"(d) ≥ {target:.0%} of (a1) one in-process process with one stream (not the same "
+                             "load: for reference)", f"{base['d']:.1f} ÷ {base['a1']:.1f} = {ratio:.2f}",
+                             _verdict(ratio >= target)])
+    out = [markdown_table(["setup", "what", "streams", "fps per stream, median (min)", "fps in all, median (each run)",
+                           "in all ÷ (a)", "latency p50 ms (median)",
+                           "frames hidden whole, each run (of frames out)",
+                           "CPU % services / Triton / client / other (median)",
+                           "CPU ms per frame back (services + Triton + client, median)", "failed runs"], rows)]
+    if verdict_rows:
+        out += ["", markdown_table(["target", "measured", "result"], verdict_rows)]
+    failures = [(s["name"], run["error"]) for s in setups for run in s["runs"] if run["error"]]
+    for name, error in failures[:2]:
+        out += ["", f"**({name}) failed:**", "", "```", error.strip()[-1200:], "```"]
+    return "\n".join(out) + "\n"
+
+
+def render_triton(doc: Doc) -> str:
+    """``hop`` (null with --no-hop): {rows: [{precision, detect_size, net_input, local: {p50_ms, p90_ms, mean_ms,
+    infer_mean_ms}, triton: {the same, requests_per_detection}, server: {request_ms, queue_ms, compute_input_ms,
+    compute_infer_ms, compute_output_ms, requests, batch_mean} (Triton's counters per detection), ort_replay_ms,
+    faces_local, faces_triton, same_face_counts}], clips, frames, frame, target_ms, server}; ``live`` (null with
+    --no-live): {setups: [{name, label, processes, detector, sessions_per_process, runs: [{streams: [{fps, p50_ms,
+    session (its counters)}], cpu_pct: {services, triton, clients and other}, error}]}], commands, repo_precision,
+    target_ratio, frame}; ``errors``, ``notes``, ``machine``, ``gpu``, ``software``."""
+    a = doc["args"]
+    out = []
+    hop, live = doc.get("hop"), doc.get("live")
+    if hop and hop.get("rows"):
+        out += ["### The hop: one detection, in process and through Triton", "", _hop(hop)]
+    elif hop is not None:
+        out += ["### The hop", "", "No result (see the errors below).", ""]
+    if live:
+        out += [f"### Throughput: live {live['frame']} webcam sessions, 1 and 2 service processes, same cores", "",
+                _live(live)]
+    notes = [
+        f"Command: `{doc['command']}`" + (SMOKE if a.get("quick") else ""),
+        f"Machine: {doc['machine']} (the load average counts this benchmark's own processes too; the live "
+        "table's *other* CPU is everyone else's work during each window).",
+        f"Triton: the real `tritonserver` of the nvidia-pytriton wheel ({doc.get('software', '?')}). That wheel has "
+        "no onnxruntime backend, so the model runs in ONNX Runtime (CPU) behind Triton's **Python backend**: each "
+        "request goes from Triton to the backend's stub process and on to PyTriton's process and back. That proxy "
+        "hop is not there with the production onnxruntime backend (`nvcr.io/nvidia/tritonserver`), so the server "
+        "side here is an upper bound; the gRPC + network part is what production pays too.",
+        f"ONNX Runtime intra-op threads: {a['threads']} in the in-process detector and in each Triton model instance "
+        "(serve's own setting on the CPU: one single-threaded inference per core).",
+    ]
+    if hop and hop.get("rows"):
+        notes += [
+            f"Hop: {a['runs']} timed detections per row after a warm-up pass over the frames, in process and through "
+            "Triton alternately (which goes first swaps every run), one request at a time. One Triton per precision "
+            "(`python -m models.triton_repo OUT --kind cpu --precision P`: 2 CPU instances, dynamic batching with a "
+            "2 ms queue delay, preferred batches 4, 8, 16), the same weights as in process. *fast*: the frame as "
+            "is (640x480); *full*: plus the small-face pass, whose 128x128 zoom crops go as one more request when a "
+            "frame has candidates.",
+            "The queue time is the dynamic batcher's `max_queue_delay_microseconds` (2000 µs): a lone request waits "
+            "that long for companions before it runs. The serving graph's part is the model the repository holds "
+            "(its uint8 NHWC BGR front, cast, channel swap and transpose, run by ONNX Runtime where the in-process "
+            "detector does them in numpy), so the production backend pays it too; only the proxy is this test "
+            "server's own.",
+        ]
+    if live:
+        notes += [
+            "Throughput: aiortc clients (as in `python -m bench.live_loopback`, all in one client process, nothing "
+            "judged) in a network namespace created for the run, VP8 both ways; the services, Triton and the "
+            f"clients share the machine's cores. {a['live_warmup']:g} s warm-up, {a['seconds']:g} s measured, "
+            f"{a['repeats']} run(s) per setup, interleaved. fps: frames sent in the window that came back with a "
+            "valid code, per second. Setups a–d serve the same two streams (so the clients cost the same); a1 and "
+            "c1 one stream.",
+            f"In-process services: `{live['commands'].get('in-process', '?')}` (int8 by default on the CPU). Triton "
+            f"services: `{live['commands'].get('triton', '?')}` (requests in flight: the default 8), the model "
+            f"repository as `python -m models.triton_repo OUT --kind cpu` writes it by default "
+            f"({live['repo_precision']} weights).",
+            "Frames hidden whole: fail-closed frames (detection failed or later than `--detect-deadline`), the "
+            "sessions' own counters over their whole life, warm-up included. CPU %: of one core, over each measured "
+            "window (from /proc, every 0.5 s: each role's processes and their children; *other* is the rest of the "
+            "machine: other people's work).",
+        ]
+    notes.append(f"GPU: {doc.get('gpu', 'unknown')}. No GPU was lent to this run, so streams per GPU through Triton "
+                 "are not measured.")
+    notes += [f"Note: {n}" for n in doc.get("notes") or []]
+    out += [_bullets(notes)]
+    for error in doc.get("errors") or []:
+        out += ["", "**Error:**", "", "```", error.strip()[-1500:], "```"]
+    return "\n".join(out) + "\n"
+
+
 # ----------------------------------------------------------------------------------------------------- page
 
 Renderer = Callable[[Doc], str]
@@ -973,6 +1180,7 @@ RENDERERS: dict[str, tuple[Renderer, Callable[[Doc], str]]] = {
     "images": (render_images, lambda a: "Docker images"),
     "soak": (render_soak, lambda a: "Soak: live sessions joining and leaving"),
     "allowlist": (render_allowlist, lambda a: "Allow-list: keep chosen faces visible (false keep, false hide, cost)"),
+    "triton": (render_triton, lambda a: "Triton Inference Server"),
     "mosaic_redetect": (render_mosaic_redetect, lambda a: "Mosaic re-detection: does a hidden face still look like "
                                                           "a face?"),
 }

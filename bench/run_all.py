@@ -10,9 +10,11 @@ stage, in one process), ``python -m bench.live_loopback`` (WebRTC in a network n
 per size, then concurrent 640x480 sessions ramped until fps drops; needs root) and ``python -m bench.cameras``
 (RTSP cameras x WHEP viewers, in a namespace of its own too; needs root and GStreamer's RTSP server) and
 ``python -m bench.images`` (the Docker images' sizes, from the images ``scripts/images build`` made) and
-``python -m bench.allowlist`` (the allow-list's false keep and false hide rates and its cost), each in its
-own process, with ``--json bench/out/NAME.json`` (``bench/out/quick/`` with --quick): each writes its results as
-JSON and prints only progress. This run adds to each document the command, its seconds and exit code (and the tail
+``python -m bench.allowlist`` (the allow-list's false keep and false hide rates and its cost) and
+``python -m bench.triton`` (detection on a Triton Inference Server: the per-detection hop, and live throughput of
+1 and 2 service processes in process and via one Triton; the live part needs root), each in its own process,
+with ``--json bench/out/NAME.json`` (``bench/out/quick/`` with --quick): each writes its results as JSON and
+prints only progress. This run adds to each document the command, its seconds and exit code (and the tail
 of its error output), writes ``machine.json`` (the header that describes the machine), then renders the page with
 bench/render.py: ``python -m bench.render bench/out/*.json`` makes the same page from the files. Rerunning replaces
 the generated part; text after the END marker is kept.
@@ -183,6 +185,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="extra arguments for bench.live_loopback, as one string")
     p.add_argument("--cameras-args", default="",
                    help="extra arguments for bench.cameras, as one string")
+    p.add_argument("--skip-triton", action="store_true",
+                   help="skip detection on a Triton Inference Server (hop and live throughput; about 7 min)")
+    p.add_argument("--triton-args", default="",
+                   help="extra arguments for bench.triton, as one string")
     return p
 
 
@@ -209,6 +215,7 @@ def main(argv: list[str] | None = None) -> int:
         (args.skip_cameras, "cameras", [*device, *quick, *shlex.split(args.cameras_args)]),
         (args.skip_images, "images", []),
         (args.skip_allowlist, "allowlist", [*quick]),
+        (args.skip_triton, "triton", [*quick, *shlex.split(args.triton_args)]),
     ]
     docs = [run_benchmark(name, extra, out) for skip, name, extra in planned if not skip]
     machine = {"benchmark": "machine", "quick": args.quick,

@@ -116,16 +116,11 @@ def open_detector(url: str | None, device: Device = "auto", model: str | os.Path
     if asked:
         raise ModelError(f"{', '.join(asked)} cannot be used with --detector {url}: the model, its precision and "
                          "its device are the Triton server's (python -m models.triton_repo --help)")
-    detector = TritonDetector(url, config, timeout_s=timeout_s, tls=tls)
-    if not connect:
-        return detector
-    try:
-        detector.connect()
-    except Exception:
-        detector.close()
-        raise
-    if require_gpu and "KIND_GPU" not in detector.provider:
-        detector.close()
-        raise ProviderError(f"--require-gpu: Triton's model at {url} runs on {detector.provider}, not on a GPU "
-                            "(its config.pbtxt instance_group kind)")
+    detector = TritonDetector(url, config, timeout_s=timeout_s, tls=tls, require_gpu=require_gpu)
+    if connect:
+        try:
+            detector.connect()
+        except Exception:
+            detector.close()
+            raise
     return detector

@@ -41,10 +41,12 @@ def serving_graph(path: Path) -> bytes:
     del graph.input[:]
     graph.input.append(helper.make_tensor_value_info(INPUT, TensorProto.UINT8, ["batch", "height", "width", 3]))
     graph.initializer.append(helper.make_tensor("bgr_to_rgb", TensorProto.INT64, [3], [2, 1, 0]))
+    # This order is measured: a Gather over the last (channel) axis of NHWC costs ONNX Runtime ~8 ms for a 640x480
+    # frame on one core; transposing the bytes first and swapping channels over NCHW's axis 1 costs ~0.6 ms.
     front = [
-        helper.make_node("Cast", [INPUT], ["image_float"], to=TensorProto.FLOAT),
-        helper.make_node("Gather", ["image_float", "bgr_to_rgb"], ["image_rgb"], axis=3),
-        helper.make_node("Transpose", ["image_rgb"], [network_input], perm=[0, 3, 1, 2]),
+        helper.make_node("Transpose", [INPUT], ["image_nchw"], perm=[0, 3, 1, 2]),
+        helper.make_node("Cast", ["image_nchw"], ["image_float"], to=TensorProto.FLOAT),
+        helper.make_node("Gather", ["image_float", "bgr_to_rgb"], [network_input], axis=1),
     ]
     nodes = _topological(front + list(graph.node), {init.name for init in graph.initializer} | {INPUT})
     del graph.node[:]

@@ -27,6 +27,7 @@ import numpy.typing as npt
 
 from .centerface import CenterFace, DetectorConfig, DetectRequest
 from .detections import FaceDetections
+from .runtime import ProviderError
 from .serving_graph import INPUT, OUTPUT_CHANNELS, OUTPUTS
 from .weights import ModelError
 
@@ -35,6 +36,8 @@ logger = logging.getLogger(__name__)
 SCHEME = "triton"
 PROBE_EVERY_S = 2.0  # how often ``unavailable`` asks an idle server whether the model is still ready
 PROBE_TIMEOUT_S = 1.0
+PROBE_SIDE = 32  # the probe's inference: the smallest input the graph takes
+CONNECT_TIMEOUT_S = 120.0  # the configuration and first inference: a cold GPU, a TensorRT engine being built
 
 
 @dataclass(frozen=True)
@@ -114,12 +117,15 @@ class TritonDetector(CenterFace):
     run, which is what ``provider`` reports (``triton:KIND_GPU``, ``triton:KIND_CPU``)."""
 
     def __init__(self, target: TritonTarget | str, config: DetectorConfig | None = None, *,
-                 timeout_s: float = 5.0, tls: TritonTLS | None = None) -> None:
+                 timeout_s: float = 5.0, tls: TritonTLS | None = None, require_gpu: bool = False,
+                 connect_timeout_s: float = CONNECT_TIMEOUT_S) -> None:
         self.target = TritonTarget.parse(target) if isinstance(target, str) else target
         self.config = config or DetectorConfig()
-        if not 0 < timeout_s <= 600:
-            raise ValueError(f"the Triton request timeout must be within (0, 600] s, not {timeout_s}")
+        if not 0 < timeout_s <= 600 or not 0 < connect_timeout_s <= 600:
+            raise ValueError(f"Triton timeouts must be within (0, 600] s, not {timeout_s}, {connect_timeout_s}")
         self.timeout_s = timeout_s
+        self.connect_timeout_s = max(connect_timeout_s, timeout_s)
+        self.require_gpu = require_gpu
         grpc = self._grpc = _grpc()
         # The client's defaults (unbounded message sizes, keep-alive) plus a reconnect backoff capped at 1 s, so
         # frames are detected again within a second of the server's return instead of gRPC's default 2 minutes.
@@ -137,43 +143,76 @@ class TritonDetector(CenterFace):
         self._failure: str | None = None  # why the last request failed; cleared by the next answer
         self._probed = 0.0
         self._connected = False
+        self._connecting = False  # a connect() of connect_in_background is running
         self._closed = False
         self.provider = SCHEME  # until the server's model configuration says where its instances run
-        self.on_connected: Callable[[str], None] | None = None  # told the provider once it is known
+        self.on_connected: Callable[[str], None] | None = None  # told the provider each time it is read
 
-    def connect(self) -> None:
-        """Read the model's configuration from the server (once) and warm it up; TritonUnavailable if the server
-        does not answer, ModelError if the model is not the serving graph. Detections call it first, so a service
-        started before its Triton server detects as soon as the server is up."""
+    def connect(self, timeout_s: float | None = None) -> None:
+        """Read the model's configuration from the server and warm the model up, once, and again after the server
+        was lost (a restarted Triton may serve another configuration). TritonUnavailable if the server does not
+        answer within ``timeout_s`` (default: ``connect_timeout_s``, for a first inference on a cold GPU),
+        ModelError if the model is not the serving graph, ProviderError if ``require_gpu`` and its instances are
+        not on a GPU; each is also what ``unavailable`` then says."""
         if self._connected:
             return
+        timeout = self.connect_timeout_s if timeout_s is None else timeout_s
         with self._connect_lock:
             if self._connected:
                 return
             try:
-                model_config = self._client.get_model_config(self.target.model, client_timeout=self.timeout_s).config
+                model_config = self._client.get_model_config(self.target.model, client_timeout=timeout).config
             except Exception as exc:
                 reason = f"Triton at {self.target.address} has no ready model {self.target.model!r}: {_reason(exc)}"
                 self._failed(reason)
                 raise TritonUnavailable(reason) from None
-            try:
-                self._check_signature(model_config)
-            except ModelError as exc:
-                self._failed(str(exc))
-                raise
             kinds = sorted({self._grpc.model_config_pb2.ModelInstanceGroup.Kind.Name(group.kind)
                             for group in model_config.instance_group})
-            self.provider = f"{SCHEME}:{'+'.join(kinds) or 'KIND_AUTO'}"
+            provider = f"{SCHEME}:{'+'.join(kinds) or 'KIND_AUTO'}"
+            try:
+                self._check_signature(model_config)
+                if self.require_gpu and kinds != ["KIND_GPU"]:
+                    raise ProviderError(f"--require-gpu: Triton's model at {self.target} runs on {provider}, not "
+                                        "on a GPU (its config.pbtxt instance_group kind)")
+            except (ModelError, ProviderError) as exc:
+                self._failed(str(exc))
+                raise
+            self.provider = provider
             self.max_rows = max(1, model_config.max_batch_size)
+            started = time.perf_counter()
+            self._request(np.zeros((1, 480, 640, 3), np.uint8), timeout)  # the input shape of a webcam frame
+            self.warmup_ms = (time.perf_counter() - started) * 1000
             self._connected = True
         if self.on_connected is not None:
             self.on_connected(self.provider)
-        self._warm_up()
         logger.info("[triton %s] model ready on %s, max batch %d, warm-up %.0f ms", self.target, self.provider,
                     self.max_rows, self.warmup_ms)
 
+    def connect_in_background(self) -> None:
+        """``connect`` on a thread of its own, unless one is running: a service starts before its Triton server,
+        and a detection never waits out a connection attempt (its frame fails closed meanwhile)."""
+        with self._lock:
+            if self._connecting or self._closed or self._connected:
+                return
+            self._connecting = True
+
+        def attempt() -> None:
+            try:
+                self.connect()
+            except Exception:
+                pass  # recorded for unavailable(); the next detection or probe tries again
+            finally:
+                with self._lock:
+                    self._connecting = False
+
+        threading.Thread(target=attempt, name=f"triton-connect-{self.target.address}", daemon=True).start()
+
     def detect_many(self, requests: Sequence[DetectRequest]) -> list[FaceDetections]:
-        self.connect()
+        if not self._connected:
+            self.connect_in_background()
+            with self._lock:
+                reason = self._failure
+            raise TritonUnavailable(reason or f"connecting to Triton at {self.target.address}")
         return super().detect_many(requests)
 
     def _check_signature(self, model_config: Any) -> None:
@@ -191,26 +230,34 @@ class TritonDetector(CenterFace):
                              f"{outputs}, max_batch_size {model_config.max_batch_size}")
 
     def _infer(self, batch: npt.NDArray[np.uint8]) -> list[npt.NDArray[np.float32]]:
+        return self._request(batch, self.timeout_s)
+
+    def _request(self, batch: npt.NDArray[np.uint8], timeout_s: float) -> list[npt.NDArray[np.float32]]:
         grpc = self._grpc
         image = grpc.InferInput(INPUT, list(batch.shape), "UINT8")
         image.set_data_from_numpy(batch)
         try:
             result = self._client.infer(self.target.model, [image],
                                         outputs=[grpc.InferRequestedOutput(name) for name in OUTPUTS],
-                                        client_timeout=self.timeout_s)
+                                        client_timeout=timeout_s)
             maps = [np.asarray(result.as_numpy(name), np.float32) for name in OUTPUTS]
         except Exception as exc:
+            status = getattr(exc, "status", None)
+            if not (callable(status) and "DEADLINE_EXCEEDED" in str(status())):
+                self._connected = False  # lost, or refused: the configuration is read again before the next one
             reason = f"Triton at {self.target.address} did not detect: {_reason(exc)}"
             self._failed(reason)
             raise TritonUnavailable(reason) from None
         expected = [(batch.shape[0], channels, batch.shape[1] // 4, batch.shape[2] // 4)
                     for channels in OUTPUT_CHANNELS]
+        problem = None
         if [m.shape for m in maps] != expected:
-            reason = f"Triton model {self.target.model!r} answered maps of shapes {[m.shape for m in maps]}"
-            self._failed(reason)
-            raise TritonUnavailable(reason)
-        if not all(np.isfinite(m).all() for m in maps):  # NaN scores no face: that would read as "nobody here"
-            reason = f"Triton model {self.target.model!r} answered maps that are not finite numbers"
+            problem = f"maps of shapes {[m.shape for m in maps]}"
+        elif not all(np.isfinite(m).all() for m in maps):  # NaN scores no face: it would read as "nobody here"
+            problem = "maps that are not finite numbers"
+        if problem is not None:
+            self._connected = False
+            reason = f"Triton model {self.target.model!r} answered {problem}"
             self._failed(reason)
             raise TritonUnavailable(reason)
         self._recovered()
@@ -234,20 +281,20 @@ class TritonDetector(CenterFace):
 
     def unavailable(self) -> str | None:
         """Why detection cannot run now, or None. Answers from the last request; when no request came for a
-        while, asks the server (blocking up to PROBE_TIMEOUT_S, so callers on an event loop use a thread)."""
+        while, runs a small inference (blocking up to PROBE_TIMEOUT_S, so callers on an event loop use a
+        thread)."""
         with self._lock:
             if time.monotonic() - self._probed < PROBE_EVERY_S:
                 return self._failure
             self._probed = time.monotonic()
-        try:
-            if not self._connected:
-                self.connect()  # records why it failed
-            elif self._client.is_model_ready(self.target.model, client_timeout=PROBE_TIMEOUT_S):
-                self._recovered()
-            else:
-                self._failed(f"Triton at {self.target.address} says model {self.target.model!r} is not ready")
-        except (TritonUnavailable, ModelError):
-            pass
+        if not self._connected:
+            self.connect_in_background()
+            with self._lock:
+                return self._failure or f"connecting to Triton at {self.target.address}"
+        try:  # a real inference: a server can say "ready" and still not answer one
+            self._request(np.zeros((1, PROBE_SIDE, PROBE_SIDE, 3), np.uint8), PROBE_TIMEOUT_S)
+        except (TritonUnavailable, ModelError, ProviderError):
+            pass  # recorded
         except Exception as exc:
             self._failed(f"Triton at {self.target.address} is unreachable: {_reason(exc)}")
         with self._lock:

@@ -33,7 +33,7 @@ logger = logging.getLogger(__name__)
 Kind = Literal["gpu", "cpu"]
 TensorRT = Literal["off", "fp16", "fp32"]
 
-VERSION = "1"  # the only version written; Triton's default policy serves the highest one present
+VERSION = "1"  # the only version written, and the only one config.pbtxt lets Triton serve
 DEFAULT_PREFERRED = (4, 8, 16)
 # The release the config was written against. Every field used here exists in all 2x.yy releases, so an older or
 # newer tag serves the same repository.
@@ -141,6 +141,8 @@ def build_config(options: RepoOptions) -> ModelConfig:
     config.dynamic_batching.preferred_batch_size.extend(options.preferred)
     config.dynamic_batching.max_queue_delay_microseconds = options.max_queue_delay_us
     kind = pb.ModelInstanceGroup.KIND_GPU if options.kind == "gpu" else pb.ModelInstanceGroup.KIND_CPU
+    # Exactly the version written here: a stray higher version folder would otherwise be served instead.
+    config.version_policy.specific.versions.append(int(VERSION))
     config.instance_group.add(count=options.instance_count, kind=kind, gpus=list(options.gpus))
     if options.tensorrt != "off":
         accelerator = config.optimization.execution_accelerators.gpu_execution_accelerator.add(name="tensorrt")
@@ -207,9 +209,9 @@ def write_repository(out: Path, options: RepoOptions) -> Path:
     _write_atomic(folder / "config.pbtxt", (header + text_format.MessageToString(config)).encode())
     stray = sorted(p.name for p in folder.iterdir() if p.name not in (VERSION, "config.pbtxt")
                    and not p.name.startswith("."))
-    if stray:  # another version folder would be served instead of ours (highest version wins)
-        logger.warning("%s also holds %s, left as they were; Triton serves the highest version folder",
-                       folder, ", ".join(stray))
+    if stray:  # left alone: config.pbtxt pins version 1, so Triton serves none of them
+        logger.warning("%s also holds %s, left as they were; config.pbtxt serves version %s only",
+                       folder, ", ".join(stray), VERSION)
     return folder
 
 

@@ -31,6 +31,9 @@ from .zones import Zones, hide_zones
 logger = logging.getLogger(__name__)
 
 WIDEN_ON_FAILURE = 1.5
+# A detector that keeps failing (a Triton server that is down) fails every frame of every stream: one log line per
+# stream per this many seconds says so, with the count, instead of one traceback per frame.
+FAILURE_LOG_EVERY_S = 10.0
 _NO_BOXES = np.zeros((0, 4), np.float32)
 _NO_SCORES = np.zeros((0,), np.float32)
 
@@ -92,6 +95,8 @@ class FrameProcessor:
         self._frame_index = 0
         # A camera keeps one across restarts, each of which gets a new processor (and so new tracks).
         self.stats = stats if stats is not None else ProcessorStats()
+        self._failure_logged_at = -FAILURE_LOG_EVERY_S
+        self._failures_unlogged = 0
 
     def process(self, frame: npt.NDArray[np.uint8], t: float) -> FrameOutcome:
         """Detect and hide faces in ``frame`` (in place) at media time ``t`` seconds."""
@@ -107,9 +112,16 @@ class FrameProcessor:
 
     def detect_failed(self, t: float, exc: BaseException) -> None:
         """Count (and log) a detector failure on the frame at ``t``; the caller fails that frame closed."""
-        logger.error("[%s] detector failed at t=%.3f; failing closed", self.stream_id, t, exc_info=exc)
+        now = time.monotonic()
         with self.stats._lock:
             self.stats.detector_errors += 1
+            if now - self._failure_logged_at < FAILURE_LOG_EVERY_S:
+                self._failures_unlogged += 1
+                return
+            missed, self._failures_unlogged = self._failures_unlogged, 0
+            self._failure_logged_at = now
+        more = f" ({missed} more failure(s) since the last line)" if missed else ""
+        logger.error("[%s] detector failed at t=%.3f; failing closed%s", self.stream_id, t, more, exc_info=exc)
 
     def detect(self, frame: npt.NDArray[np.uint8], t: float) -> tuple[FaceDetections | None, float]:
         """Run the detector on ``frame``; ``None`` when it failed (counted). Safe to call from several threads

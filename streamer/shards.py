@@ -77,7 +77,9 @@ def parse_shard(text: str, hostname: str | None = None) -> Shard:
     count = Shard(0, int(match["count"])).count  # the count checked first, for auto too
     if match["index"] != "auto":
         return Shard(int(match["index"]), count)
-    host = socket.gethostname() if hostname is None else hostname
+    # The pod's name where the manifest passes it (the downward API): under hostNetwork a pod's host name is its
+    # node's, which would give two replicas on similar nodes one index.
+    host = (os.environ.get("POD_NAME", "").strip() or socket.gethostname()) if hostname is None else hostname
     # A Kubernetes pod's host name is its name (a StatefulSet keeps the ordinal at its end).
     found = _ORDINAL.search(host.split(".", 1)[0])
     if found is None:

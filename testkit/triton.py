@@ -47,8 +47,24 @@ def model_repository(out: Path, *extra: str) -> Path:
     return out
 
 
-def _shared_memory() -> set[str]:
-    return {p.name for p in Path("/dev/shm").glob("psm_*")}
+def _shared_memory_of(group: int) -> set[Path]:
+    """The /dev/shm blocks the processes of this process group have mapped (PyTriton's and its proxy's): only
+    those are the server's to remove, never another server's that runs beside it."""
+    found: set[Path] = set()
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            if os.getpgid(int(proc.name)) != group:
+                continue
+            maps = (proc / "maps").read_text()
+        except OSError:  # gone, or not ours to read
+            continue
+        for line in maps.splitlines():
+            fields = line.split(maxsplit=5)
+            if len(fields) == 6 and fields[5].startswith("/dev/shm/"):
+                found.add(Path(fields[5].removesuffix(" (deleted)")))
+    return found
 
 
 def free_port() -> int:
@@ -56,6 +72,10 @@ def free_port() -> int:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
         return port
+
+
+class _Exited(RuntimeError):
+    pass
 
 
 class TritonProcess:
@@ -74,17 +94,26 @@ class TritonProcess:
         self.proc: subprocess.Popen[bytes] | None = None
         self._workspace: Path | None = None
         self.fault_file = Path(tempfile.gettempdir()) / f"fs-triton-fault-{os.getpid()}-{id(self)}"
-        self._shm_before: set[str] = set()
 
     @property
     def url(self) -> str:
         """What ``--detector`` takes."""
         return f"triton://127.0.0.1:{self.grpc_port}/{MODEL}"
 
-    def start(self, timeout: float = 180) -> TritonProcess:
-        """Start it and wait until Triton says the model is ready."""
+    def start(self, timeout: float = 180, attempts: int = 3) -> TritonProcess:
+        """Start it and wait until Triton says the model is ready. PyTriton's model handshake (a Unix socket
+        between the Python-backend stub and this server's process) is sometimes refused on a busy machine and the
+        server exits at once: it is started again, up to ``attempts`` times."""
+        for attempt in range(1, attempts + 1):
+            try:
+                return self._start(timeout)
+            except _Exited:
+                if attempt == attempts:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _start(self, timeout: float) -> TritonProcess:
         python = triton_python()
-        self._shm_before = _shared_memory()
         self._workspace = Path(tempfile.mkdtemp(prefix="fs-triton-ws-"))
         prefix = self.ns.exec_prefix() if self.ns is not None else []
         cmd = [*prefix, str(python), str(SERVER), str(self.repository), MODEL, "--grpc-port", str(self.grpc_port),
@@ -101,7 +130,9 @@ class TritonProcess:
         deadline = time.monotonic() + timeout
         while not self.ready():
             if self.proc.poll() is not None:
-                raise RuntimeError(f"the test Triton server exited ({self.proc.returncode}): {self.log_tail()}")
+                code = self.proc.returncode
+                self.kill()  # its children and workspace
+                raise _Exited(f"the test Triton server exited ({code}): {self.log_tail()}")
             if time.monotonic() > deadline:
                 self.kill()
                 raise TimeoutError(f"the test Triton server was not ready in {timeout:.0f} s: {self.log_tail()}")
@@ -156,6 +187,7 @@ class TritonProcess:
     def _end(self, sig: signal.Signals, grace: float) -> None:
         proc, self.proc = self.proc, None
         if proc is not None:
+            mine = _shared_memory_of(proc.pid)  # before it ends: a killed server leaves its blocks behind
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, sig)
             try:
@@ -172,12 +204,8 @@ class TritonProcess:
                 except ProcessLookupError:
                     break
                 time.sleep(0.1)
-            # A killed server leaves its shared memory: PyTriton's blocks are named after it, those of Python's
-            # multiprocessing.shared_memory (psm_*) are not (nothing else in the tests makes them).
-            for leftover in Path("/dev/shm").glob(f"pytrtion{proc.pid}-*"):
-                leftover.unlink(missing_ok=True)
-            for name in _shared_memory() - self._shm_before:
-                (Path("/dev/shm") / name).unlink(missing_ok=True)
+            for path in mine:
+                path.unlink(missing_ok=True)
         if self._workspace is not None:
             shutil.rmtree(self._workspace, ignore_errors=True)
             self._workspace = None

@@ -53,6 +53,17 @@ def _soak_sample(t: float, phase: str, rss: float) -> dict[str, Any]:
             "tasks": 12, "fps_per_session": 17.0 if phase == "run" else None, "hidden_whole": 0.0}
 
 
+def _triton_stream(fps: float, hidden_whole: int, frames_out: int) -> dict[str, Any]:
+    return {"fps": fps, "p50_ms": 240.0, "p95_ms": 300.0,
+            "session": {"frames_out": frames_out, "frames_hidden_whole": hidden_whole}}
+
+
+def _triton_setup(name: str, label: str, processes: int, runs: list[dict[str, Any]]) -> dict[str, Any]:
+    detector = "triton" if name in ("c", "d") else "in-process"
+    return {"name": name, "label": label, "processes": processes, "detector": detector,
+            "sessions_per_process": 2 // processes, "runs": runs}
+
+
 # One document per kind, and what its Markdown must show.
 DOCS: dict[str, tuple[dict[str, Any], list[str]]] = {
     "detector_latency": ({
@@ -218,6 +229,45 @@ DOCS: dict[str, tuple[dict[str, Any], list[str]]] = {
         "- RSS slope over the second half: +0.25 MiB/min (pass: ≤ 1 MiB/min); RSS 210–211 MiB during the run",
         "- Face-frames back: fail (sample: not judged).",
         "- Sessions: 1 completed (0 failed), lives 20–90 s; 0 got no frame back; fps back per session: median 20.0"]),
+    "triton": ({
+        "args": {"quick": False, "threads": 1, "runs": 60, "live_warmup": 3.0, "seconds": 8.0, "repeats": 1},
+        "machine": "AMD EPYC, 2 logical cores; load average at start 0.50 / 0.60 / 0.70", "gpu": "none on this machine",
+        "software": "nvidia-pytriton 0.7.0, onnxruntime 1.31.1 (CPU)", "errors": [], "notes": [],
+        "hop": {"clips": ["street.mp4"], "frames": 8, "frame": "640x480", "target_ms": 5.0, "server": "Triton 2.51.0",
+                "rows": [{"precision": "fp32", "detect_size": "fast", "net_input": "640x480",
+                          "local": {"p50_ms": 50.0, "p90_ms": 60.0, "mean_ms": 52.0, "infer_mean_ms": 48.0},
+                          "triton": {"p50_ms": 58.0, "p90_ms": 70.0, "mean_ms": 61.0, "infer_mean_ms": 57.0,
+                                     "requests_per_detection": 1.0},
+                          "server": {"request_ms": 55.0, "queue_ms": 2.1, "compute_input_ms": 0.2,
+                                     "compute_infer_ms": 50.0, "compute_output_ms": 1.5, "requests": 1.0,
+                                     "batch_mean": 1.0},
+                          "ort_replay_ms": 49.0, "faces_local": 4.5, "faces_triton": 4.5, "same_face_counts": True}]},
+        "live": {"frame": "640x480", "target_ratio": 0.9, "repo_precision": "int8",
+                 "commands": {"in-process": "serve --device cpu", "triton": "serve --detector triton://H:P/centerface"},
+                 "setups": [
+                     _triton_setup("a", "1 process, in-process detection", 1, [
+                         {"streams": [_triton_stream(10.0, 0, 150), _triton_stream(9.0, 0, 150)], "error": None,
+                          "cpu_pct": {"services": 120.0, "client": 50.0, "other": 10.0}}]),
+                     _triton_setup("c", "1 process via one Triton", 1, [
+                         {"streams": [], "error": "client exited 1:\nboom"}]),
+                     _triton_setup("d", "2 processes (replicas) via the same Triton", 2, [
+                         {"streams": [_triton_stream(9.0, 3, 140), _triton_stream(8.5, 0, 130)], "error": None,
+                          "cpu_pct": {"services": 50.0, "triton": 90.0, "client": 50.0, "other": 5.0}}])]}}, [
+        "| fp32 | fast | 640x480 | 50.0 / 60.0 | 58.0 / 70.0 | +8.0 | 1.00 | 1.0 | 4.5 / 4.5 |",
+        "| fp32 | fast | 48.0 | 49.0 | 57.0 | 55.0 | 2.10 | 0.20 | 50.0 | 1.50 |",
+        "| fp32 | fast | +9.0 | +2.0 | +7.0 | +5.0 | +1.0 | +1.0 | +0.0 | +7.0 |",
+        "| fp32 fast | 2.0 ms | **pass** | +8.0 ms | **fail** |",
+        "| a | 1 process, in-process detection | 2 | 9.5 (9.0) | 19.0 (19.0) | 1.00× | 240 | 0 of 300 | "
+        "120 / — / 50 / 10 | 89 | 0 |",
+        "| c | 1 process via one Triton | 2 | failed |",
+        "| d | 2 processes (replicas) via the same Triton | 2 | 8.8 (8.5) | 17.5 (17.5) | 0.92× | 240 | 3 of 270 | "
+        "50 / 90 / 50 / 5 | 109 | 0 |",
+        "| (d) two replicas via one Triton ≥ 90% of (a) one in-process process's frames/s, same two streams | "
+        "17.5 ÷ 19.0 = 0.92 | **pass** |",
+        "**(c) failed:**",
+        "behind Triton's **Python backend**",
+        "- GPU: none on this machine. No GPU was lent to this run, so streams per GPU through Triton are not "
+        "measured."]),
     "mosaic_redetect": ({
         "faces": 43, "photos": 9, "layouts": [{"label": "cells in place (`--no-scramble`)", "hits": 25, "top": 0.83}],
         "shuffled": {"orders": 40, "total": 43, "orders_with_hits": 29, "top": 0.62}}, [

@@ -4,6 +4,8 @@ refusing a CPU-only run. The images themselves are built and run by scripts/imag
 from __future__ import annotations
 
 import os
+import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -11,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from conftest import REPO_ROOT, require_testdata
 from test_serve import free_port
 
@@ -68,8 +71,6 @@ def test_compose_services_take_the_token_from_a_secret() -> None:
 
 def triton_profile() -> dict[str, Any]:
     """``docker-compose --profile triton config``, parsed: every service, with the anchors and variables resolved."""
-    import yaml
-
     done = compose("--profile", "triton", "config")
     assert done.returncode == 0, done.stderr
     config: dict[str, Any] = yaml.safe_load(done.stdout)
@@ -79,6 +80,55 @@ def triton_profile() -> dict[str, Any]:
 def flag(command: list[str], name: str) -> str:
     assert command.count(name) == 1, (name, command)
     return command[command.index(name) + 1]
+
+
+COMPOSE_FILE = REPO_ROOT / "docker-compose.yml"
+# Triton's restricted-API categories: those the replicas use (over gRPC), and its admin APIs.
+REPLICAS_USE = {"health", "metadata", "model-config", "inference"}
+ADMIN_APIS = {"model-repository", "shared-memory", "statistics", "trace", "logging"}
+# What Triton's start-up shell runs before it: an admin key of 24 random bytes (48 hex digits), or no start at all.
+DRAW_KEY = "key=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \\n'); [ ${#key} -eq 48 ] || exit 1"
+
+
+def compose_file() -> dict[str, Any]:
+    """docker-compose.yml as YAML reads it (anchors and merge keys resolved; no docker-compose needed)."""
+    config: dict[str, Any] = yaml.safe_load(COMPOSE_FILE.read_text(encoding="utf-8"))
+    return config
+
+
+def triton_argv(command: list[str]) -> list[str]:
+    """Triton's own command line out of its ``sh -c`` script (compose's ``$$`` read as ``$``): the key drawn, then
+    ``exec tritonserver`` with nothing but arguments (no second command, no redirection)."""
+    assert command[:2] == ["sh", "-c"] and len(command) == 3, command
+    draw, exec_, rest = command[2].replace("$$", "$").partition("; exec tritonserver ")
+    assert exec_ and draw == DRAW_KEY, draw
+    lexer = shlex.shlex(rest, posix=True, punctuation_chars=True)
+    lexer.whitespace_split = True
+    argv = list(lexer)
+    assert not [a for a in argv if set(a) <= set("();<>|&")], argv
+    return ["tritonserver", *argv]
+
+
+def restricted(argv: list[str], option: str) -> set[str]:
+    """The categories ``--OPTION=CATEGORIES:KEY=VALUE`` restricts, checked to ask for the drawn key."""
+    (value,) = [a.removeprefix(f"{option}=") for a in argv if a.startswith(f"{option}=")]
+    categories, _, header = value.partition(":")
+    assert header == "admin-key=$key", value  # the random value drawn at start, known to no one
+    found = set(categories.split(","))
+    assert len(found) == len(categories.split(",")), value
+    return found
+
+
+def closure(services: dict[str, Any], names: list[str]) -> set[str]:
+    """The services ``docker compose up NAMES`` starts: those, and what they depend on, and so on."""
+    started: set[str] = set()
+    todo = list(names)
+    while todo:
+        name = todo.pop()
+        if name not in started:
+            started.add(name)
+            todo.extend(services[name].get("depends_on", []))  # a list or a mapping: names either way
+    return started
 
 
 def test_compose_triton_profile_pools_detection_on_triton_with_one_shard_per_replica() -> None:
@@ -100,8 +150,10 @@ def test_compose_triton_profile_pools_detection_on_triton_with_one_shard_per_rep
     # Triton: NVIDIA's image (the tag models.triton_repo writes for), a GPU, ready by its own health endpoint, its
     # ports on the host's loopback only, started after the repository was written.
     assert triton["image"] == TRITON_IMAGE
-    assert triton["command"][:2] == ["tritonserver", "--model-repository=/models"]
-    assert {f"--{kind}-address=127.0.0.1" for kind in ("http", "grpc", "metrics")} <= set(triton["command"])
+    argv = triton_argv(triton["command"])
+    assert argv[:2] == ["tritonserver", "--model-repository=/models"]
+    assert {f"--{kind}-address=127.0.0.1" for kind in ("http", "grpc", "metrics")} <= set(argv)
+    assert "entrypoint" not in triton, "NVIDIA's own entrypoint runs first"
     assert "ports" not in triton and triton["network_mode"] == "host"
     assert triton["healthcheck"]["test"] == ["CMD", "curl", "-fsS", "http://127.0.0.1:8000/v2/health/ready"]
     assert triton["depends_on"] == {"triton-repo": {"condition": "service_completed_successfully"}}
@@ -127,6 +179,50 @@ def test_compose_triton_profile_pools_detection_on_triton_with_one_shard_per_rep
         ports.append(replica["environment"]["STREAMER_PORT"])
     assert sorted(shards) == [(i, len(replicas)) for i in range(len(replicas))], shards
     assert len(set(ports)) == len(ports) and "9002" not in ports, ports  # 9002 is the other services'
+
+
+def test_compose_triton_commands_start_triton_and_the_replicas_never_the_default_streamer() -> None:
+    """``--profile triton up -d`` alone also starts every service without a profile: ``streamer``, which runs every
+    camera unsharded, so each would run twice. The documented command names the replicas instead; what it starts
+    (the replicas and what they depend on) is the triton profile and nothing else."""
+    services = compose_file()["services"]
+    profile = {name for name, s in services.items() if "triton" in s.get("profiles", [])}
+    replicas = sorted(name for name in profile if "--detector" in services[name].get("command", []))
+    assert len(replicas) >= 2, replicas
+    assert "profiles" not in services["streamer"], "the default service, which a bare `up` starts"
+    expected = f"docker compose --profile triton up -d {' '.join(replicas)}"
+    started = closure(services, replicas)
+    assert started == {"triton-repo", "triton", *replicas}, sorted(started)
+    assert "streamer" not in started and started <= profile, sorted(started)
+
+    # Every command for the profile, in the compose file's header and in the README, is exactly that one.
+    readme = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+    for name, text in (("docker-compose.yml", COMPOSE_FILE.read_text(encoding="utf-8")), ("README.md", readme)):
+        commands = re.findall(r"docker compose --profile triton(?: [\w.-]+)*", text)
+        assert commands and set(commands) == {expected}, (name, commands)
+    section = readme[readme.index("## Scaling out: Triton and replicas"):]
+    assert f"`{expected}`" in section[:section.index("\n## ", 1)]
+
+
+def test_compose_triton_runs_without_capabilities_and_restricts_its_admin_apis() -> None:
+    """Triton in compose: no capability and no privilege to gain (it only listens above port 1024 and reads its
+    repository); its admin APIs need a header with a key drawn at each start and handed to no one, while what the
+    replicas use (gRPC: health, metadata, model config, inference) stays open, and plain HTTP (the health check)
+    serves health alone without it."""
+    triton = compose_file()["services"]["triton"]
+    assert triton["security_opt"] == ["no-new-privileges:true"] and triton["cap_drop"] == ["ALL"]
+    assert "cap_add" not in triton and "privileged" not in triton and "user" not in triton
+    argv = triton_argv(triton["command"])
+    assert not any(re.fullmatch(r"--(http|grpc|metrics)-port=\d+", a) for a in argv), "the defaults: 8000-8002"
+    assert "8000" in triton["healthcheck"]["test"][-1] and "/v2/health/" in triton["healthcheck"]["test"][-1]
+    grpc, http = restricted(argv, "--grpc-restricted-protocol"), restricted(argv, "--http-restricted-api")
+    assert grpc == ADMIN_APIS and grpc.isdisjoint(REPLICAS_USE), grpc
+    assert http == (ADMIN_APIS | REPLICAS_USE) - {"health"}, http
+    # The replicas reach it over gRPC only, on the host's loopback (plain gRPC, which never leaves the host).
+    for name, service in compose_file()["services"].items():
+        if "--detector" in service.get("command", []):
+            assert flag(service["command"], "--detector").startswith("triton://triton:8001/"), name
+            assert service["extra_hosts"] == ["triton:127.0.0.1"], name
 
 
 def test_require_gpu_refuses_to_run_on_cpu(tmp_path: Path) -> None:

@@ -1,13 +1,23 @@
 """deploy/k8s: the Kubernetes manifests, checked offline against the Kubernetes API's own OpenAPI schemas
 (kubernetes-validate, strict: an unknown or misspelt field fails), and against what the service and the compose file
-say: the shard count, the probes, the token's secret, the Triton Service's name and port, the images.
+say: the shard count, the probes, the token's secret, mutual TLS between the replicas and Triton (flags, mounted
+secret files, the README's openssl commands), Triton's restricted admin APIs and NetworkPolicy, the Triton Service's
+name and port, the images.
 
-Not checked here: applying them to a cluster (none is available to these tests), and Triton's own image.
+Not checked here: applying them to a cluster (none is available to these tests), and Triton's own image (its
+flags are checked as written, not run).
 """
 
 from __future__ import annotations
 
 import copy
+import re
+import shlex
+import shutil
+import socket
+import ssl
+import subprocess
+import threading
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -26,7 +36,12 @@ from streamer.shards import Shard
 K8S = REPO_ROOT / "deploy" / "k8s"
 # The oldest Kubernetes release the manifests are meant for, and the newest the validator knows.
 VERSIONS = ("1.29.0", kubernetes_validate.latest_version())
-NOT_LISTED = {"kustomization.yaml", "secret.example.yaml"}
+NOT_LISTED = {"kustomization.yaml", "secret.example.yaml", "tls-secrets.example.yaml"}
+# Triton's restricted-API categories: those the replicas use (over gRPC), and its admin APIs.
+REPLICAS_USE = {"health", "metadata", "model-config", "inference"}
+ADMIN_APIS = {"model-repository", "shared-memory", "statistics", "trace", "logging"}
+# What Triton's start-up shell runs before it: an admin key of 24 random bytes (48 hex digits), or no start at all.
+DRAW_KEY = "key=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \\n'); [ ${#key} -eq 48 ] || exit 1"
 
 
 def documents(path: Path) -> list[dict[str, Any]]:
@@ -63,6 +78,67 @@ def command_of(c: dict[str, Any]) -> list[str]:
 def flag(command: list[str], name: str) -> str:
     assert command.count(name) == 1, (name, command)
     return command[command.index(name) + 1]
+
+
+def k8s_expand(text: str, env: dict[str, str]) -> str:
+    """Kubernetes' expansion of a container's command and args: ``$$`` is ``$``, ``$(NAME)`` the variable's value
+    when the container defines it (left as written otherwise)."""
+    out, i = [], 0
+    while i < len(text):
+        if text.startswith("$$", i):
+            out.append("$")
+            i += 2
+            continue
+        if text.startswith("$(", i) and (end := text.find(")", i)) != -1 and text[i + 2:end] in env:
+            out.append(env[text[i + 2:end]])
+            i = end + 1
+            continue
+        out.append(text[i])
+        i += 1
+    return "".join(out)
+
+
+def triton_argv(c: dict[str, Any]) -> list[str]:
+    """Triton's own command line out of its container's ``sh -c`` script (as Kubernetes expands it): the key drawn,
+    then ``exec tritonserver`` with nothing but arguments (no second command, no redirection)."""
+    env = {e["name"]: e["value"] for e in c.get("env", []) if "value" in e}
+    command = [k8s_expand(part, env) for part in command_of(c)]
+    assert command[:2] == ["/bin/sh", "-c"] and len(command) == 3, command
+    draw, exec_, rest = command[2].partition("; exec tritonserver ")
+    assert exec_ and draw == DRAW_KEY, draw
+    lexer = shlex.shlex(rest, posix=True, punctuation_chars=True)
+    lexer.whitespace_split = True
+    argv = list(lexer)
+    assert not [a for a in argv if set(a) <= set("();<>|&")], argv
+    return ["tritonserver", *argv]
+
+
+def option(argv: list[str], name: str) -> str:
+    """The value of ``--NAME=VALUE``, given once."""
+    (value,) = [a.removeprefix(f"{name}=") for a in argv if a.startswith(f"{name}=")]
+    return value
+
+
+def mounted_secret_file(workload: dict[str, Any], c: dict[str, Any], path: str) -> tuple[str, str]:
+    """(Secret, key) of the file at ``path``: a read-only mount of a secret volume that lists that key there."""
+    file = Path(path)
+    (mount,) = [m for m in c["volumeMounts"] if Path(m["mountPath"]) == file.parent]
+    assert mount["readOnly"] is True and "subPath" not in mount, mount
+    (volume,) = [v for v in workload["spec"]["template"]["spec"]["volumes"] if v["name"] == mount["name"]]
+    secret = volume["secret"]
+    (item,) = [i for i in secret["items"] if i["path"] == file.name]
+    # Readable by the pod's group (fsGroup) only, not by others.
+    assert secret["defaultMode"] == 0o440 and "mode" not in item, secret
+    assert workload["spec"]["template"]["spec"]["securityContext"]["fsGroup"] == (
+        c.get("securityContext", {}).get("runAsGroup")
+        or workload["spec"]["template"]["spec"]["securityContext"]["runAsGroup"])
+    return secret["secretName"], item["key"]
+
+
+def scaling_out_section() -> str:
+    readme = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("## Scaling out: Triton and replicas"):]
+    return section[:section.index("\n## ", 1)]
 
 
 def compose_services() -> dict[str, Any]:
@@ -131,10 +207,15 @@ def test_the_statefulset_runs_as_many_replicas_as_shards() -> None:
     assert spec == "auto", "the index comes from the pod's ordinal"
     assert STREAMER["spec"]["replicas"] == int(count) >= 2
     # Every pod the StatefulSet makes gets its own shard, and the service parses those arguments.
+    # The pod's name reaches it through the downward API ($POD_NAME), which `auto` reads before the host name: under
+    # hostNetwork that is the node's (here one ending in -7, which would be refused).
+    env = container(STREAMER, "face-streamer")["env"]
+    assert {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}} in env
     shards = set()
     for ordinal in range(STREAMER["spec"]["replicas"]):
         with pytest.MonkeyPatch.context() as patch:
-            patch.setattr("socket.gethostname", lambda o=ordinal: f"{STREAMER['metadata']['name']}-{o}")
+            patch.setenv("POD_NAME", f"{STREAMER['metadata']['name']}-{ordinal}")
+            patch.setattr("socket.gethostname", lambda: "gpu-node-7")
             args = build_parser().parse_args(command)
         shards.add(args.shard)
         assert args.command == "serve" and args.host == "0.0.0.0"
@@ -192,8 +273,9 @@ def test_the_detector_url_points_at_the_triton_service_grpc_port() -> None:
     # The model the initContainer writes under that name, into the folder Triton serves.
     init = command_of(container(TRITON, "model-repository", init=True))
     assert init == ["python", "-m", "models.triton_repo", "/models"] and model == RepoOptions().name
-    triton = command_of(container(TRITON, "triton"))
-    assert triton == ["tritonserver", "--model-repository=/models"]
+    triton = triton_argv(container(TRITON, "triton"))
+    assert triton[:2] == ["tritonserver", "--model-repository=/models"]
+    assert not any(re.fullmatch(r"--(http|grpc|metrics)-(port|address)=.*", a) for a in triton), "the defaults"
     mounts = {c["name"]: {m["name"]: m for m in c["volumeMounts"]}
               for c in (container(TRITON, "model-repository", init=True), container(TRITON, "triton"))}
     assert mounts["model-repository"]["models"]["mountPath"] == mounts["triton"]["models"]["mountPath"] == "/models"
@@ -232,13 +314,15 @@ def test_services_select_the_pods_and_keep_a_client_on_one_replica() -> None:
     assert TRITON["spec"]["selector"]["matchLabels"].items() <= TRITON["spec"]["template"]["metadata"]["labels"].items()
 
 
-def test_only_the_replicas_may_reach_tritons_grpc_port() -> None:
-    """Raw frames go to Triton, which has no access control: its NetworkPolicy admits the replicas' pods, to the
-    gRPC port the detector URL names, and nothing else."""
+def test_only_the_replicas_may_reach_tritons_grpc_port_and_nothing_leaves_triton() -> None:
+    """Raw frames go to Triton, whose inference endpoints have no access control but the client certificate: its
+    NetworkPolicy admits the replicas' pods, to the gRPC port the detector URL names, and nothing else; and it
+    denies all egress (Egress among the policy types, no egress rule), since Triton opens no connection."""
     policy = find("NetworkPolicy", "triton")
     spec = policy["spec"]
     assert spec["podSelector"]["matchLabels"].items() <= TRITON["spec"]["template"]["metadata"]["labels"].items()
-    assert spec["policyTypes"] == ["Ingress"]
+    assert sorted(spec["policyTypes"]) == ["Egress", "Ingress"]
+    assert not spec.get("egress"), "no egress rule: every outbound connection is dropped"
     (rule,) = spec["ingress"]
     (source,) = rule["from"]
     assert set(source) == {"podSelector"}  # no namespaceSelector or ipBlock widening it
@@ -289,12 +373,168 @@ def test_the_cameras_configmap_is_a_cameras_file(tmp_path: Path) -> None:
 
 
 def test_the_readme_applies_what_is_here() -> None:
-    readme = (REPO_ROOT / "README.md").read_text()
-    section = readme[readme.index("## Scaling out: Triton and replicas"):]
-    section = section[:section.index("\n## ", 1)]
+    section = scaling_out_section()
     assert "kubectl apply -n face-streamer -k deploy/k8s" in section
     assert "create secret generic face-streamer-token --from-file=token=" in section
-    assert "docker compose --profile triton up -d" in section
+    replicas = sorted(name for name, s in compose_services().items() if "--detector" in s.get("command", []))
+    assert f"`docker compose --profile triton up -d {' '.join(replicas)}`" in section
     assert "python -m models.triton_repo" in section and TRITON_IMAGE in section
     shard = flag(command_of(container(STREAMER, "face-streamer")), "--shard")
     assert f"`--shard {shard}`, `replicas: {STREAMER['spec']['replicas']}`" in section
+    words = " ".join(section.split())  # as wrapped
+    assert "Never `kubectl scale` the StatefulSet or put a HorizontalPodAutoscaler on it" in words
+    # And the StatefulSet says so where the two numbers are.
+    text = (K8S / "streamer-statefulset.yaml").read_text(encoding="utf-8")
+    assert "NEVER `kubectl scale` this StatefulSet" in text and "HorizontalPodAutoscaler" in text
+
+
+# ------------------------------------------------------------------------------- mutual TLS, Triton's admin APIs
+
+
+def test_triton_speaks_mutual_tls_only_from_its_mounted_secret() -> None:
+    """Triton's gRPC port: mutual TLS (a client must show a certificate the CA signed), its certificate, key and
+    that CA files of a read-only secret volume (0440, its group), nothing switching TLS off again."""
+    c = container(TRITON, "triton")
+    argv = triton_argv(c)
+    assert option(argv, "--grpc-use-ssl-mutual") == "true"
+    assert not any(a.startswith("--grpc-use-ssl=") for a in argv), "mutual TLS implies it; false would undo it"
+    files = {name: mounted_secret_file(TRITON, c, option(argv, name))
+             for name in ("--grpc-server-cert", "--grpc-server-key", "--grpc-root-cert")}
+    assert {secret for secret, _ in files.values()} == {"triton-tls"}
+    assert {name: key for name, (_, key) in files.items()} == {
+        "--grpc-server-cert": "tls.crt", "--grpc-server-key": "tls.key", "--grpc-root-cert": "ca.crt"}
+    # The probes stay on plain HTTP, health only (the gRPC port wants a client certificate).
+    for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+        assert c[probe]["httpGet"]["port"] == "http" and c[probe]["httpGet"]["path"].startswith("/v2/health/")
+    assert port_number(c, "http") == 8000
+
+
+def test_the_replicas_detect_over_mutual_tls_from_their_mounted_secret() -> None:
+    """The replicas check Triton's certificate (--detector-ca) and show their own (--detector-cert/--detector-key),
+    all files of one read-only secret volume; the service parses those arguments."""
+    c = container(STREAMER, "face-streamer")
+    command = command_of(c)
+    files = {name: mounted_secret_file(STREAMER, c, flag(command, name))
+             for name in ("--detector-ca", "--detector-cert", "--detector-key")}
+    assert {secret for secret, _ in files.values()} == {"face-streamer-triton-client"}
+    assert {name: key for name, (_, key) in files.items()} == {
+        "--detector-ca": "ca.crt", "--detector-cert": "tls.crt", "--detector-key": "tls.key"}
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("POD_NAME", "face-streamer-0")
+        args = build_parser().parse_args(command)
+    assert (str(args.detector_ca), str(args.detector_cert), str(args.detector_key)) == tuple(
+        flag(command, name) for name in files)
+    assert flag(command, "--detector").startswith("triton://triton:")  # the name Triton's certificate carries
+
+
+def test_the_tls_secrets_example_has_the_keys_the_pods_mount() -> None:
+    """tls-secrets.example.yaml (not applied) shows both Secrets with exactly the keys the volumes list, which are
+    also those a cert-manager Certificate writes; it validates, and holds no real key."""
+    examples = {doc["metadata"]["name"]: doc for doc in documents(K8S / "tls-secrets.example.yaml")}
+    mounted = {}
+    for workload in (TRITON, STREAMER):
+        for volume in workload["spec"]["template"]["spec"]["volumes"]:
+            if "secret" in volume and volume["secret"]["secretName"] != "face-streamer-token":
+                mounted[volume["secret"]["secretName"]] = {i["key"] for i in volume["secret"]["items"]}
+    assert mounted == {"triton-tls": {"ca.crt", "tls.crt", "tls.key"},
+                       "face-streamer-triton-client": {"ca.crt", "tls.crt", "tls.key"}}
+    assert set(examples) == set(mounted)
+    for name, example in examples.items():
+        assert example["kind"] == "Secret" and set(example["stringData"]) == mounted[name], name
+        assert "data" not in example and all("(" in v for v in example["stringData"].values()), "placeholders"
+        for version in VERSIONS:
+            kubernetes_validate.validate(example, version, strict=True)
+
+
+def test_tritons_admin_apis_need_a_key_drawn_at_start() -> None:
+    """Model loading and unloading, shared memory, statistics, trace and logging need a header with a key drawn at
+    each start and handed to no one; what the replicas use over gRPC stays open; plain HTTP (the probes) serves
+    health alone without it. The same as the compose file's Triton."""
+    argv = triton_argv(container(TRITON, "triton"))
+    restrictions = {}
+    for name in ("--grpc-restricted-protocol", "--http-restricted-api"):
+        categories, _, header = option(argv, name).partition(":")
+        assert header == "admin-key=$key", header
+        restrictions[name] = set(categories.split(","))
+        assert len(restrictions[name]) == len(categories.split(","))
+    assert restrictions["--grpc-restricted-protocol"] == ADMIN_APIS
+    assert restrictions["--grpc-restricted-protocol"].isdisjoint(REPLICAS_USE)
+    assert restrictions["--http-restricted-api"] == (ADMIN_APIS | REPLICAS_USE) - {"health"}
+    compose = compose_services()["triton"]["command"][2].replace("$$", "$")
+    for name in restrictions:
+        assert f" {name}={option(argv, name)}" in compose, name
+
+
+def readme_tls_commands() -> tuple[str, dict[str, dict[str, str]]]:
+    """The README's openssl lines (a shell script) and, from its kubectl lines, each Secret's keys and files."""
+    blocks = re.findall(r"```sh\n(.*?)```", scaling_out_section(), re.S)
+    (block,) = [b for b in blocks if "openssl req -x509" in b]
+    lines = [line.strip() for line in block.replace("\\\n", " ").splitlines()]
+    script = "\n".join(line for line in lines if line.startswith(("openssl ", "printf ")))
+    secrets: dict[str, dict[str, str]] = {}
+    for line in lines:
+        words = shlex.split(line) if line.startswith("kubectl ") else []
+        if words[:5] == ["kubectl", "-n", "face-streamer", "create", "secret"] and "--type=kubernetes.io/tls" in words:
+            pairs = [w.removeprefix("--from-file=").split("=") for w in words if w.startswith("--from-file=")]
+            secrets[words[6]] = {key: file for key, file in pairs}
+    return script, secrets
+
+
+def handshake(server: dict[str, Path], client: dict[str, Path], hostname: str, show_cert: bool = True) -> bool:
+    """A TLS handshake over a socket pair, Triton's side asking for a client certificate signed by its CA, the
+    client checking the server's against its CA and ``hostname``: True when both accept."""
+    server_side = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_side.load_cert_chain(server["tls.crt"], server["tls.key"])
+    server_side.load_verify_locations(server["ca.crt"])
+    server_side.verify_mode = ssl.CERT_REQUIRED
+    client_side = ssl.create_default_context(cafile=str(client["ca.crt"]))
+    if show_cert:
+        client_side.load_cert_chain(client["tls.crt"], client["tls.key"])
+    a, b = socket.socketpair()
+    a.settimeout(10)
+    b.settimeout(10)
+    served: list[bool] = []
+
+    def serve() -> None:
+        try:
+            with server_side.wrap_socket(a, server_side=True) as tls:
+                tls.sendall(b"ok")
+                served.append(True)
+        except (OSError, ssl.SSLError):
+            served.append(False)
+
+    thread = threading.Thread(target=serve)
+    thread.start()
+    try:
+        with client_side.wrap_socket(b, server_hostname=hostname) as tls:
+            answer = tls.recv(2)
+    except (OSError, ssl.SSLError):
+        answer = b""
+    thread.join(10)
+    a.close()
+    return answer == b"ok" and served == [True]
+
+
+def test_the_readmes_openssl_commands_make_certificates_for_mutual_tls(tmp_path: Path) -> None:
+    """Run as written, the README's openssl lines make a CA, Triton's certificate and the replicas' client
+    certificate; its kubectl lines put them into the Secrets the pods mount, under the keys they mount. A mutual-TLS
+    handshake with those files succeeds for the detector URL's host and triton.face-streamer.svc, and fails for
+    another name, or without the client certificate."""
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed")
+    script, secrets = readme_tls_commands()
+    done = subprocess.run(["sh", "-euc", script], cwd=tmp_path, capture_output=True, text=True, timeout=60,
+                          check=False)
+    assert done.returncode == 0, done.stderr
+    assert set(secrets) == {"triton-tls", "face-streamer-triton-client"}
+    for name, files in secrets.items():
+        assert set(files) == {"ca.crt", "tls.crt", "tls.key"}, name
+    server = {key: tmp_path / file for key, file in secrets["triton-tls"].items()}
+    client = {key: tmp_path / file for key, file in secrets["face-streamer-triton-client"].items()}
+    assert server["ca.crt"] == client["ca.crt"], "one CA: Triton checks the replicas' certificate with it, and back"
+    host = flag(command_of(container(STREAMER, "face-streamer")), "--detector").partition("://")[2].partition(":")[0]
+    assert host == "triton"
+    assert handshake(server, client, host)
+    assert handshake(server, client, "triton.face-streamer.svc")
+    assert not handshake(server, client, "face-streamer")
+    assert not handshake(server, client, host, show_cert=False)

@@ -110,6 +110,15 @@ def test_index_and_count_are_parsed() -> None:
     assert str(Shard(1, 2)) == "1/2" and Shard(1, 2).as_dict() == {"index": 1, "count": 2}
 
 
+def test_auto_reads_the_pod_name_before_the_host_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under hostNetwork a pod's host name is its node's: the manifest's POD_NAME (downward API) decides."""
+    monkeypatch.setenv("POD_NAME", "face-streamer-1")
+    assert parse_shard("auto/2") == Shard(1, 2)
+    monkeypatch.setenv("POD_NAME", "")
+    monkeypatch.setattr("socket.gethostname", lambda: "face-streamer-0")
+    assert parse_shard("auto/2") == Shard(0, 2)
+
+
 def test_auto_takes_the_index_from_a_statefulset_pod_name() -> None:
     assert parse_shard("auto/2", "face-streamer-0") == Shard(0, 2)
     assert parse_shard("auto/2", "face-streamer-1") == Shard(1, 2)

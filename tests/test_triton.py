@@ -36,7 +36,7 @@ from testkit.judges import DetectorJudge, IdentityJudge, PixelJudge
 from testkit.metrics import unlabelled_samples
 from testkit.netns import NamespaceLoop, NetNamespace
 from testkit.triton import TritonProcess, model_repository
-from testkit.truth import TruthClip, entering_faces, hard_cuts, switching_sizes
+from testkit.truth import TruthClip, entering_faces, hard_cuts, switching_sizes, virtual_camera
 from testkit.wire import TruthTrack
 
 PHOTOS = ("2008_002470.jpg", "facenet_multiface.jpg")
@@ -213,7 +213,9 @@ def test_triton_killed_mid_stream_hides_frames_whole_says_why_and_recovers_by_it
         artifacts_dir: Path) -> None:
     """One live session throughout: Triton is SIGKILLed once frames flow, and started again (same port) once
     /healthz has said why it is not ready; the session never ends, and no face leaves at any point."""
-    clip = hard_cuts(90.0, size=WEBCAM, seed=11)  # longer than the test: it stops sending when done
+    # Longer than the test (it stops sending when done), with a cut every second; at 15 frames/s, as many
+    # webcams send: every frame that comes back is judged, and judging is the longest part of the test.
+    clip = virtual_camera(seconds=90.0, fps=15.0, size=WEBCAM, cut_every_s=1.0, seed=11, name="cuts_15fps")
     base = service.base_url
 
     async def state(client: LiveClient) -> dict[str, Any]:

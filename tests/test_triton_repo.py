@@ -41,6 +41,7 @@ def test_defaults_parse_back(repo: Path) -> None:
     [group] = config.instance_group
     assert (group.kind, group.count, list(group.gpus)) == (pb.ModelInstanceGroup.KIND_GPU, 1, [])
     assert not config.HasField("optimization")
+    assert list(config.version_policy.specific.versions) == [1]  # a stray version folder is never served
     assert sorted(p.name for p in repo.rglob("*")) == ["1", "config.pbtxt", "model.onnx"]  # no temp file left
 
 

@@ -133,8 +133,9 @@ async def healthz(request: web.Request) -> web.Response:
     # A detector that stopped for good (the GPU failed under --require-gpu) is an error, not a slow start.
     error = app.get(DETECTOR_ERROR) or (detection.failed if detection is not None else None)
     # A Triton server that is down or too slow: every frame leaves hidden whole until it answers again.
+    # The loop's default executor: a probe may wait a second for Triton, and must not hold up snapshots.
     unavailable = None if detection is None or error else await asyncio.get_running_loop().run_in_executor(
-        app[EXECUTOR], detection.unavailable)
+        None, detection.unavailable)
     ready = detection is not None and error is None and unavailable is None
     status = "ok" if ready else ("error" if error else "unavailable" if unavailable else "starting")
     if not auth.authenticated(request):
@@ -251,6 +252,7 @@ async def _start(app: web.Application) -> None:
             m.provider.labels(provider=provider).set(1)
 
         detector.on_connected = connected
+        detector.connect_in_background()  # not ready (and every frame hidden whole) until it has answered
     if any(c.settings.gallery is not None for c in app[CAMERAS]):  # this shard's
         # Started before the cameras: a camera with a gallery must not start without its recognition.
         try:
