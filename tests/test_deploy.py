@@ -97,10 +97,15 @@ def compose_file() -> dict[str, Any]:
 
 
 def triton_argv(command: list[str]) -> list[str]:
-    """Triton's own command line out of its ``sh -c`` script (compose's ``$$`` read as ``$``): the key drawn, then
-    ``exec tritonserver`` with nothing but arguments (no second command, no redirection)."""
+    """Triton's own command line out of its ``sh -c`` script (compose's ``$$`` read as ``$``)."""
     assert command[:2] == ["sh", "-c"] and len(command) == 3, command
-    draw, exec_, rest = command[2].replace("$$", "$").partition("; exec tritonserver ")
+    return tritonserver_argv(command[2].replace("$$", "$"))
+
+
+def tritonserver_argv(script: str) -> list[str]:
+    """The shell script that starts Triton, checked to be the key drawn, then ``exec tritonserver`` with nothing but
+    arguments (no second command, no redirection); its command line."""
+    draw, exec_, rest = script.partition("; exec tritonserver ")
     assert exec_ and draw == DRAW_KEY, draw
     lexer = shlex.shlex(rest, posix=True, punctuation_chars=True)
     lexer.whitespace_split = True

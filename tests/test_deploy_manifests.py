@@ -26,6 +26,7 @@ import kubernetes_validate
 import pytest
 import yaml
 from conftest import REPO_ROOT
+from test_deploy import tritonserver_argv
 
 from models.triton_repo import TRITON_IMAGE, RepoOptions
 from streamer.__main__ import build_parser
@@ -41,7 +42,6 @@ NOT_LISTED = {"kustomization.yaml", "secret.example.yaml", "tls-secrets.example.
 REPLICAS_USE = {"health", "metadata", "model-config", "inference"}
 ADMIN_APIS = {"model-repository", "shared-memory", "statistics", "trace", "logging"}
 # What Triton's start-up shell runs before it: an admin key of 24 random bytes (48 hex digits), or no start at all.
-DRAW_KEY = "key=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \\n'); [ ${#key} -eq 48 ] || exit 1"
 
 
 def documents(path: Path) -> list[dict[str, Any]]:
@@ -104,13 +104,7 @@ def triton_argv(c: dict[str, Any]) -> list[str]:
     env = {e["name"]: e["value"] for e in c.get("env", []) if "value" in e}
     command = [k8s_expand(part, env) for part in command_of(c)]
     assert command[:2] == ["/bin/sh", "-c"] and len(command) == 3, command
-    draw, exec_, rest = command[2].partition("; exec tritonserver ")
-    assert exec_ and draw == DRAW_KEY, draw
-    lexer = shlex.shlex(rest, posix=True, punctuation_chars=True)
-    lexer.whitespace_split = True
-    argv = list(lexer)
-    assert not [a for a in argv if set(a) <= set("();<>|&")], argv
-    return ["tritonserver", *argv]
+    return tritonserver_argv(command[2])
 
 
 def option(argv: list[str], name: str) -> str:
