@@ -41,7 +41,6 @@ NOT_LISTED = {"kustomization.yaml", "secret.example.yaml", "tls-secrets.example.
 # Triton's restricted-API categories: those the replicas use (over gRPC), and its admin APIs.
 REPLICAS_USE = {"health", "metadata", "model-config", "inference"}
 ADMIN_APIS = {"model-repository", "shared-memory", "statistics", "trace", "logging"}
-# What Triton's start-up shell runs before it: an admin key of 24 random bytes (48 hex digits), or no start at all.
 
 
 def documents(path: Path) -> list[dict[str, Any]]:
