@@ -102,8 +102,9 @@ def open_detector(url: str | None, device: Device = "auto", model: str | os.Path
 
     With Triton the model, its precision and its device are the server's (python -m models.triton_repo writes
     them), so asking for them here is refused rather than ignored; ``require_gpu`` then means the server's model
-    instances run on a GPU, as its configuration says. ``connect`` False (a service) leaves the first contact to
-    the first detection, so the service starts, not ready, while its Triton server is still coming up. ``tls``:
+    instances run on a GPU, as its configuration says. ``connect`` False (a service) leaves the first contact to the
+    caller (``TritonDetector.connect_in_background``), so the service starts, not ready, while its Triton server is
+    still coming up. ``tls``:
     gRPC over TLS (models.triton.TritonTLS)."""
     if url is None:
         if tls is not None:

@@ -8,7 +8,7 @@ replica into shared inferences.
 Failing closed is the callers' part (a frame whose detection raised leaves hidden whole); this module makes sure a
 detection raises whenever the server did not answer in time (a deadline on every request), says why
 (``unavailable``, shown by /healthz), and recovers by itself: gRPC reconnects the channel (backoff capped at 1 s),
-so the first answer after Triton returns clears the failure.
+the model's configuration is read again after the server was lost, and the first answer clears the failure.
 """
 
 from __future__ import annotations

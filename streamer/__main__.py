@@ -241,8 +241,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shard", type=_shard_arg, default=shard_from_env(), metavar="INDEX/COUNT|auto/COUNT",
                    help="run only this replica's share of the cameras (--camera and --config): with COUNT replicas "
                         "given the same cameras, each camera runs in exactly one, chosen by its name; auto takes "
-                        "INDEX from the host name's trailing -N (a StatefulSet pod). With COUNT > 1 cameras cannot "
-                        "be changed through the API (default: $STREAMER_SHARD, else 0/1: every camera)")
+                        "INDEX from the trailing -N of $POD_NAME, else of the host name (a StatefulSet pod). "
+                        "With COUNT > 1 cameras cannot be changed through the API (default: $STREAMER_SHARD, "
+                        "else 0/1: every camera)")
     _detector_args(p)
     return parser
 

@@ -40,6 +40,7 @@ from models import DetectorConfig, FaceDetections
 from models.centerface import CenterFace, CenterFaceDetector, DetectRequest
 from models.coverage import DetectSize
 from models.runtime import CUDA
+from models.triton import SCHEME as TRITON
 
 from .processor import FrameProcessor
 
@@ -76,7 +77,7 @@ class BatchPolicy:
         """Defaults by device: on CUDA one inference thread taking batches of up to 32 with a 3 ms wait; on a
         Triton server one frame per request and TRITON_REQUESTS_IN_FLIGHT requests at once (the server batches);
         elsewhere one frame per inference and one inference thread per core."""
-        if provider.startswith("triton:"):
+        if provider == TRITON or provider.startswith(f"{TRITON}:"):  # "triton" until the server has answered
             return cls(max_batch or 1, (wait_ms or 0.0) / 1000, workers or TRITON_REQUESTS_IN_FLIGHT)
         gpu = provider == CUDA
         return cls(max_batch if max_batch is not None else (32 if gpu else 1),

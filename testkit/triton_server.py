@@ -31,6 +31,8 @@ from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
 from pytriton.triton import Triton, TritonConfig
 from tritonclient.grpc import model_config_pb2
 
+# models.serving_graph's INPUT/OUTPUTS, written out: this venv has none of the project's dependencies to import it
+# with (tests/test_triton.py fails on any mismatch, as the service checks the served signature).
 OUTPUTS = (("heatmap", 1), ("scale", 2), ("offset", 2), ("landmarks", 10))
 
 

@@ -206,7 +206,7 @@ async def _start(app: web.Application) -> None:
     m = app[METRICS]
 
     def load() -> CenterFace:
-        # A Triton server is contacted by the first detection: the service starts (not ready) before it is up.
+        # A Triton server is contacted below, in the background: the service starts (not ready) before it is up.
         return open_detector(config.detector_url, config.device, config.model, config.detector,
                              require_gpu=config.require_gpu, precision=config.precision,
                              timeout_s=config.detect_deadline_s, connect=False, tls=config.detector_tls)
@@ -234,12 +234,10 @@ async def _start(app: web.Application) -> None:
     # On the CPU one single-threaded inference per core at once (two frames of one stream, or of two): measured
     # live on 2 cores (bench.live_loopback, one 640x480 session, int8) 19.6 frames/s out, against 17.4 with one
     # two-threaded inference at a time. --threads N gives cores / N inferences of N threads each.
-    remote = config.detector_url is not None
     workers: int | None = config.inference_threads  # None on a Triton server: BatchPolicy's requests in flight
-    if workers is None and not remote:
+    if workers is None and not isinstance(detector, TritonDetector):
         workers = 1 if detector.provider == CUDA else cpu_inference_workers(detector.config.threads)
-    batch = BatchPolicy.for_provider("triton:" if remote else detector.provider, config.batch_size,
-                                     config.batch_wait_ms, workers)
+    batch = BatchPolicy.for_provider(detector.provider, config.batch_size, config.batch_wait_ms, workers)
     busy.workers = batch.workers
     app[DETECTION] = DetectionService(detector, config.detect_deadline_s, on_inference=on_inference,
                                       on_error=m.detector_errors.inc, batch=batch, on_batch=m.batch_size.observe,
